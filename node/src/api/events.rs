@@ -1,0 +1,533 @@
+//! The events routes: create, notify, create-and-notify, read (records a READ), search, and
+//! record data by tracking id and field id. Checks run in OpenCRVS's order: token (401), scope
+//! (403), input (400), record access (404), state (409); then one write job commits the actions
+//! and their signed log entries together.
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use crvs_common::config::{EventConfig, ValidationMode};
+use crvs_common::event::{
+    ActionDocument, ActionRecord, ActionStatus, ActionType, Declaration, EventDocument, UserType,
+    format_timestamp_ms,
+};
+use crvs_common::limits::{FIELD_IDS_PER_READ_MAX, TRANSACTION_ID_CHARS_MAX};
+use crvs_common::state::{assigned_to, derive_flags, derive_status, is_allowed, not_allowed_message};
+use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
+use uuid::Uuid;
+
+use super::{ApiError, AppState, Caller, body};
+use crate::auth::TokenUserType;
+use crate::store::{NewEvent, WriteCtx};
+
+mod search;
+
+pub(crate) use search::search;
+
+/// `POST /events` body (`EventInput`).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateInput {
+    #[serde(rename = "type")]
+    event_type: String,
+    transaction_id: String,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at_location: Option<String>,
+}
+
+/// `POST /events/{eventId}/notify` body (`NotifyActionInput`, strict).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct NotifyInput {
+    transaction_id: String,
+    #[serde(rename = "type", default, skip_serializing_if = "Option::is_none")]
+    action_type: Option<String>,
+    #[serde(default)]
+    declaration: Declaration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotation: Option<Declaration>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    created_at_location: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    event_id: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    original_action_id: Option<String>,
+    // Accepted for wire compatibility; assignment options matter once users act (issue 4).
+    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[serde(default, skip_serializing)]
+    keep_assignment: Option<bool>,
+    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[serde(default, skip_serializing)]
+    keep_assignment_if_accepted: Option<bool>,
+    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[serde(default, skip_serializing)]
+    keep_assignment_if_rejected: Option<bool>,
+    // Writes are indexed in the same transaction, so there is nothing to wait for.
+    #[expect(dead_code, reason = "the index is updated in the write transaction")]
+    #[serde(default, skip_serializing)]
+    wait_for: Option<bool>,
+}
+
+/// `POST /events/notify` body (`CreateAndNotifyInput`, system clients only).
+#[derive(Debug, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub(crate) struct CreateAndNotifyInput {
+    event_type: String,
+    transaction_id: String,
+    created_at_location: Option<String>,
+    #[serde(default)]
+    declaration: Declaration,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    annotation: Option<Declaration>,
+    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[serde(default, skip_serializing)]
+    keep_assignment: Option<bool>,
+    #[expect(dead_code, reason = "the index is updated in the write transaction")]
+    #[serde(default, skip_serializing)]
+    wait_for: Option<bool>,
+}
+
+const LOCATION_REQUIRED: &str = "createdAtLocation is required and must be a valid location id";
+const LOCATION_INVALID: &str = "createdAtLocation must be a valid location id";
+
+fn request_hash<T: Serialize>(input: &T) -> Vec<u8> {
+    // Maps are ordered (serde_json's BTreeMap), so equal inputs give equal bytes.
+    let bytes = serde_json::to_vec(input).unwrap_or_default();
+    Sha256::digest(&bytes).to_vec()
+}
+
+fn check_transaction_id(tx: &str) -> Result<(), ApiError> {
+    if tx.is_empty() || tx.chars().count() > TRANSACTION_ID_CHARS_MAX {
+        return Err(ApiError::input_one(
+            "too_big",
+            format!("transactionId must be 1 to {TRANSACTION_ID_CHARS_MAX} characters"),
+            &["transactionId"],
+        ));
+    }
+    Ok(())
+}
+
+fn parse_event_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse().map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
+}
+
+fn event_config<'a>(state: &'a AppState, event_type: &str) -> Result<&'a EventConfig, ApiError> {
+    state.config.events.get(event_type).ok_or_else(|| {
+        ApiError::input_one("invalid_enum_value", format!("Invalid event type '{event_type}'"), &["type"])
+    })
+}
+
+/// Resolves `createdAtLocation` for the caller: required for system clients, and it must be a
+/// location row (an office or a facility), never an administrative area.
+async fn resolve_location(state: &AppState, caller: &Caller, raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+    match (caller.user_type, raw) {
+        (TokenUserType::System, None) => Err(ApiError::bad_request(LOCATION_REQUIRED)),
+        (TokenUserType::User, Some(_)) => {
+            Err(ApiError::bad_request("createdAtLocation can only be set by system clients"))
+        }
+        (TokenUserType::User, None) => Ok(None),
+        (TokenUserType::System, Some(raw)) => {
+            let id: Uuid = raw.parse().map_err(|_| ApiError::bad_request(LOCATION_INVALID))?;
+            if state.store.read(move |r| r.location_exists(id)).await? {
+                Ok(Some(id))
+            } else {
+                Err(ApiError::bad_request(LOCATION_INVALID))
+            }
+        }
+    }
+}
+
+fn validate_declaration(config: &EventConfig, input: &Declaration, annotation: Option<&Declaration>) -> Result<(), ApiError> {
+    let mut issues = match config.validate_declaration(input, ValidationMode::Notify) {
+        Ok(()) => Vec::new(),
+        Err(issues) => issues,
+    };
+    if let Some(annotation) = annotation {
+        if let Err(more) = config.validate_annotation("NOTIFY", annotation, ValidationMode::Notify) {
+            issues.extend(more);
+        }
+    }
+    if issues.is_empty() {
+        Ok(())
+    } else {
+        let message = serde_json::to_string(&issues).unwrap_or_else(|_| "Invalid input".to_owned());
+        Err(ApiError::bad_request(message))
+    }
+}
+
+/// Who is acting, as recorded on actions.
+#[derive(Debug, Clone)]
+struct Actor {
+    id: String,
+    user_type: UserType,
+    location: Option<Uuid>,
+}
+
+impl Actor {
+    fn new(caller: &Caller, location: Option<Uuid>) -> Self {
+        let user_type = match caller.user_type {
+            TokenUserType::System => UserType::System,
+            TokenUserType::User => UserType::User,
+        };
+        Self { id: caller.id.clone(), user_type, location }
+    }
+
+    fn action(&self, action_type: ActionType, status: ActionStatus, transaction_id: &str, now_ms: u64) -> ActionDocument {
+        ActionDocument {
+            id: Uuid::new_v4(),
+            action_type,
+            transaction_id: transaction_id.to_owned(),
+            status,
+            created_by: self.id.clone(),
+            created_by_user_type: self.user_type,
+            created_by_role: None,
+            created_at_location: self.location,
+            created_at: format_timestamp_ms(now_ms),
+            declaration: Some(Declaration::new()),
+            annotation: None,
+            original_action_id: None,
+            content: None,
+            registration_number: None,
+            request_id: None,
+            assigned_to: None,
+            custom_action_type: None,
+        }
+    }
+}
+
+fn record_for(doc_meta: &EventMeta, action: ActionDocument) -> ActionRecord {
+    ActionRecord {
+        event_id: doc_meta.id,
+        event_type: doc_meta.event_type.clone(),
+        tracking_id: doc_meta.tracking_id.clone(),
+        event_created_at: doc_meta.created_at.clone(),
+        action,
+    }
+}
+
+#[derive(Debug, Clone)]
+struct EventMeta {
+    id: Uuid,
+    event_type: String,
+    tracking_id: String,
+    created_at: String,
+}
+
+impl EventMeta {
+    fn of(doc: &EventDocument) -> Self {
+        Self { id: doc.id, event_type: doc.event_type.clone(), tracking_id: doc.tracking_id.clone(), created_at: doc.created_at.clone() }
+    }
+}
+
+fn replay_conflict() -> ApiError {
+    ApiError::conflict("transactionId has already been used with a different request")
+}
+
+/// The create step, run inside a write job. Idempotent on `(transactionId, type)`.
+fn create_in_job(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    event_type: &str,
+    transaction_id: &str,
+    hash: &[u8],
+) -> Result<EventDocument, ApiError> {
+    if let Some((id, stored)) = ctx.reader().event_by_transaction(transaction_id, event_type)? {
+        if stored != hash {
+            return Err(replay_conflict());
+        }
+        return ctx.reader().event_document(id)?.ok_or_else(|| ApiError::event_not_found(id));
+    }
+    let tracking_id = ctx.take_tracking_id()?.ok_or_else(|| {
+        ApiError::new(
+            crvs_common::error::ErrorCode::ServiceUnavailable,
+            "No tracking ids left at this node; it needs to sync with central to get more",
+        )
+    })?;
+    let id = Uuid::new_v4();
+    let now_ms = ctx.now_ms();
+    let created_at = format_timestamp_ms(now_ms);
+    ctx.insert_event(&NewEvent {
+        id,
+        event_type,
+        tracking_id: &tracking_id,
+        transaction_id,
+        request_hash: hash,
+        created_at: &created_at,
+    })?;
+    let meta = EventMeta { id, event_type: event_type.to_owned(), tracking_id, created_at };
+    let create = actor.action(ActionType::Create, ActionStatus::Accepted, transaction_id, now_ms);
+    ctx.append_action(&record_for(&meta, create), Some(hash))?;
+    Ok(ctx.refresh_index(id)?)
+}
+
+/// The notify step, run inside a write job. Idempotent on `transactionId`. With no confirmation
+/// hook configured, the Requested NOTIFY is followed by its Accepted copy (OpenCRVS §10.3).
+fn notify_in_job(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    event_id: Uuid,
+    transaction_id: &str,
+    declaration: Declaration,
+    annotation: Option<Declaration>,
+    hash: &[u8],
+) -> Result<EventDocument, ApiError> {
+    let existing = ctx.reader().action_by_transaction(transaction_id, ActionType::Notify.as_str(), ActionStatus::Requested.as_str())?;
+    if let Some((existing_event, stored)) = existing {
+        if existing_event != event_id || stored.as_deref() != Some(hash) {
+            return Err(replay_conflict());
+        }
+        return ctx.reader().event_document(event_id)?.ok_or_else(|| ApiError::event_not_found(event_id));
+    }
+    let doc = ctx.reader().event_document(event_id)?.ok_or_else(|| ApiError::event_not_found(event_id))?;
+    if let Some(assignee) = assigned_to(&doc.actions) {
+        if actor.user_type == UserType::System || assignee != actor.id {
+            return Err(ApiError::conflict(format!("Event {event_id} is assigned to another user")));
+        }
+    }
+    let status = derive_status(&doc.actions);
+    let flags = derive_flags(&doc.actions);
+    if !is_allowed(ActionType::Notify, status, &flags) {
+        return Err(ApiError::conflict(not_allowed_message(ActionType::Notify, status, &flags)));
+    }
+    let meta = EventMeta::of(&doc);
+    let now_ms = ctx.now_ms();
+    let mut requested = actor.action(ActionType::Notify, ActionStatus::Requested, transaction_id, now_ms);
+    requested.declaration = Some(declaration);
+    requested.annotation = Some(annotation.unwrap_or_default());
+    let requested_id = requested.id;
+    ctx.append_action(&record_for(&meta, requested), Some(hash))?;
+    let mut accepted = actor.action(ActionType::Notify, ActionStatus::Accepted, transaction_id, now_ms);
+    accepted.original_action_id = Some(requested_id);
+    ctx.append_action(&record_for(&meta, accepted), None)?;
+    Ok(ctx.refresh_index(event_id)?)
+}
+
+/// `POST /events`: creates an event with one CREATE action.
+pub(crate) async fn create(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    caller.require_kind("record.create")?;
+    let input: CreateInput = body::json(body)?;
+    check_transaction_id(&input.transaction_id)?;
+    event_config(&state, &input.event_type)?;
+    caller.require("record.create", &input.event_type)?;
+    let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
+    let actor = Actor::new(&caller, location);
+    let hash = request_hash(&input);
+    let doc = state
+        .store
+        .write(move |ctx| create_in_job(ctx, &actor, &input.event_type, &input.transaction_id, &hash))
+        .await?;
+    Ok(axum::Json(doc))
+}
+
+/// `POST /events/{eventId}/notify`: an incomplete declaration from a health system.
+pub(crate) async fn notify(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    caller.require_kind("record.notify")?;
+    let input: NotifyInput = body::json(body)?;
+    let event_id = parse_event_id(&raw_id)?;
+    check_transaction_id(&input.transaction_id)?;
+    if input.action_type.as_deref().is_some_and(|t| t != "NOTIFY") {
+        return Err(ApiError::input_one("invalid_literal", "Invalid literal value, expected \"NOTIFY\"", &["type"]));
+    }
+    if let Some(body_id) = &input.event_id {
+        if parse_event_id(body_id)? != event_id {
+            return Err(ApiError::input_one("custom", "eventId in the body does not match the path", &["eventId"]));
+        }
+    }
+    if let Some(orig) = &input.original_action_id {
+        orig.parse::<Uuid>()
+            .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["originalActionId"]))?;
+    }
+    let event_type = state
+        .store
+        .read(move |r| Ok(r.event_document(event_id)?.map(|d| d.event_type)))
+        .await?
+        .ok_or_else(|| ApiError::event_not_found(event_id))?;
+    caller.require("record.notify", &event_type)?;
+    let config = event_config(&state, &event_type)?;
+    validate_declaration(config, &input.declaration, input.annotation.as_ref())?;
+    let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
+    let actor = Actor::new(&caller, location);
+    let hash = request_hash(&input);
+    let doc = state
+        .store
+        .write(move |ctx| {
+            notify_in_job(ctx, &actor, event_id, &input.transaction_id, input.declaration, input.annotation, &hash)
+        })
+        .await?;
+    Ok(axum::Json(doc))
+}
+
+/// `POST /events/notify`: create and notify in one call (system clients only). The create step
+/// uses the transaction id `"<transactionId>:create"`, as OpenCRVS does; both steps commit in one
+/// transaction, and both are idempotent.
+pub(crate) async fn create_and_notify(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    if caller.user_type != TokenUserType::System {
+        return Err(ApiError::forbidden("Only system clients can use this route"));
+    }
+    caller.require_kind("record.create")?;
+    caller.require_kind("record.notify")?;
+    let input: CreateAndNotifyInput = body::json(body)?;
+    check_transaction_id(&input.transaction_id)?;
+    let config = state.config.events.get(&input.event_type).ok_or_else(|| {
+        ApiError::input_one("invalid_enum_value", format!("Invalid event type '{}'", input.event_type), &["eventType"])
+    })?;
+    caller.require("record.create", &input.event_type)?;
+    caller.require("record.notify", &input.event_type)?;
+    validate_declaration(config, &input.declaration, input.annotation.as_ref())?;
+    let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
+    let actor = Actor::new(&caller, location);
+    let create_tx = format!("{}:create", input.transaction_id);
+    let create_hash = request_hash(&CreateInput {
+        event_type: input.event_type.clone(),
+        transaction_id: create_tx.clone(),
+        created_at_location: input.created_at_location.clone(),
+    });
+    let notify_hash = request_hash(&input);
+    let doc = state
+        .store
+        .write(move |ctx| {
+            let created = create_in_job(ctx, &actor, &input.event_type, &create_tx, &create_hash)?;
+            notify_in_job(ctx, &actor, created.id, &input.transaction_id, input.declaration, input.annotation, &notify_hash)
+        })
+        .await?;
+    Ok(axum::Json(doc))
+}
+
+/// Appends an Accepted READ action (reads are audit-logged into the action list, as OpenCRVS does).
+fn read_in_job(ctx: &mut WriteCtx<'_>, actor: &Actor, event_id: Uuid) -> Result<EventDocument, ApiError> {
+    let doc = ctx.reader().event_document(event_id)?.ok_or_else(|| ApiError::event_not_found(event_id))?;
+    let meta = EventMeta::of(&doc);
+    let tx = Uuid::new_v4().to_string();
+    let read = actor.action(ActionType::Read, ActionStatus::Accepted, &tx, ctx.now_ms());
+    ctx.append_action(&record_for(&meta, read), None)?;
+    Ok(ctx.refresh_index(event_id)?)
+}
+
+/// `GET /events/{eventId}`: the full record; records a READ action.
+pub(crate) async fn read(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    caller.require_kind("record.read")?;
+    let event_id = parse_event_id(&raw_id)?;
+    let event_type = state
+        .store
+        .read(move |r| Ok(r.event_document(event_id)?.map(|d| d.event_type)))
+        .await?
+        .ok_or_else(|| ApiError::event_not_found(event_id))?;
+    // A caller without access is told "not found", as OpenCRVS does.
+    if !caller.scopes.allows("record.read", &event_type) {
+        return Err(ApiError::event_not_found(event_id));
+    }
+    let actor = Actor::new(&caller, None);
+    let doc = state.store.write(move |ctx| read_in_job(ctx, &actor, event_id)).await?;
+    Ok(axum::Json(doc))
+}
+
+/// Query of `GET /events/tracking/{trackingId}/data`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordDataQuery {
+    /// Comma-separated field ids.
+    fields: String,
+}
+
+/// Answer of `GET /events/tracking/{trackingId}/data`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RecordData {
+    event_id: Uuid,
+    tracking_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    status: String,
+    /// The requested fields that have a value (absent fields are left out).
+    data: Declaration,
+    /// Requested `secured` fields left out because the caller may only search, not read.
+    withheld: Vec<String>,
+}
+
+/// `GET /events/tracking/{trackingId}/data?fields=child.name,child.dob`: the current values of
+/// the named fields of the record with that tracking id. Needs `record.read` for the event type,
+/// or `record.search`, in which case `secured` fields are withheld (as search results do).
+/// Records a READ action, like a full read.
+pub(crate) async fn record_data(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(tracking_id): Path<String>,
+    query: Result<Query<RecordDataQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<RecordData>, ApiError> {
+    if !caller.scopes.has_kind("record.read") && !caller.scopes.has_kind("record.search") {
+        return Err(ApiError::forbidden("Missing scope record.read or record.search"));
+    }
+    let Query(query) = query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &["fields"]))?;
+    let tracking: crvs_common::ids::TrackingId = tracking_id
+        .parse()
+        .map_err(|_| ApiError::input_one("invalid_string", "Invalid tracking id", &["trackingId"]))?;
+    let fields: Vec<String> = query.fields.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    if fields.is_empty() || fields.len() > FIELD_IDS_PER_READ_MAX {
+        return Err(ApiError::input_one(
+            "too_big",
+            format!("fields must name 1 to {FIELD_IDS_PER_READ_MAX} field ids"),
+            &["fields"],
+        ));
+    }
+    let key = tracking.to_string();
+    let event_id = state
+        .store
+        .read(move |r| r.event_by_tracking_id(&key))
+        .await?
+        .ok_or_else(|| ApiError::new(crvs_common::error::ErrorCode::NotFound, format!("Event not found with tracking ID: {tracking}")))?;
+    let doc = state.store.read(move |r| r.event_document(event_id)).await?.ok_or_else(|| ApiError::event_not_found(event_id))?;
+    let full = caller.scopes.allows("record.read", &doc.event_type);
+    if !full && !caller.scopes.allows("record.search", &doc.event_type) {
+        return Err(ApiError::new(crvs_common::error::ErrorCode::NotFound, format!("Event not found with tracking ID: {tracking}")));
+    }
+    let config = event_config(&state, &doc.event_type)?;
+    let unknown: Vec<_> = fields.iter().filter(|f| config.field(f).is_none()).collect();
+    if !unknown.is_empty() {
+        let issues: Vec<_> = unknown
+            .iter()
+            .map(|f| serde_json::json!({"message": "Unexpected field", "id": f}))
+            .collect();
+        return Err(ApiError::bad_request(serde_json::Value::Array(issues).to_string()));
+    }
+    let actor = Actor::new(&caller, None);
+    let doc = state.store.write(move |ctx| read_in_job(ctx, &actor, event_id)).await?;
+    let declaration = crvs_common::state::aggregate_declaration(&doc.actions);
+    let mut data = Declaration::new();
+    let mut withheld = Vec::new();
+    for field in fields {
+        let secured = config.field(&field).is_some_and(|f| f.secured);
+        if secured && !full {
+            withheld.push(field);
+        } else if let Some(value) = declaration.get(&field) {
+            data.insert(field, value.clone());
+        }
+    }
+    Ok(axum::Json(RecordData {
+        event_id,
+        tracking_id: doc.tracking_id.clone(),
+        event_type: doc.event_type.clone(),
+        status: derive_status(&doc.actions).as_str().to_owned(),
+        data,
+        withheld,
+    }))
+}

@@ -1,0 +1,781 @@
+//! The node's persistence: one SQLite file in WAL mode with `synchronous=FULL`, owned here.
+//! SQL text lives only in this module; callers use domain-level methods.
+//!
+//! Writes go to a single writer thread that runs each caller's job inside a savepoint and commits
+//! up to `group_commit_max` jobs in one transaction: one fsync serves the whole group, and no
+//! caller is answered before the group's COMMIT returned (an acknowledged write is on disk).
+//! A failing job rolls back only its own savepoint. Reads use a small pool of read connections.
+
+mod schema;
+
+use std::panic::AssertUnwindSafe;
+use std::path::Path;
+use std::sync::{Arc, Mutex};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crvs_common::event::{ActionDocument, ActionRecord, EventDocument};
+use crvs_common::hlc::{Hlc, HlcClock};
+use crvs_common::ids::TrackingId;
+use crvs_common::location::{AdministrativeArea, Location, LocationSet};
+use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
+use crvs_common::state::{EventIndex, derive_status};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
+use tokio::sync::{mpsc, oneshot};
+
+pub use schema::SCHEMA_VERSION;
+
+/// Most write jobs waiting for the writer; callers wait (backpressure) beyond it.
+pub const WRITE_QUEUE_MAX: usize = 1024;
+
+/// Read connections kept open.
+pub const READ_CONNECTIONS: usize = 2;
+
+/// How long SQLite waits on a lock held by another connection before failing.
+const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Store failures. Constraint violations that mean a caller error are mapped by the callers.
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by newer code.
+    #[error("database schema version {found} is newer than this node supports ({supported}); refusing to open it")]
+    TooNew {
+        /// Version found.
+        found: i64,
+        /// Highest version this code knows.
+        supported: i64,
+    },
+    /// Stored data does not decode.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The database belongs to another node identity.
+    #[error("database belongs to node {db}, but the key file is node {key}")]
+    WrongNode {
+        /// Node id recorded in the database.
+        db: String,
+        /// Node id of the key file.
+        key: String,
+    },
+    /// The writer thread is gone (shutting down, or it crashed).
+    #[error("store writer is not running")]
+    WriterGone,
+    /// Signing or encoding a log entry failed.
+    #[error("log entry: {0}")]
+    Log(String),
+    /// The OS random source failed.
+    #[error("random source: {0}")]
+    Random(String),
+}
+
+/// Tracking-id pool settings, as configured.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Free ids to hold.
+    pub size: u32,
+    /// Refill below this many free ids.
+    pub low_water: u32,
+    /// Whether this node may fill its own pool (no central).
+    pub standalone: bool,
+}
+
+/// A system client as stored.
+#[derive(Debug, Clone)]
+pub struct ClientRow {
+    /// Client id (UUID).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// argon2id PHC string.
+    pub secret_hash: String,
+    /// Encoded scopes.
+    pub scopes: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A new event row.
+#[derive(Debug)]
+pub struct NewEvent<'a> {
+    /// Event id.
+    pub id: uuid::Uuid,
+    /// Event type.
+    pub event_type: &'a str,
+    /// Tracking id taken from the pool.
+    pub tracking_id: &'a str,
+    /// Idempotency key of the create.
+    pub transaction_id: &'a str,
+    /// Hash of the create request, to tell a replay from a key reuse.
+    pub request_hash: &'a [u8],
+    /// Creation time.
+    pub created_at: &'a str,
+}
+
+/// Pool and log counters for ops and tests.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStats {
+    /// Events stored.
+    pub events: u64,
+    /// Actions stored.
+    pub actions: u64,
+    /// Log head sequence number.
+    pub log_seq: u64,
+    /// Free tracking ids.
+    pub pool_free: u64,
+}
+
+type Reply = Box<dyn FnOnce(Result<(), Arc<StoreError>>) + Send>;
+type Job = Box<dyn FnOnce(&mut WriteCtx<'_>) -> (bool, Reply) + Send>;
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+#[derive(Debug)]
+struct Inner {
+    jobs: mpsc::Sender<Job>,
+    readers: Vec<Mutex<Connection>>,
+    node_id: NodeId,
+}
+
+/// Opens a connection with the pragmas every connection needs.
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // WAL so readers never block the writer; FULL so every commit fsyncs the WAL: an
+    // acknowledged write survives power loss, not only a process crash.
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!("journal_mode is {mode}, expected wal")));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Wall clock in milliseconds since the Unix epoch. The IO shell is where time is read.
+pub fn wall_ms() -> u64 {
+    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+}
+
+impl Store {
+    /// Creates or upgrades the database at `path` and records `node_id` on first use.
+    pub fn init(path: &Path, node_id: NodeId) -> Result<(), StoreError> {
+        let mut conn = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        schema::migrate(&mut conn)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('node_id', ?1)",
+            params![node_id.to_string()],
+        )?;
+        check_node(&conn, node_id)?;
+        Ok(())
+    }
+
+    /// Opens an initialised database and starts the writer thread.
+    pub fn open(path: &Path, key: NodeSecretKey, pool: PoolSettings, group_commit_max: usize) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Corrupt(format!(
+                "no database at {}; run `crvs-node init` first",
+                path.display()
+            )));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut conn = open_connection(path, flags)?;
+        schema::migrate(&mut conn)?;
+        let node_id = key.node_id();
+        check_node(&conn, node_id)?;
+        let head = load_head(&conn)?;
+        let last_hlc = load_last_hlc(&conn)?;
+        let mut readers = Vec::with_capacity(READ_CONNECTIONS);
+        for _ in 0..READ_CONNECTIONS {
+            let reader = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            readers.push(Mutex::new(reader));
+        }
+        let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let writer = Writer { conn, key, head, hlc: HlcClock::new(last_hlc), pool, group_commit_max };
+        std::thread::Builder::new()
+            .name("store-writer".into())
+            .spawn(move || writer.run(rx))
+            .map_err(|e| StoreError::Corrupt(format!("spawning writer thread: {e}")))?;
+        Ok(Self { inner: Arc::new(Inner { jobs: tx, readers, node_id }) })
+    }
+
+    /// This node's identity.
+    pub fn node_id(&self) -> NodeId {
+        self.inner.node_id
+    }
+
+    /// Runs `job` on the writer thread inside its own savepoint of the next group commit and
+    /// returns its result once the group is durably committed. An `Err` from `job` rolls back
+    /// everything it wrote.
+    pub async fn write<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
+        let boxed: Job = Box::new(move |ctx| {
+            let result = job(ctx);
+            let ok = result.is_ok();
+            let reply: Reply = Box::new(move |commit| {
+                let out = match (result, commit) {
+                    (Err(e), _) => Err(e),
+                    (Ok(v), Ok(())) => Ok(v),
+                    (Ok(_), Err(e)) => Err(E::from(StoreError::Corrupt(format!("commit failed: {e}")))),
+                };
+                let _ = tx.send(out);
+            });
+            (ok, reply)
+        });
+        self.inner.jobs.send(boxed).await.map_err(|_| E::from(StoreError::WriterGone))?;
+        rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+    }
+
+    /// Runs a read-only closure on a pooled read connection, off the async runtime.
+    pub async fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let inner = Arc::clone(&self.inner);
+        tokio::task::spawn_blocking(move || {
+            let guard = inner
+                .readers
+                .iter()
+                .find_map(|m| m.try_lock().ok())
+                .map_or_else(|| inner.readers[0].lock(), Ok)
+                .map_err(|_| StoreError::Corrupt("reader lock poisoned".into()))?;
+            f(&ReadCtx { conn: &guard })
+        })
+        .await
+        .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
+    }
+}
+
+fn check_node(conn: &Connection, node_id: NodeId) -> Result<(), StoreError> {
+    let db: Option<String> =
+        conn.query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| r.get(0)).optional()?;
+    match db {
+        Some(db) if db != node_id.to_string() => Err(StoreError::WrongNode { db, key: node_id.to_string() }),
+        Some(_) => Ok(()),
+        None => Err(StoreError::Corrupt("database has no node id; run `crvs-node init`".into())),
+    }
+}
+
+fn load_head(conn: &Connection) -> Result<LogHead, StoreError> {
+    let row: Option<(i64, Vec<u8>)> = conn
+        .query_row("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .optional()?;
+    match row {
+        None => Ok(LogHead::GENESIS),
+        Some((seq, hash)) => {
+            let hash: [u8; 32] =
+                hash.try_into().map_err(|_| StoreError::Corrupt("log hash is not 32 bytes".into()))?;
+            Ok(LogHead { seq: seq as u64, hash: EntryHash(hash) })
+        }
+    }
+}
+
+fn load_last_hlc(conn: &Connection) -> Result<Hlc, StoreError> {
+    let entry: Option<Vec<u8>> =
+        conn.query_row("SELECT entry FROM log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    match entry {
+        None => Ok(Hlc::default()),
+        Some(bytes) => LogEntry::decode(&bytes)
+            .map(|e| e.hlc)
+            .map_err(|e| StoreError::Corrupt(format!("log head does not decode: {e}"))),
+    }
+}
+
+struct Writer {
+    conn: Connection,
+    key: NodeSecretKey,
+    head: LogHead,
+    hlc: HlcClock,
+    pool: PoolSettings,
+    group_commit_max: usize,
+}
+
+impl Writer {
+    fn run(mut self, mut rx: mpsc::Receiver<Job>) {
+        while let Some(first) = rx.blocking_recv() {
+            let mut jobs = vec![first];
+            while jobs.len() < self.group_commit_max {
+                match rx.try_recv() {
+                    Ok(job) => jobs.push(job),
+                    Err(_) => break,
+                }
+            }
+            self.run_group(jobs);
+        }
+        tracing::debug!("store writer stopped");
+    }
+
+    fn run_group(&mut self, jobs: Vec<Job>) {
+        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
+            let e = Arc::new(StoreError::from(e));
+            tracing::error!(error = %e, "store: BEGIN failed");
+            // Jobs never ran: answer each with the error via a no-op context is impossible, so
+            // drop them; their callers see `WriterGone`.
+            drop(jobs);
+            return;
+        }
+        for job in jobs {
+            let head_before = self.head;
+            let hlc_before = self.hlc.last();
+            let ok_sp = self.conn.execute_batch("SAVEPOINT job").is_ok();
+            let now_ms = wall_ms();
+            let mut ctx = WriteCtx {
+                conn: &self.conn,
+                key: &self.key,
+                head: &mut self.head,
+                hlc: &mut self.hlc,
+                pool: self.pool,
+                now_ms,
+            };
+            let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
+            let (ok, reply) = match outcome {
+                Ok((ok, reply)) => (ok && ok_sp, Some(reply)),
+                Err(_) => {
+                    tracing::error!("store: a write job panicked; its savepoint is rolled back");
+                    (false, None)
+                }
+            };
+            if ok {
+                let _ = self.conn.execute_batch("RELEASE job");
+            } else {
+                let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
+                self.head = head_before;
+                self.hlc = HlcClock::new(hlc_before);
+            }
+            replies.extend(reply);
+        }
+        let commit = self.conn.execute_batch("COMMIT").map_err(|e| Arc::new(StoreError::from(e)));
+        if let Err(e) = &commit {
+            tracing::error!(error = %e, "store: COMMIT failed; group rolled back");
+            let _ = self.conn.execute_batch("ROLLBACK");
+            match load_head(&self.conn) {
+                Ok(head) => self.head = head,
+                Err(e) => tracing::error!(error = %e, "store: reloading log head failed"),
+            }
+        }
+        for reply in replies {
+            reply(commit.clone());
+        }
+    }
+}
+
+/// What a write job can do. Runs on the writer thread inside the job's savepoint.
+#[allow(missing_debug_implementations, reason = "holds a connection and key material")]
+pub struct WriteCtx<'a> {
+    conn: &'a Connection,
+    key: &'a NodeSecretKey,
+    head: &'a mut LogHead,
+    hlc: &'a mut HlcClock,
+    pool: PoolSettings,
+    now_ms: u64,
+}
+
+impl WriteCtx<'_> {
+    /// Wall-clock time of this job, ms since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Read access inside the write transaction (sees this job's own writes).
+    pub fn reader(&self) -> ReadCtx<'_> {
+        ReadCtx { conn: self.conn }
+    }
+
+    /// Takes a free tracking id from the pool; `None` when the pool is empty. In stand-alone
+    /// mode the pool is refilled first when it is below its low-water mark.
+    pub fn take_tracking_id(&mut self) -> Result<Option<String>, StoreError> {
+        if self.pool.standalone {
+            let free = self.reader().pool_free()?;
+            if free < u64::from(self.pool.low_water) {
+                fill_pool(self.conn, self.pool.size.saturating_sub(free as u32))?;
+            }
+        }
+        let id: Option<String> = self
+            .conn
+            .prepare_cached("SELECT tracking_id FROM tracking_pool WHERE event_id IS NULL LIMIT 1")?
+            .query_row([], |r| r.get(0))
+            .optional()?;
+        Ok(id)
+    }
+
+    /// Inserts a new event and marks its tracking id used.
+    pub fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
+        let id = event.id.to_string();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, event_type, tracking_id, transaction_id, request_hash,
+                                     created_at, updated_at, status, index_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'CREATED', '{}')",
+            )?
+            .execute(params![
+                id,
+                event.event_type,
+                event.tracking_id,
+                event.transaction_id,
+                event.request_hash,
+                event.created_at
+            ])?;
+        let n = self
+            .conn
+            .prepare_cached("UPDATE tracking_pool SET event_id = ?1 WHERE tracking_id = ?2 AND event_id IS NULL")?
+            .execute(params![id, event.tracking_id])?;
+        if n != 1 {
+            return Err(StoreError::Corrupt(format!("tracking id {} was not free", event.tracking_id)));
+        }
+        Ok(())
+    }
+
+    /// Appends one action: its row and its signed log entry, then refreshes the event's derived
+    /// index. Everything lands in this job's savepoint, so it commits or vanishes together.
+    pub fn append_action(
+        &mut self,
+        record: &ActionRecord,
+        request_hash: Option<&[u8]>,
+    ) -> Result<LogEntry, StoreError> {
+        let payload = serde_json::to_vec(record).map_err(|e| StoreError::Log(e.to_string()))?;
+        let hlc = self.hlc.now(self.now_ms);
+        let seq = self.head.seq + 1;
+        let entry = LogEntry::sign(self.key, seq, self.head.hash, hlc, record.event_id, payload, None)
+            .map_err(|e| StoreError::Log(e.to_string()))?;
+        let hash = entry.hash();
+        self.conn
+            .prepare_cached("INSERT INTO log (seq, hash, entry) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq as i64, hash.0.as_slice(), entry.encode()])?;
+        let action = &record.action;
+        let body = serde_json::to_string(action).map_err(|e| StoreError::Log(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO actions (id, event_id, action_type, status, transaction_id, request_hash, log_seq, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                action.id.to_string(),
+                record.event_id.to_string(),
+                action.action_type.as_str(),
+                action.status.as_str(),
+                action.transaction_id,
+                request_hash,
+                seq as i64,
+                body
+            ])?;
+        *self.head = LogHead { seq, hash };
+        Ok(entry)
+    }
+
+    /// Recomputes the derived status and index of an event from its actions.
+    pub fn refresh_index(&mut self, event_id: uuid::Uuid) -> Result<EventDocument, StoreError> {
+        let doc = self
+            .reader()
+            .event_document(event_id)?
+            .ok_or_else(|| StoreError::Corrupt(format!("event {event_id} vanished")))?;
+        let index = EventIndex::from_document(&doc);
+        let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached("UPDATE events SET status = ?1, index_json = ?2 WHERE id = ?3")?
+            .execute(params![derive_status(&doc.actions).as_str(), json, event_id.to_string()])?;
+        Ok(doc)
+    }
+
+    /// Adds a system client.
+    pub fn insert_client(&mut self, client: &ClientRow) -> Result<(), StoreError> {
+        let scopes = serde_json::to_string(&client.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO clients (id, name, secret_hash, scopes, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            params![client.id, client.name, client.secret_hash, scopes, client.status, client.created_at],
+        )?;
+        Ok(())
+    }
+
+    /// Removes a system client; returns whether it existed.
+    pub fn delete_client(&mut self, id: &str) -> Result<bool, StoreError> {
+        Ok(self.conn.execute("DELETE FROM clients WHERE id = ?1", params![id])? == 1)
+    }
+
+    /// Replaces every location and administrative area.
+    pub fn replace_locations(&mut self, set: &LocationSet) -> Result<(), StoreError> {
+        self.conn.execute_batch("DELETE FROM locations; DELETE FROM admin_areas;")?;
+        // Parents first, so the foreign key holds whatever the file order.
+        let mut pending: Vec<&AdministrativeArea> = set.administrative_areas.iter().collect();
+        let mut inserted = std::collections::HashSet::new();
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut rest = Vec::new();
+            for area in pending {
+                if area.parent_id.is_none_or(|p| inserted.contains(&p)) {
+                    self.conn.execute(
+                        "INSERT INTO admin_areas (id, name, external_id, parent_id, valid_until) VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            area.id.to_string(),
+                            area.name,
+                            area.external_id,
+                            area.parent_id.map(|p| p.to_string()),
+                            area.valid_until
+                        ],
+                    )?;
+                    inserted.insert(area.id);
+                } else {
+                    rest.push(area);
+                }
+            }
+            if rest.len() == before {
+                return Err(StoreError::Corrupt("administrative areas do not form a tree".into()));
+            }
+            pending = rest;
+        }
+        for l in &set.locations {
+            self.conn.execute(
+                "INSERT INTO locations (id, name, external_id, administrative_area_id, valid_until, location_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    l.id.to_string(),
+                    l.name,
+                    l.external_id,
+                    l.administrative_area_id.map(|p| p.to_string()),
+                    l.valid_until,
+                    l.location_type
+                ],
+            )?;
+        }
+        Ok(())
+    }
+
+    /// Fills the pool up to `count` new random ids (stand-alone mode only).
+    pub fn fill_pool(&mut self, count: u32) -> Result<u64, StoreError> {
+        fill_pool(self.conn, count)
+    }
+}
+
+fn fill_pool(conn: &Connection, count: u32) -> Result<u64, StoreError> {
+    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO tracking_pool (tracking_id) VALUES (?1)")?;
+    let mut added = 0u64;
+    let mut attempts = 0u64;
+    // Random ids; a collision with an id already held is skipped and retried, bounded.
+    while added < u64::from(count) && attempts < u64::from(count) * 4 + 16 {
+        attempts += 1;
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+        let id = TrackingId::from_index(u64::from_le_bytes(bytes));
+        added += stmt.execute(params![id.as_str()])? as u64;
+    }
+    Ok(added)
+}
+
+/// Read-only queries.
+#[allow(missing_debug_implementations, reason = "holds a connection")]
+pub struct ReadCtx<'a> {
+    conn: &'a Connection,
+}
+
+fn parse_uuid(s: &str) -> Result<uuid::Uuid, StoreError> {
+    s.parse().map_err(|_| StoreError::Corrupt(format!("bad uuid {s:?} in store")))
+}
+
+impl ReadCtx<'_> {
+    /// The event created with this `(transactionId, type)`: its id and request hash.
+    pub fn event_by_transaction(&self, transaction_id: &str, event_type: &str) -> Result<Option<(uuid::Uuid, Vec<u8>)>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT id, request_hash FROM events WHERE transaction_id = ?1 AND event_type = ?2")?
+            .query_row(params![transaction_id, event_type], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(id, h)| Ok((parse_uuid(&id)?, h))).transpose()
+    }
+
+    /// An action recorded with this `(transactionId, type, status)`: its event and request hash.
+    pub fn action_by_transaction(
+        &self,
+        transaction_id: &str,
+        action_type: &str,
+        status: &str,
+    ) -> Result<Option<(uuid::Uuid, Option<Vec<u8>>)>, StoreError> {
+        let row: Option<(String, Option<Vec<u8>>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT event_id, request_hash FROM actions WHERE transaction_id = ?1 AND action_type = ?2 AND status = ?3",
+            )?
+            .query_row(params![transaction_id, action_type, status], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(id, h)| Ok((parse_uuid(&id)?, h))).transpose()
+    }
+
+    /// The full event document, actions in order (CREATE first, then recording order).
+    pub fn event_document(&self, event_id: uuid::Uuid) -> Result<Option<EventDocument>, StoreError> {
+        let id = event_id.to_string();
+        let row: Option<(String, String, String, String)> = self
+            .conn
+            .prepare_cached("SELECT event_type, tracking_id, created_at, updated_at FROM events WHERE id = ?1")?
+            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let Some((event_type, tracking_id, created_at, updated_at)) = row else { return Ok(None) };
+        let mut stmt = self.conn.prepare_cached("SELECT body FROM actions WHERE event_id = ?1 ORDER BY seq")?;
+        let actions = stmt
+            .query_map(params![id], |r| r.get::<_, String>(0))?
+            .map(|body| {
+                let body = body?;
+                serde_json::from_str::<ActionDocument>(&body)
+                    .map_err(|e| StoreError::Corrupt(format!("action of {id} does not decode: {e}")))
+            })
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(Some(EventDocument { id: event_id, event_type, created_at, updated_at, actions, tracking_id }))
+    }
+
+    /// The event id with this tracking id.
+    pub fn event_by_tracking_id(&self, tracking_id: &str) -> Result<Option<uuid::Uuid>, StoreError> {
+        let id: Option<String> = self
+            .conn
+            .prepare_cached("SELECT id FROM events WHERE tracking_id = ?1")?
+            .query_row(params![tracking_id], |r| r.get(0))
+            .optional()?;
+        id.map(|s| parse_uuid(&s)).transpose()
+    }
+
+    /// Derived index entries of every event except undeclared drafts (status CREATED, which
+    /// OpenCRVS does not index), newest first, optionally only the one with `tracking_id`.
+    pub fn index_entries(&self, tracking_id: Option<&str>) -> Result<Vec<EventIndex>, StoreError> {
+        // The node holds one clinic's records; a scan of the derived index is fine at that scale.
+        // Central gets a real search index (issue "Central registry").
+        let rows: Vec<String> = match tracking_id {
+            Some(t) => self
+                .conn
+                .prepare_cached("SELECT index_json FROM events WHERE tracking_id = ?1 AND status != 'CREATED'")?
+                .query_map(params![t], |r| r.get(0))?
+                .collect::<Result<_, _>>()?,
+            None => self
+                .conn
+                .prepare_cached(
+                    "SELECT index_json FROM events WHERE status != 'CREATED' ORDER BY created_at DESC, id",
+                )?
+                .query_map([], |r| r.get(0))?
+                .collect::<Result<_, _>>()?,
+        };
+        rows.iter()
+            .map(|json| {
+                serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("index does not decode: {e}")))
+            })
+            .collect()
+    }
+
+    /// Locations, optionally filtered.
+    pub fn locations(&self) -> Result<Vec<Location>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT id, name, external_id, administrative_area_id, valid_until, location_type FROM locations ORDER BY name, id",
+        )?;
+        let rows = stmt.query_map([], |r| {
+            Ok((
+                r.get::<_, String>(0)?,
+                r.get::<_, String>(1)?,
+                r.get::<_, Option<String>>(2)?,
+                r.get::<_, Option<String>>(3)?,
+                r.get::<_, Option<String>>(4)?,
+                r.get::<_, Option<String>>(5)?,
+            ))
+        })?;
+        rows.map(|row| {
+            let (id, name, external_id, area, valid_until, location_type) = row?;
+            Ok(Location {
+                id: parse_uuid(&id)?,
+                name,
+                external_id,
+                administrative_area_id: area.as_deref().map(parse_uuid).transpose()?,
+                valid_until,
+                location_type,
+            })
+        })
+        .collect()
+    }
+
+    /// Whether `id` is a location (not an administrative area).
+    pub fn location_exists(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT 1 FROM locations WHERE id = ?1")?
+            .query_row(params![id.to_string()], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
+    /// A system client by id.
+    pub fn client(&self, id: &str) -> Result<Option<ClientRow>, StoreError> {
+        let row = self
+            .conn
+            .prepare_cached("SELECT id, name, secret_hash, scopes, status, created_at FROM clients WHERE id = ?1")?
+            .query_row(params![id], client_row)
+            .optional()?;
+        row.map(decode_client).transpose()
+    }
+
+    /// Every system client.
+    pub fn clients(&self) -> Result<Vec<ClientRow>, StoreError> {
+        let mut stmt =
+            self.conn.prepare_cached("SELECT id, name, secret_hash, scopes, status, created_at FROM clients ORDER BY created_at, id")?;
+        let rows = stmt.query_map([], client_row)?.collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(decode_client).collect()
+    }
+
+    /// Free tracking ids.
+    pub fn pool_free(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached("SELECT count(*) FROM tracking_pool WHERE event_id IS NULL")?
+            .query_row([], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
+    /// Counters.
+    pub fn stats(&self) -> Result<StoreStats, StoreError> {
+        let count = |sql: &str| -> Result<u64, StoreError> { Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        Ok(StoreStats {
+            events: count("SELECT count(*) FROM events")?,
+            actions: count("SELECT count(*) FROM actions")?,
+            log_seq: count("SELECT coalesce(max(seq), 0) FROM log")?,
+            pool_free: self.pool_free()?,
+        })
+    }
+
+    /// The whole log, in order (for verification and, later, sync).
+    pub fn log_entries(&self, after_seq: u64, limit: u64) -> Result<Vec<LogEntry>, StoreError> {
+        let mut stmt = self.conn.prepare_cached("SELECT seq, hash, entry FROM log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let rows = stmt
+            .query_map(params![after_seq as i64, limit as i64], |r| {
+                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter()
+            .map(|(seq, hash, bytes)| {
+                let entry = LogEntry::decode(&bytes).map_err(|e| StoreError::Corrupt(format!("log entry {seq}: {e}")))?;
+                if entry.seq != seq as u64 || entry.hash().0.as_slice() != hash.as_slice() {
+                    return Err(StoreError::Corrupt(format!("log entry {seq} does not match its row")));
+                }
+                Ok(entry)
+            })
+            .collect()
+    }
+}
+
+type RawClient = (String, String, String, String, String, String);
+
+fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawClient> {
+    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+}
+
+fn decode_client((id, name, secret_hash, scopes, status, created_at): RawClient) -> Result<ClientRow, StoreError> {
+    let scopes = serde_json::from_str(&scopes).map_err(|e| StoreError::Corrupt(format!("client {id} scopes: {e}")))?;
+    Ok(ClientRow { id, name, secret_hash, scopes, status, created_at })
+}

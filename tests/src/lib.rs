@@ -1,0 +1,1 @@
+//! Test harness shared by the cross-crate tests: starts real node processes on loopback.

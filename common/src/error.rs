@@ -75,7 +75,11 @@ pub struct ErrorEnvelope {
 impl ErrorEnvelope {
     /// An envelope without issues.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { message: message.into(), code, issues: None }
+        Self {
+            message: message.into(),
+            code,
+            issues: None,
+        }
     }
 
     /// OpenCRVS's `Input validation failed` with its issues.

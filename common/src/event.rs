@@ -291,8 +291,14 @@ mod tests {
     #[test]
     fn timestamps_format_like_javascript() {
         assert_eq!(format_timestamp_ms(0), "1970-01-01T00:00:00.000Z");
-        assert_eq!(format_timestamp_ms(1_782_896_400_123), "2026-07-01T09:00:00.123Z");
-        assert_eq!(format_timestamp_ms(951_782_400_000), "2000-02-29T00:00:00.000Z");
+        assert_eq!(
+            format_timestamp_ms(1_782_896_400_123),
+            "2026-07-01T09:00:00.123Z"
+        );
+        assert_eq!(
+            format_timestamp_ms(951_782_400_000),
+            "2000-02-29T00:00:00.000Z"
+        );
     }
 
     #[test]
@@ -329,7 +335,16 @@ mod tests {
         let keys: Vec<_> = v.as_object().unwrap().keys().cloned().collect();
         assert_eq!(
             keys,
-            ["createdAt", "createdBy", "createdByUserType", "declaration", "id", "status", "transactionId", "type"]
+            [
+                "createdAt",
+                "createdBy",
+                "createdByUserType",
+                "declaration",
+                "id",
+                "status",
+                "transactionId",
+                "type"
+            ]
         );
     }
 }

@@ -102,7 +102,10 @@ mod tests {
     fn from_index_covers_the_alphabet_and_round_trips() {
         assert_eq!(TrackingId::from_index(0).as_str(), "000000");
         assert_eq!(TrackingId::from_index(35).as_str(), "00000Z");
-        assert_eq!(TrackingId::from_index(TRACKING_ID_SPACE - 1).as_str(), "ZZZZZZ");
+        assert_eq!(
+            TrackingId::from_index(TRACKING_ID_SPACE - 1).as_str(),
+            "ZZZZZZ"
+        );
         assert_eq!(TrackingId::from_index(TRACKING_ID_SPACE).as_str(), "000000");
         let id = TrackingId::from_index(123_456_789);
         assert_eq!(id.as_str().parse::<TrackingId>(), Ok(id));

@@ -83,7 +83,8 @@ pub enum LocationError {
 impl LocationSet {
     /// Parses and checks a locations file.
     pub fn from_json(text: &str) -> Result<Self, LocationError> {
-        let set: Self = serde_json::from_str(text).map_err(|e| LocationError::Parse(e.to_string()))?;
+        let set: Self =
+            serde_json::from_str(text).map_err(|e| LocationError::Parse(e.to_string()))?;
         set.check()?;
         Ok(set)
     }
@@ -91,19 +92,29 @@ impl LocationSet {
     /// Checks id uniqueness, references and the absence of cycles.
     pub fn check(&self) -> Result<(), LocationError> {
         let mut seen = std::collections::HashSet::new();
-        let ids = self.administrative_areas.iter().map(|a| a.id).chain(self.locations.iter().map(|l| l.id));
+        let ids = self
+            .administrative_areas
+            .iter()
+            .map(|a| a.id)
+            .chain(self.locations.iter().map(|l| l.id));
         for id in ids {
             if !seen.insert(id) {
                 return Err(LocationError::DuplicateId(id));
             }
         }
-        let parents: HashMap<Uuid, Option<Uuid>> =
-            self.administrative_areas.iter().map(|a| (a.id, a.parent_id)).collect();
+        let parents: HashMap<Uuid, Option<Uuid>> = self
+            .administrative_areas
+            .iter()
+            .map(|a| (a.id, a.parent_id))
+            .collect();
         for area in &self.administrative_areas {
-            if let Some(parent) = area.parent_id {
-                if !parents.contains_key(&parent) {
-                    return Err(LocationError::UnknownParent { child: area.id, parent });
-                }
+            if let Some(parent) = area.parent_id
+                && !parents.contains_key(&parent)
+            {
+                return Err(LocationError::UnknownParent {
+                    child: area.id,
+                    parent,
+                });
             }
             let mut cursor = area.parent_id;
             let mut steps = 0usize;
@@ -116,10 +127,13 @@ impl LocationSet {
             }
         }
         for location in &self.locations {
-            if let Some(area) = location.administrative_area_id {
-                if !parents.contains_key(&area) {
-                    return Err(LocationError::UnknownParent { child: location.id, parent: area });
-                }
+            if let Some(area) = location.administrative_area_id
+                && !parents.contains_key(&area)
+            {
+                return Err(LocationError::UnknownParent {
+                    child: location.id,
+                    parent: area,
+                });
             }
         }
         Ok(())
@@ -127,8 +141,11 @@ impl LocationSet {
 
     /// The ancestors of an administrative area, root first, ending with the area itself.
     pub fn area_hierarchy(&self, area: Uuid) -> Vec<Uuid> {
-        let parents: HashMap<Uuid, Option<Uuid>> =
-            self.administrative_areas.iter().map(|a| (a.id, a.parent_id)).collect();
+        let parents: HashMap<Uuid, Option<Uuid>> = self
+            .administrative_areas
+            .iter()
+            .map(|a| (a.id, a.parent_id))
+            .collect();
         let mut chain = Vec::new();
         let mut cursor = Some(area);
         while let Some(id) = cursor {
@@ -175,14 +192,29 @@ mod tests {
             parent_id: p,
             valid_until: None,
         };
-        let ok = LocationSet { administrative_areas: vec![area(1, None), area(2, Some(id(1)))], locations: vec![] };
+        let ok = LocationSet {
+            administrative_areas: vec![area(1, None), area(2, Some(id(1)))],
+            locations: vec![],
+        };
         ok.check().unwrap();
         assert_eq!(ok.area_hierarchy(id(2)), vec![id(1), id(2)]);
-        let cycle = LocationSet { administrative_areas: vec![area(1, Some(id(2))), area(2, Some(id(1)))], locations: vec![] };
+        let cycle = LocationSet {
+            administrative_areas: vec![area(1, Some(id(2))), area(2, Some(id(1)))],
+            locations: vec![],
+        };
         assert!(matches!(cycle.check(), Err(LocationError::Cycle(_))));
-        let dangling = LocationSet { administrative_areas: vec![area(1, Some(id(9)))], locations: vec![] };
-        assert!(matches!(dangling.check(), Err(LocationError::UnknownParent { .. })));
-        let dup = LocationSet { administrative_areas: vec![area(1, None), area(1, None)], locations: vec![] };
+        let dangling = LocationSet {
+            administrative_areas: vec![area(1, Some(id(9)))],
+            locations: vec![],
+        };
+        assert!(matches!(
+            dangling.check(),
+            Err(LocationError::UnknownParent { .. })
+        ));
+        let dup = LocationSet {
+            administrative_areas: vec![area(1, None), area(1, None)],
+            locations: vec![],
+        };
         assert!(matches!(dup.check(), Err(LocationError::DuplicateId(_))));
     }
 }

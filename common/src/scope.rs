@@ -104,10 +104,18 @@ impl Scope {
     fn allowed_options(kind: &str) -> &'static [&'static str] {
         match kind {
             "record.create" | "record.declare" | "record.notify" => &["event", "placeOfEvent"],
-            "record.edit" | "record.reject" | "record.archive" | "record.review-duplicates"
+            "record.edit"
+            | "record.reject"
+            | "record.archive"
+            | "record.review-duplicates"
             | "record.register" => &["event", "declaredIn", "declaredBy"],
-            "record.search" | "record.read" | "record.request-correction" | "record.correct"
-            | "record.unassign-others" => &["event", "registeredIn", "registeredBy", "placeOfEvent"],
+            "record.search"
+            | "record.read"
+            | "record.request-correction"
+            | "record.correct"
+            | "record.unassign-others" => {
+                &["event", "registeredIn", "registeredBy", "placeOfEvent"]
+            }
             "record.print-certified-copies" => &["event", "templates"],
             "record.custom-action" => &["event", "customActionTypes"],
             "organisation.read-locations" | "user.read" | "user.search" => &["accessLevel"],
@@ -143,8 +151,9 @@ impl Scope {
         let mut options = BTreeMap::new();
         if let Some(inner) = rest {
             for part in inner.split(',').filter(|p| !p.is_empty()) {
-                let (key, values) =
-                    part.split_once('=').ok_or_else(|| ScopeError::Malformed(s.to_owned()))?;
+                let (key, values) = part
+                    .split_once('=')
+                    .ok_or_else(|| ScopeError::Malformed(s.to_owned()))?;
                 let values = values.split('|').map(str::to_owned).collect();
                 if options.insert(key.to_owned(), values).is_some() {
                     return Err(ScopeError::Malformed(s.to_owned()));
@@ -190,8 +199,9 @@ impl FromStr for Scope {
         let mut kind = None;
         let mut options = BTreeMap::new();
         for part in s.split('&') {
-            let (key, value) =
-                part.split_once('=').ok_or_else(|| ScopeError::Malformed(s.to_owned()))?;
+            let (key, value) = part
+                .split_once('=')
+                .ok_or_else(|| ScopeError::Malformed(s.to_owned()))?;
             if key == "type" {
                 if kind.replace(value.to_owned()).is_some() {
                     return Err(ScopeError::Malformed(s.to_owned()));
@@ -226,7 +236,11 @@ pub struct ScopeSet(Vec<Scope>);
 impl ScopeSet {
     /// Parses every scope string; the first bad one is the error.
     pub fn parse_all<S: AsRef<str>>(scopes: &[S]) -> Result<Self, ScopeError> {
-        scopes.iter().map(|s| s.as_ref().parse()).collect::<Result<Vec<_>, _>>().map(Self)
+        scopes
+            .iter()
+            .map(|s| s.as_ref().parse())
+            .collect::<Result<Vec<_>, _>>()
+            .map(Self)
     }
 
     /// The scopes, in the order given.
@@ -241,7 +255,9 @@ impl ScopeSet {
 
     /// Whether some scope of type `kind` covers `event_type`.
     pub fn allows(&self, kind: &str, event_type: &str) -> bool {
-        self.0.iter().any(|s| s.kind == kind && s.covers_event(event_type))
+        self.0
+            .iter()
+            .any(|s| s.kind == kind && s.covers_event(event_type))
     }
 
     /// Whether some scope of type `kind` exists at all (for any event).
@@ -255,7 +271,9 @@ impl ScopeSet {
         kind: &'a str,
         event_type: &'a str,
     ) -> impl Iterator<Item = &'a Scope> + 'a {
-        self.0.iter().filter(move |s| s.kind == kind && s.covers_event(event_type))
+        self.0
+            .iter()
+            .filter(move |s| s.kind == kind && s.covers_event(event_type))
     }
 }
 
@@ -271,7 +289,10 @@ mod tests {
 
     #[test]
     fn parses_v2_and_legacy_spellings() {
-        check("type=record.notify&event=birth", "type=record.notify&event=birth");
+        check(
+            "type=record.notify&event=birth",
+            "type=record.notify&event=birth",
+        );
         check(
             "type=record.search&event=birth,death&placeOfEvent=all",
             "type=record.search&event=birth,death&placeOfEvent=all",
@@ -280,11 +301,17 @@ mod tests {
             "type=record.custom-action&event=birth&customActionTypes=VALIDATE_DECLARATION,ESCALATE",
             "type=record.custom-action&customActionTypes=VALIDATE_DECLARATION,ESCALATE&event=birth",
         );
-        check("type=workqueue&ids=assigned-to-you,recent", "type=workqueue&ids=assigned-to-you,recent");
+        check(
+            "type=workqueue&ids=assigned-to-you,recent",
+            "type=workqueue&ids=assigned-to-you,recent",
+        );
         check("record.notify", "type=record.notify");
         check("notification-api", "type=record.notify");
         check("recordsearch", "type=record.search");
-        check("record.create[event=birth|death]", "type=record.create&event=birth,death");
+        check(
+            "record.create[event=birth|death]",
+            "type=record.create&event=birth,death",
+        );
         check("type=record.import", "type=record.import");
     }
 
@@ -306,11 +333,8 @@ mod tests {
 
     #[test]
     fn event_coverage() {
-        let set = ScopeSet::parse_all(&[
-            "type=record.notify&event=birth",
-            "type=record.read",
-        ])
-        .unwrap();
+        let set =
+            ScopeSet::parse_all(&["type=record.notify&event=birth", "type=record.read"]).unwrap();
         assert!(set.allows("record.notify", "birth"));
         assert!(!set.allows("record.notify", "death"));
         assert!(set.allows("record.read", "death"));

@@ -84,7 +84,13 @@ pub fn derive_flags(actions: &[ActionDocument]) -> Vec<String> {
     let mut flags: Vec<String> = last_status
         .iter()
         .filter(|(_, s)| **s != ActionStatus::Accepted)
-        .map(|(t, s)| format!("{}:{}", t.as_str().to_lowercase(), s.as_str().to_lowercase()))
+        .map(|(t, s)| {
+            format!(
+                "{}:{}",
+                t.as_str().to_lowercase(),
+                s.as_str().to_lowercase()
+            )
+        })
         .collect();
 
     let mut inherent: Vec<&'static str> = Vec::new();
@@ -94,7 +100,10 @@ pub fn derive_flags(actions: &[ActionDocument]) -> Vec<String> {
         }
     };
     let clear = |flags: &mut Vec<&'static str>, f: &'static str| flags.retain(|x| *x != f);
-    for a in actions.iter().filter(|a| a.status == ActionStatus::Accepted) {
+    for a in actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Accepted)
+    {
         let t = a.action_type;
         // edit-in-progress is cleared by any other (non-meta) action.
         if t != ActionType::Edit && !t.is_meta() {
@@ -145,12 +154,23 @@ pub fn actions_for_status(status: EventStatus) -> &'static [ActionType] {
     use ActionType as A;
     match status {
         EventStatus::Created => &[A::Read, A::Declare, A::Notify, A::Delete, A::Custom],
-        EventStatus::Notified => {
-            &[A::Read, A::Edit, A::MarkAsDuplicate, A::Archive, A::Reject, A::Custom]
-        }
-        EventStatus::Declared => {
-            &[A::Read, A::Register, A::MarkAsDuplicate, A::Archive, A::Reject, A::Custom, A::Edit]
-        }
+        EventStatus::Notified => &[
+            A::Read,
+            A::Edit,
+            A::MarkAsDuplicate,
+            A::Archive,
+            A::Reject,
+            A::Custom,
+        ],
+        EventStatus::Declared => &[
+            A::Read,
+            A::Register,
+            A::MarkAsDuplicate,
+            A::Archive,
+            A::Reject,
+            A::Custom,
+            A::Edit,
+        ],
         EventStatus::Registered => &[
             A::Read,
             A::PrintCertificate,
@@ -194,7 +214,10 @@ pub fn allowed_actions(status: EventStatus, flags: &[String]) -> Vec<ActionType>
 
 /// OpenCRVS's 409 message for a disallowed action.
 pub fn not_allowed_message(action: ActionType, status: EventStatus, flags: &[String]) -> String {
-    let allowed: Vec<&str> = allowed_actions(status, flags).iter().map(|a| a.as_str()).collect();
+    let allowed: Vec<&str> = allowed_actions(status, flags)
+        .iter()
+        .map(|a| a.as_str())
+        .collect();
     format!(
         "Action '{}' cannot be performed on an event in '{}' state with [{}] flags. Available actions: {}",
         action.as_str(),
@@ -226,7 +249,10 @@ pub fn aggregate_declaration(actions: &[ActionDocument]) -> Declaration {
             }
         }
     };
-    for a in actions.iter().filter(|a| a.status == ActionStatus::Accepted) {
+    for a in actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Accepted)
+    {
         match a.action_type {
             ActionType::PrintCertificate
             | ActionType::RequestCorrection
@@ -238,10 +264,10 @@ pub fn aggregate_declaration(actions: &[ActionDocument]) -> Declaration {
             }
             _ => {}
         }
-        if let Some(orig) = a.original_action_id {
-            if let Some(req) = actions.iter().find(|r| r.id == orig) {
-                merge(&mut out, req.declaration.as_ref());
-            }
+        if let Some(orig) = a.original_action_id
+            && let Some(req) = actions.iter().find(|r| r.id == orig)
+        {
+            merge(&mut out, req.declaration.as_ref());
         }
         merge(&mut out, a.declaration.as_ref());
     }
@@ -251,7 +277,10 @@ pub fn aggregate_declaration(actions: &[ActionDocument]) -> Declaration {
 /// The current assignee: the last Accepted ASSIGN not followed by an UNASSIGN.
 pub fn assigned_to(actions: &[ActionDocument]) -> Option<String> {
     let mut who = None;
-    for a in actions.iter().filter(|a| a.status == ActionStatus::Accepted) {
+    for a in actions
+        .iter()
+        .filter(|a| a.status == ActionStatus::Accepted)
+    {
         match a.action_type {
             ActionType::Assign => who = a.assigned_to.clone(),
             ActionType::Unassign => who = None,
@@ -300,7 +329,10 @@ pub struct EventIndex {
 impl EventIndex {
     /// Derives the index entry of a document.
     pub fn from_document(doc: &EventDocument) -> Self {
-        let create = doc.actions.iter().find(|a| a.action_type == ActionType::Create);
+        let create = doc
+            .actions
+            .iter()
+            .find(|a| a.action_type == ActionType::Create);
         let updated_at = doc
             .actions
             .iter()

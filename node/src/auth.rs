@@ -101,7 +101,10 @@ pub struct TokenKeys {
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
-        f.debug_struct("TokenKeys").field("issuer", &self.issuer).field("ttl", &self.ttl).finish_non_exhaustive()
+        f.debug_struct("TokenKeys")
+            .field("issuer", &self.issuer)
+            .field("ttl", &self.ttl)
+            .finish_non_exhaustive()
     }
 }
 
@@ -130,7 +133,13 @@ impl TokenKeys {
         validation.leeway = TOKEN_LEEWAY_SECS;
         validation.validate_exp = true;
         validation.validate_nbf = true;
-        Self { encoding, decoding, validation, issuer, ttl }
+        Self {
+            encoding,
+            decoding,
+            validation,
+            issuer,
+            ttl,
+        }
     }
 
     /// The issuer this node writes and accepts.
@@ -144,7 +153,13 @@ impl TokenKeys {
     }
 
     /// Mints a token for `sub` with `scopes`, valid from `now_secs` for the configured lifetime.
-    pub fn mint(&self, sub: &str, scopes: Vec<String>, user_type: TokenUserType, now_secs: u64) -> Result<String, TokenError> {
+    pub fn mint(
+        &self,
+        sub: &str,
+        scopes: Vec<String>,
+        user_type: TokenUserType,
+        now_secs: u64,
+    ) -> Result<String, TokenError> {
         let claims = Claims {
             sub: sub.to_owned(),
             scope: scopes,
@@ -156,7 +171,8 @@ impl TokenKeys {
         };
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("JWT".to_owned());
-        jsonwebtoken::encode(&header, &claims, &self.encoding).map_err(|e| TokenError(e.to_string()))
+        jsonwebtoken::encode(&header, &claims, &self.encoding)
+            .map_err(|e| TokenError(e.to_string()))
     }
 
     /// Validates a token: signature, algorithm, issuer, audience, expiry.
@@ -172,7 +188,11 @@ mod tests {
     use super::*;
 
     fn keys(seed: u8) -> TokenKeys {
-        TokenKeys::new(&NodeSecretKey::from_bytes(&[seed; 32]), "crvs-edge:node:test".into(), Duration::from_secs(600))
+        TokenKeys::new(
+            &NodeSecretKey::from_bytes(&[seed; 32]),
+            "crvs-edge:node:test".into(),
+            Duration::from_secs(600),
+        )
     }
 
     fn now() -> u64 {
@@ -182,7 +202,14 @@ mod tests {
     #[test]
     fn mint_and_validate() {
         let k = keys(1);
-        let token = k.mint("client", vec!["type=record.read".into()], TokenUserType::System, now()).unwrap();
+        let token = k
+            .mint(
+                "client",
+                vec!["type=record.read".into()],
+                TokenUserType::System,
+                now(),
+            )
+            .unwrap();
         let claims = k.validate(&token).unwrap();
         assert_eq!(claims.sub, "client");
         assert_eq!(claims.user_type, TokenUserType::System);
@@ -192,9 +219,13 @@ mod tests {
     #[test]
     fn rejects_other_key_expired_and_alg_none() {
         let k = keys(1);
-        let other = keys(2).mint("c", vec![], TokenUserType::System, now()).unwrap();
+        let other = keys(2)
+            .mint("c", vec![], TokenUserType::System, now())
+            .unwrap();
         assert!(k.validate(&other).is_err());
-        let expired = k.mint("c", vec![], TokenUserType::System, now() - 3600).unwrap();
+        let expired = k
+            .mint("c", vec![], TokenUserType::System, now() - 3600)
+            .unwrap();
         assert!(k.validate(&expired).is_err());
         // alg: none with the same claims.
         let good = k.mint("c", vec![], TokenUserType::System, now()).unwrap();

@@ -60,7 +60,9 @@ pub const POOL_SIZE_LIMIT: u32 = 1_000_000;
 impl ConfigFile {
     /// Reads `path`, or the defaults when `path` is `None`.
     pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
-        let Some(path) = path else { return Ok(Self::default()) };
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading config file {}", path.display()))?;
         toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
@@ -76,7 +78,10 @@ impl ConfigFile {
             self.pool_size >= 1 && self.pool_size <= POOL_SIZE_LIMIT,
             "pool_size must be between 1 and {POOL_SIZE_LIMIT}"
         );
-        anyhow::ensure!(self.pool_low_water < self.pool_size, "pool_low_water must be below pool_size");
+        anyhow::ensure!(
+            self.pool_low_water < self.pool_size,
+            "pool_low_water must be below pool_size"
+        );
         anyhow::ensure!(
             (1..=GROUP_COMMIT_MAX_LIMIT).contains(&self.group_commit_max),
             "group_commit_max must be between 1 and {GROUP_COMMIT_MAX_LIMIT}"

@@ -25,7 +25,9 @@ pub fn create_key_file(path: &Path) -> anyhow::Result<NodeSecretKey> {
         use std::os::unix::fs::OpenOptionsExt as _;
         options.mode(0o600);
     }
-    let mut file = options.open(path).with_context(|| format!("creating key file {}", path.display()))?;
+    let mut file = options
+        .open(path)
+        .with_context(|| format!("creating key file {}", path.display()))?;
     let text = Zeroizing::new(hex::encode(*seed));
     file.write_all(text.as_bytes())?;
     file.sync_all()?;
@@ -35,7 +37,8 @@ pub fn create_key_file(path: &Path) -> anyhow::Result<NodeSecretKey> {
 /// Reads a key file written by [`create_key_file`].
 pub fn load_key_file(path: &Path) -> anyhow::Result<NodeSecretKey> {
     let text = Zeroizing::new(
-        std::fs::read_to_string(path).with_context(|| format!("reading key file {}", path.display()))?,
+        std::fs::read_to_string(path)
+            .with_context(|| format!("reading key file {}", path.display()))?,
     );
     let mut seed = Zeroizing::new([0u8; 32]);
     hex::decode_to_slice(text.trim(), seed.as_mut())

@@ -74,7 +74,11 @@ pub async fn init(config: &Config, locations: Option<&LocationSet>) -> anyhow::R
         })
         .await?;
     let pool_free = store.read(|r| r.pool_free()).await?;
-    Ok(InitReport { node_id: node_id.to_string(), pool_free, already_initialised })
+    Ok(InitReport {
+        node_id: node_id.to_string(),
+        pool_free,
+        already_initialised,
+    })
 }
 
 fn pool_settings(config: &Config) -> PoolSettings {
@@ -87,14 +91,24 @@ fn pool_settings(config: &Config) -> PoolSettings {
 
 /// Opens the store of an initialised data directory.
 pub fn open_store(config: &Config, key: crvs_common::log::NodeSecretKey) -> anyhow::Result<Store> {
-    Store::open(&config.db_path(), key, pool_settings(config), config.file.group_commit_max)
-        .with_context(|| format!("opening node database {}", config.db_path().display()))
+    Store::open(
+        &config.db_path(),
+        key,
+        pool_settings(config),
+        config.file.group_commit_max,
+    )
+    .with_context(|| format!("opening node database {}", config.db_path().display()))
 }
 
 /// Serves the node's HTTP API on `listener` until `shutdown` resolves, then drains requests
 /// in flight (bounded by [`SHUTDOWN_GRACE`]).
-pub async fn run(config: Config, listener: TcpListener, shutdown: impl Future<Output = ()> + Send + 'static) -> anyhow::Result<()> {
-    let key = keys::load_key_file(&config.node_key_path()).context("loading node key; run `crvs-node init` first")?;
+pub async fn run(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+) -> anyhow::Result<()> {
+    let key = keys::load_key_file(&config.node_key_path())
+        .context("loading node key; run `crvs-node init` first")?;
     let jwt_key = keys::load_key_file(&config.jwt_key_path()).context("loading token key")?;
     let node_id = key.node_id();
     let store = open_store(&config, key)?;

@@ -115,7 +115,9 @@ fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
 fn init_tracing(config: &Config) {
     let filter = tracing_subscriber::EnvFilter::try_from_env("CRVS_LOG")
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.file.log_filter));
-    let builder = tracing_subscriber::fmt().with_env_filter(filter).with_writer(std::io::stderr);
+    let builder = tracing_subscriber::fmt()
+        .with_env_filter(filter)
+        .with_writer(std::io::stderr);
     if config.file.log_format == "json" {
         builder.json().init();
     } else {
@@ -126,6 +128,13 @@ fn init_tracing(config: &Config) {
 fn print_json(value: &serde_json::Value) -> anyhow::Result<()> {
     let mut out = std::io::stdout().lock();
     writeln!(out, "{}", serde_json::to_string_pretty(value)?)?;
+    Ok(())
+}
+
+fn print_json_line(value: &serde_json::Value) -> anyhow::Result<()> {
+    let mut out = std::io::stdout().lock();
+    writeln!(out, "{value}")?;
+    out.flush()?;
     Ok(())
 }
 
@@ -144,7 +153,10 @@ fn main() -> anyhow::Result<()> {
 
 async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
     match command {
-        Command::Init { locations, demo_locations } => {
+        Command::Init {
+            locations,
+            demo_locations,
+        } => {
             let set = match (locations, demo_locations) {
                 (Some(path), _) => {
                     let text = std::fs::read_to_string(&path)
@@ -166,6 +178,11 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let listener = tokio::net::TcpListener::bind(config.file.http_listen)
                 .await
                 .with_context(|| format!("binding {}", config.file.http_listen))?;
+            // One machine-readable line on stdout once the socket is bound, so scripts and tests
+            // using port 0 learn the address without polling.
+            print_json_line(
+                &serde_json::json!({ "listening": listener.local_addr()?.to_string() }),
+            )?;
             crvs_node::run(config, listener, shutdown_signal()).await
         }
         Command::Client(cmd) => client(cmd, &config).await,
@@ -173,7 +190,8 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             let store = open(&config)?;
             let node_id = store.node_id();
             let mut after = 0u64;
-            let mut verifier = crvs_common::log::ChainVerifier::new(node_id, crvs_common::log::LogHead::GENESIS);
+            let mut verifier =
+                crvs_common::log::ChainVerifier::new(node_id, crvs_common::log::LogHead::GENESIS);
             loop {
                 let batch = store.read(move |r| r.log_entries(after, 1000)).await?;
                 if batch.is_empty() {
@@ -192,7 +210,9 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                 }
             }
             let head = verifier.head();
-            print_json(&serde_json::json!({"nodeId": node_id.to_string(), "verified": head.seq, "headHash": head.hash.to_string()}))
+            print_json(
+                &serde_json::json!({"nodeId": node_id.to_string(), "verified": head.seq, "headHash": head.hash.to_string()}),
+            )
         }
         Command::Status => {
             let store = open(&config)?;
@@ -203,19 +223,27 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
 }
 
 fn open(config: &Config) -> anyhow::Result<crvs_node::store::Store> {
-    let key = crvs_node::keys::load_key_file(&config.node_key_path()).context("loading node key; run `crvs-node init` first")?;
+    let key = crvs_node::keys::load_key_file(&config.node_key_path())
+        .context("loading node key; run `crvs-node init` first")?;
     crvs_node::open_store(config, key)
 }
 
 async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {
     let store = open(config)?;
     match cmd {
-        ClientCommand::Add { name, mut scopes, health } => {
+        ClientCommand::Add {
+            name,
+            mut scopes,
+            health,
+        } => {
             if health {
                 scopes.extend(HEALTH_SCOPES.iter().map(|s| (*s).to_owned()));
             }
             anyhow::ensure!(!scopes.is_empty(), "give at least one --scope, or --health");
-            anyhow::ensure!(scopes.len() <= crvs_common::limits::CLIENT_SCOPES_MAX, "too many scopes");
+            anyhow::ensure!(
+                scopes.len() <= crvs_common::limits::CLIENT_SCOPES_MAX,
+                "too many scopes"
+            );
             let parsed = ScopeSet::parse_all(&scopes)?;
             let id = uuid::Uuid::new_v4().to_string();
             let secret = hex::encode(crvs_node::keys::random_bytes::<24>()?);
@@ -229,8 +257,12 @@ async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {
                 created_at: crvs_common::event::format_timestamp_ms(crvs_node::store::wall_ms()),
             };
             let scopes = row.scopes.clone();
-            store.write(move |ctx| -> Result<(), StoreError> { ctx.insert_client(&row) }).await?;
-            print_json(&serde_json::json!({"clientId": id, "clientSecret": secret, "scopes": scopes}))
+            store
+                .write(move |ctx| -> Result<(), StoreError> { ctx.insert_client(&row) })
+                .await?;
+            print_json(
+                &serde_json::json!({"clientId": id, "clientSecret": secret, "scopes": scopes}),
+            )
         }
         ClientCommand::List => {
             let clients = store.read(|r| r.clients()).await?;
@@ -242,7 +274,9 @@ async fn client(cmd: ClientCommand, config: &Config) -> anyhow::Result<()> {
         }
         ClientCommand::Remove { id } => {
             let key = id.clone();
-            let removed = store.write(move |ctx| -> Result<bool, StoreError> { ctx.delete_client(&key) }).await?;
+            let removed = store
+                .write(move |ctx| -> Result<bool, StoreError> { ctx.delete_client(&key) })
+                .await?;
             anyhow::ensure!(removed, "no client with id {id}");
             print_json(&serde_json::json!({"removed": id}))
         }

@@ -28,7 +28,11 @@ fn action(n: u128, t: ActionType, s: ActionStatus) -> ActionDocument {
 }
 
 fn accepted(types: &[ActionType]) -> Vec<ActionDocument> {
-    types.iter().enumerate().map(|(i, t)| action(i as u128 + 1, *t, ActionStatus::Accepted)).collect()
+    types
+        .iter()
+        .enumerate()
+        .map(|(i, t)| action(i as u128 + 1, *t, ActionStatus::Accepted))
+        .collect()
 }
 
 use ActionType as A;
@@ -38,12 +42,43 @@ use EventStatus as S;
 #[test]
 fn allowed_actions_table_every_cell() {
     let table: &[(S, &[A])] = &[
-        (S::Created, &[A::Read, A::Declare, A::Notify, A::Delete, A::Custom]),
-        (S::Notified, &[A::Read, A::Edit, A::MarkAsDuplicate, A::Archive, A::Reject, A::Custom]),
-        (S::Declared, &[A::Read, A::Register, A::MarkAsDuplicate, A::Archive, A::Reject, A::Custom, A::Edit]),
+        (
+            S::Created,
+            &[A::Read, A::Declare, A::Notify, A::Delete, A::Custom],
+        ),
+        (
+            S::Notified,
+            &[
+                A::Read,
+                A::Edit,
+                A::MarkAsDuplicate,
+                A::Archive,
+                A::Reject,
+                A::Custom,
+            ],
+        ),
+        (
+            S::Declared,
+            &[
+                A::Read,
+                A::Register,
+                A::MarkAsDuplicate,
+                A::Archive,
+                A::Reject,
+                A::Custom,
+                A::Edit,
+            ],
+        ),
         (
             S::Registered,
-            &[A::Read, A::PrintCertificate, A::RequestCorrection, A::ApproveCorrection, A::RejectCorrection, A::Custom],
+            &[
+                A::Read,
+                A::PrintCertificate,
+                A::RequestCorrection,
+                A::ApproveCorrection,
+                A::RejectCorrection,
+                A::Custom,
+            ],
         ),
         (S::Archived, &[A::Read, A::Custom]),
     ];
@@ -61,13 +96,26 @@ fn flag_overrides() {
     // rejected: READ, NOTIFY, CUSTOM, EDIT, ARCHIVE whatever the status (except ARCHIVED).
     for status in [S::Notified, S::Declared, S::Registered] {
         let got = allowed_actions(status, &f(&["rejected"]));
-        assert_eq!(got, vec![A::Read, A::Notify, A::Custom, A::Edit, A::Archive], "{status}");
+        assert_eq!(
+            got,
+            vec![A::Read, A::Notify, A::Custom, A::Edit, A::Archive],
+            "{status}"
+        );
     }
-    assert_eq!(allowed_actions(S::Archived, &f(&["rejected"])), vec![A::Read, A::Custom]);
+    assert_eq!(
+        allowed_actions(S::Archived, &f(&["rejected"])),
+        vec![A::Read, A::Custom]
+    );
     // edit-in-progress: NOTIFY, DECLARE, REGISTER (+READ).
-    assert_eq!(allowed_actions(S::Declared, &f(&["edit-in-progress"])), vec![A::Read, A::Notify, A::Declare, A::Register]);
+    assert_eq!(
+        allowed_actions(S::Declared, &f(&["edit-in-progress"])),
+        vec![A::Read, A::Notify, A::Declare, A::Register]
+    );
     // any *:requested blocks everything but READ.
-    assert_eq!(allowed_actions(S::Declared, &f(&["register:requested"])), vec![A::Read]);
+    assert_eq!(
+        allowed_actions(S::Declared, &f(&["register:requested"])),
+        vec![A::Read]
+    );
     // potential-duplicate blocks REGISTER and EDIT.
     let got = allowed_actions(S::Declared, &f(&["potential-duplicate"]));
     assert!(!got.contains(&A::Register) && !got.contains(&A::Edit));
@@ -83,7 +131,10 @@ fn status_folds_accepted_actions_only() {
         (&[A::Create, A::Notify, A::Declare], S::Declared),
         (&[A::Create, A::Declare, A::Custom], S::Declared),
         (&[A::Create, A::Declare, A::Register], S::Registered),
-        (&[A::Create, A::Declare, A::Register, A::PrintCertificate], S::Registered),
+        (
+            &[A::Create, A::Declare, A::Register, A::PrintCertificate],
+            S::Registered,
+        ),
         (&[A::Create, A::Declare, A::Archive], S::Archived),
     ];
     for (types, status) in cases {
@@ -93,7 +144,10 @@ fn status_folds_accepted_actions_only() {
     let mut actions = accepted(&[A::Create, A::Declare]);
     actions.push(action(10, A::Register, ActionStatus::Requested));
     assert_eq!(derive_status(&actions), S::Declared);
-    assert_eq!(derive_flags(&actions), vec!["register:requested".to_string()]);
+    assert_eq!(
+        derive_flags(&actions),
+        vec!["register:requested".to_string()]
+    );
 }
 
 #[test]
@@ -102,17 +156,55 @@ fn flags_table() {
         (&[A::Create], &[]),
         (&[A::Create, A::Notify], &["incomplete"]),
         (&[A::Create, A::Notify, A::Declare], &[]),
-        (&[A::Create, A::Notify, A::Reject], &["incomplete", "rejected"]),
+        (
+            &[A::Create, A::Notify, A::Reject],
+            &["incomplete", "rejected"],
+        ),
         (&[A::Create, A::Declare, A::Reject], &["rejected"]),
         (&[A::Create, A::Declare, A::Reject, A::Declare], &[]),
         (&[A::Create, A::Declare, A::Edit], &["edit-in-progress"]),
-        (&[A::Create, A::Declare, A::Edit, A::Read], &["edit-in-progress"]),
+        (
+            &[A::Create, A::Declare, A::Edit, A::Read],
+            &["edit-in-progress"],
+        ),
         (&[A::Create, A::Declare, A::Edit, A::Declare], &[]),
-        (&[A::Create, A::Declare, A::DuplicateDetected], &["potential-duplicate"]),
-        (&[A::Create, A::Declare, A::DuplicateDetected, A::MarkAsNotDuplicate], &[]),
-        (&[A::Create, A::Declare, A::Register, A::RequestCorrection], &["correction-requested"]),
-        (&[A::Create, A::Declare, A::Register, A::RequestCorrection, A::ApproveCorrection], &[]),
-        (&[A::Create, A::Declare, A::Register, A::RequestCorrection, A::RejectCorrection], &[]),
+        (
+            &[A::Create, A::Declare, A::DuplicateDetected],
+            &["potential-duplicate"],
+        ),
+        (
+            &[
+                A::Create,
+                A::Declare,
+                A::DuplicateDetected,
+                A::MarkAsNotDuplicate,
+            ],
+            &[],
+        ),
+        (
+            &[A::Create, A::Declare, A::Register, A::RequestCorrection],
+            &["correction-requested"],
+        ),
+        (
+            &[
+                A::Create,
+                A::Declare,
+                A::Register,
+                A::RequestCorrection,
+                A::ApproveCorrection,
+            ],
+            &[],
+        ),
+        (
+            &[
+                A::Create,
+                A::Declare,
+                A::Register,
+                A::RequestCorrection,
+                A::RejectCorrection,
+            ],
+            &[],
+        ),
         (&[A::Create, A::Notify, A::Archive], &[]),
     ];
     for (types, flags) in cases {
@@ -136,7 +228,12 @@ fn health_notify_flow_matches_opencrvs() {
     // CREATE(Accepted), NOTIFY(Requested), NOTIFY(Accepted, originalActionId) → NOTIFIED, [incomplete].
     let create = action(1, A::Create, ActionStatus::Accepted);
     let mut req = action(2, A::Notify, ActionStatus::Requested);
-    req.declaration = Some(json!({"child.name": {"firstname": "Liam", "surname": "Banda"}}).as_object().unwrap().clone());
+    req.declaration = Some(
+        json!({"child.name": {"firstname": "Liam", "surname": "Banda"}})
+            .as_object()
+            .unwrap()
+            .clone(),
+    );
     let mut acc = action(3, A::Notify, ActionStatus::Accepted);
     acc.original_action_id = Some(req.id);
     let actions = vec![create, req, acc];

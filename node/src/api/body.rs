@@ -27,7 +27,9 @@ pub(crate) fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErr
 }
 
 /// Parses a JSON body into `T` (whose serde derive denies unknown fields).
-pub(crate) fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
+pub(crate) fn json<T: DeserializeOwned>(
+    body: Result<Bytes, BytesRejection>,
+) -> Result<T, ApiError> {
     let bytes = bytes(body)?;
     parse(&bytes)
 }

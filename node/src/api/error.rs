@@ -16,12 +16,16 @@ pub struct ApiError {
 impl ApiError {
     /// An error with a code and message.
     pub fn new(code: ErrorCode, message: impl Into<String>) -> Self {
-        Self { envelope: ErrorEnvelope::new(code, message) }
+        Self {
+            envelope: ErrorEnvelope::new(code, message),
+        }
     }
 
     /// 400 `Input validation failed` with issues.
     pub fn input(issues: Vec<Issue>) -> Self {
-        Self { envelope: ErrorEnvelope::input_validation(issues) }
+        Self {
+            envelope: ErrorEnvelope::input_validation(issues),
+        }
     }
 
     /// 400 `Input validation failed` with one issue.
@@ -50,7 +54,10 @@ impl ApiError {
 
     /// 404 for an event, worded as OpenCRVS's `EventNotFoundError`.
     pub fn event_not_found(id: impl std::fmt::Display) -> Self {
-        Self::new(ErrorCode::NotFound, format!("Event not found with ID: {id}"))
+        Self::new(
+            ErrorCode::NotFound,
+            format!("Event not found with ID: {id}"),
+        )
     }
 
     /// 409.

@@ -14,7 +14,9 @@ use crvs_common::event::{
     format_timestamp_ms,
 };
 use crvs_common::limits::{FIELD_IDS_PER_READ_MAX, TRANSACTION_ID_CHARS_MAX};
-use crvs_common::state::{assigned_to, derive_flags, derive_status, is_allowed, not_allowed_message};
+use crvs_common::state::{
+    assigned_to, derive_flags, derive_status, is_allowed, not_allowed_message,
+};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
@@ -56,13 +58,22 @@ pub(crate) struct NotifyInput {
     #[serde(default, skip_serializing_if = "Option::is_none")]
     original_action_id: Option<String>,
     // Accepted for wire compatibility; assignment options matter once users act (issue 4).
-    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[expect(
+        dead_code,
+        reason = "accepted for wire compatibility, not acted on yet"
+    )]
     #[serde(default, skip_serializing)]
     keep_assignment: Option<bool>,
-    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[expect(
+        dead_code,
+        reason = "accepted for wire compatibility, not acted on yet"
+    )]
     #[serde(default, skip_serializing)]
     keep_assignment_if_accepted: Option<bool>,
-    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[expect(
+        dead_code,
+        reason = "accepted for wire compatibility, not acted on yet"
+    )]
     #[serde(default, skip_serializing)]
     keep_assignment_if_rejected: Option<bool>,
     // Writes are indexed in the same transaction, so there is nothing to wait for.
@@ -82,7 +93,10 @@ pub(crate) struct CreateAndNotifyInput {
     declaration: Declaration,
     #[serde(default, skip_serializing_if = "Option::is_none")]
     annotation: Option<Declaration>,
-    #[expect(dead_code, reason = "accepted for wire compatibility, not acted on yet")]
+    #[expect(
+        dead_code,
+        reason = "accepted for wire compatibility, not acted on yet"
+    )]
     #[serde(default, skip_serializing)]
     keep_assignment: Option<bool>,
     #[expect(dead_code, reason = "the index is updated in the write transaction")]
@@ -111,26 +125,37 @@ fn check_transaction_id(tx: &str) -> Result<(), ApiError> {
 }
 
 fn parse_event_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse().map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
+    raw.parse()
+        .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
 }
 
 fn event_config<'a>(state: &'a AppState, event_type: &str) -> Result<&'a EventConfig, ApiError> {
     state.config.events.get(event_type).ok_or_else(|| {
-        ApiError::input_one("invalid_enum_value", format!("Invalid event type '{event_type}'"), &["type"])
+        ApiError::input_one(
+            "invalid_enum_value",
+            format!("Invalid event type '{event_type}'"),
+            &["type"],
+        )
     })
 }
 
 /// Resolves `createdAtLocation` for the caller: required for system clients, and it must be a
 /// location row (an office or a facility), never an administrative area.
-async fn resolve_location(state: &AppState, caller: &Caller, raw: Option<&str>) -> Result<Option<Uuid>, ApiError> {
+async fn resolve_location(
+    state: &AppState,
+    caller: &Caller,
+    raw: Option<&str>,
+) -> Result<Option<Uuid>, ApiError> {
     match (caller.user_type, raw) {
         (TokenUserType::System, None) => Err(ApiError::bad_request(LOCATION_REQUIRED)),
-        (TokenUserType::User, Some(_)) => {
-            Err(ApiError::bad_request("createdAtLocation can only be set by system clients"))
-        }
+        (TokenUserType::User, Some(_)) => Err(ApiError::bad_request(
+            "createdAtLocation can only be set by system clients",
+        )),
         (TokenUserType::User, None) => Ok(None),
         (TokenUserType::System, Some(raw)) => {
-            let id: Uuid = raw.parse().map_err(|_| ApiError::bad_request(LOCATION_INVALID))?;
+            let id: Uuid = raw
+                .parse()
+                .map_err(|_| ApiError::bad_request(LOCATION_INVALID))?;
             if state.store.read(move |r| r.location_exists(id)).await? {
                 Ok(Some(id))
             } else {
@@ -140,15 +165,19 @@ async fn resolve_location(state: &AppState, caller: &Caller, raw: Option<&str>) 
     }
 }
 
-fn validate_declaration(config: &EventConfig, input: &Declaration, annotation: Option<&Declaration>) -> Result<(), ApiError> {
+fn validate_declaration(
+    config: &EventConfig,
+    input: &Declaration,
+    annotation: Option<&Declaration>,
+) -> Result<(), ApiError> {
     let mut issues = match config.validate_declaration(input, ValidationMode::Notify) {
         Ok(()) => Vec::new(),
         Err(issues) => issues,
     };
-    if let Some(annotation) = annotation {
-        if let Err(more) = config.validate_annotation("NOTIFY", annotation, ValidationMode::Notify) {
-            issues.extend(more);
-        }
+    if let Some(annotation) = annotation
+        && let Err(more) = config.validate_annotation("NOTIFY", annotation, ValidationMode::Notify)
+    {
+        issues.extend(more);
     }
     if issues.is_empty() {
         Ok(())
@@ -172,10 +201,20 @@ impl Actor {
             TokenUserType::System => UserType::System,
             TokenUserType::User => UserType::User,
         };
-        Self { id: caller.id.clone(), user_type, location }
+        Self {
+            id: caller.id.clone(),
+            user_type,
+            location,
+        }
     }
 
-    fn action(&self, action_type: ActionType, status: ActionStatus, transaction_id: &str, now_ms: u64) -> ActionDocument {
+    fn action(
+        &self,
+        action_type: ActionType,
+        status: ActionStatus,
+        transaction_id: &str,
+        now_ms: u64,
+    ) -> ActionDocument {
         ActionDocument {
             id: Uuid::new_v4(),
             action_type,
@@ -218,7 +257,12 @@ struct EventMeta {
 
 impl EventMeta {
     fn of(doc: &EventDocument) -> Self {
-        Self { id: doc.id, event_type: doc.event_type.clone(), tracking_id: doc.tracking_id.clone(), created_at: doc.created_at.clone() }
+        Self {
+            id: doc.id,
+            event_type: doc.event_type.clone(),
+            tracking_id: doc.tracking_id.clone(),
+            created_at: doc.created_at.clone(),
+        }
     }
 }
 
@@ -234,11 +278,17 @@ fn create_in_job(
     transaction_id: &str,
     hash: &[u8],
 ) -> Result<EventDocument, ApiError> {
-    if let Some((id, stored)) = ctx.reader().event_by_transaction(transaction_id, event_type)? {
+    if let Some((id, stored)) = ctx
+        .reader()
+        .event_by_transaction(transaction_id, event_type)?
+    {
         if stored != hash {
             return Err(replay_conflict());
         }
-        return ctx.reader().event_document(id)?.ok_or_else(|| ApiError::event_not_found(id));
+        return ctx
+            .reader()
+            .event_document(id)?
+            .ok_or_else(|| ApiError::event_not_found(id));
     }
     let tracking_id = ctx.take_tracking_id()?.ok_or_else(|| {
         ApiError::new(
@@ -257,8 +307,18 @@ fn create_in_job(
         request_hash: hash,
         created_at: &created_at,
     })?;
-    let meta = EventMeta { id, event_type: event_type.to_owned(), tracking_id, created_at };
-    let create = actor.action(ActionType::Create, ActionStatus::Accepted, transaction_id, now_ms);
+    let meta = EventMeta {
+        id,
+        event_type: event_type.to_owned(),
+        tracking_id,
+        created_at,
+    };
+    let create = actor.action(
+        ActionType::Create,
+        ActionStatus::Accepted,
+        transaction_id,
+        now_ms,
+    );
     ctx.append_action(&record_for(&meta, create), Some(hash))?;
     Ok(ctx.refresh_index(id)?)
 }
@@ -274,32 +334,58 @@ fn notify_in_job(
     annotation: Option<Declaration>,
     hash: &[u8],
 ) -> Result<EventDocument, ApiError> {
-    let existing = ctx.reader().action_by_transaction(transaction_id, ActionType::Notify.as_str(), ActionStatus::Requested.as_str())?;
+    let existing = ctx.reader().action_by_transaction(
+        transaction_id,
+        ActionType::Notify.as_str(),
+        ActionStatus::Requested.as_str(),
+    )?;
     if let Some((existing_event, stored)) = existing {
         if existing_event != event_id || stored.as_deref() != Some(hash) {
             return Err(replay_conflict());
         }
-        return ctx.reader().event_document(event_id)?.ok_or_else(|| ApiError::event_not_found(event_id));
+        return ctx
+            .reader()
+            .event_document(event_id)?
+            .ok_or_else(|| ApiError::event_not_found(event_id));
     }
-    let doc = ctx.reader().event_document(event_id)?.ok_or_else(|| ApiError::event_not_found(event_id))?;
-    if let Some(assignee) = assigned_to(&doc.actions) {
-        if actor.user_type == UserType::System || assignee != actor.id {
-            return Err(ApiError::conflict(format!("Event {event_id} is assigned to another user")));
-        }
+    let doc = ctx
+        .reader()
+        .event_document(event_id)?
+        .ok_or_else(|| ApiError::event_not_found(event_id))?;
+    if let Some(assignee) = assigned_to(&doc.actions)
+        && (actor.user_type == UserType::System || assignee != actor.id)
+    {
+        return Err(ApiError::conflict(format!(
+            "Event {event_id} is assigned to another user"
+        )));
     }
     let status = derive_status(&doc.actions);
     let flags = derive_flags(&doc.actions);
     if !is_allowed(ActionType::Notify, status, &flags) {
-        return Err(ApiError::conflict(not_allowed_message(ActionType::Notify, status, &flags)));
+        return Err(ApiError::conflict(not_allowed_message(
+            ActionType::Notify,
+            status,
+            &flags,
+        )));
     }
     let meta = EventMeta::of(&doc);
     let now_ms = ctx.now_ms();
-    let mut requested = actor.action(ActionType::Notify, ActionStatus::Requested, transaction_id, now_ms);
+    let mut requested = actor.action(
+        ActionType::Notify,
+        ActionStatus::Requested,
+        transaction_id,
+        now_ms,
+    );
     requested.declaration = Some(declaration);
     requested.annotation = Some(annotation.unwrap_or_default());
     let requested_id = requested.id;
     ctx.append_action(&record_for(&meta, requested), Some(hash))?;
-    let mut accepted = actor.action(ActionType::Notify, ActionStatus::Accepted, transaction_id, now_ms);
+    let mut accepted = actor.action(
+        ActionType::Notify,
+        ActionStatus::Accepted,
+        transaction_id,
+        now_ms,
+    );
     accepted.original_action_id = Some(requested_id);
     ctx.append_action(&record_for(&meta, accepted), None)?;
     Ok(ctx.refresh_index(event_id)?)
@@ -321,7 +407,9 @@ pub(crate) async fn create(
     let hash = request_hash(&input);
     let doc = state
         .store
-        .write(move |ctx| create_in_job(ctx, &actor, &input.event_type, &input.transaction_id, &hash))
+        .write(move |ctx| {
+            create_in_job(ctx, &actor, &input.event_type, &input.transaction_id, &hash)
+        })
         .await?;
     Ok(axum::Json(doc))
 }
@@ -338,16 +426,25 @@ pub(crate) async fn notify(
     let event_id = parse_event_id(&raw_id)?;
     check_transaction_id(&input.transaction_id)?;
     if input.action_type.as_deref().is_some_and(|t| t != "NOTIFY") {
-        return Err(ApiError::input_one("invalid_literal", "Invalid literal value, expected \"NOTIFY\"", &["type"]));
+        return Err(ApiError::input_one(
+            "invalid_literal",
+            "Invalid literal value, expected \"NOTIFY\"",
+            &["type"],
+        ));
     }
-    if let Some(body_id) = &input.event_id {
-        if parse_event_id(body_id)? != event_id {
-            return Err(ApiError::input_one("custom", "eventId in the body does not match the path", &["eventId"]));
-        }
+    if let Some(body_id) = &input.event_id
+        && parse_event_id(body_id)? != event_id
+    {
+        return Err(ApiError::input_one(
+            "custom",
+            "eventId in the body does not match the path",
+            &["eventId"],
+        ));
     }
     if let Some(orig) = &input.original_action_id {
-        orig.parse::<Uuid>()
-            .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["originalActionId"]))?;
+        orig.parse::<Uuid>().map_err(|_| {
+            ApiError::input_one("invalid_string", "Invalid uuid", &["originalActionId"])
+        })?;
     }
     let event_type = state
         .store
@@ -363,7 +460,15 @@ pub(crate) async fn notify(
     let doc = state
         .store
         .write(move |ctx| {
-            notify_in_job(ctx, &actor, event_id, &input.transaction_id, input.declaration, input.annotation, &hash)
+            notify_in_job(
+                ctx,
+                &actor,
+                event_id,
+                &input.transaction_id,
+                input.declaration,
+                input.annotation,
+                &hash,
+            )
         })
         .await?;
     Ok(axum::Json(doc))
@@ -378,14 +483,20 @@ pub(crate) async fn create_and_notify(
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<EventDocument>, ApiError> {
     if caller.user_type != TokenUserType::System {
-        return Err(ApiError::forbidden("Only system clients can use this route"));
+        return Err(ApiError::forbidden(
+            "Only system clients can use this route",
+        ));
     }
     caller.require_kind("record.create")?;
     caller.require_kind("record.notify")?;
     let input: CreateAndNotifyInput = body::json(body)?;
     check_transaction_id(&input.transaction_id)?;
     let config = state.config.events.get(&input.event_type).ok_or_else(|| {
-        ApiError::input_one("invalid_enum_value", format!("Invalid event type '{}'", input.event_type), &["eventType"])
+        ApiError::input_one(
+            "invalid_enum_value",
+            format!("Invalid event type '{}'", input.event_type),
+            &["eventType"],
+        )
     })?;
     caller.require("record.create", &input.event_type)?;
     caller.require("record.notify", &input.event_type)?;
@@ -403,15 +514,30 @@ pub(crate) async fn create_and_notify(
         .store
         .write(move |ctx| {
             let created = create_in_job(ctx, &actor, &input.event_type, &create_tx, &create_hash)?;
-            notify_in_job(ctx, &actor, created.id, &input.transaction_id, input.declaration, input.annotation, &notify_hash)
+            notify_in_job(
+                ctx,
+                &actor,
+                created.id,
+                &input.transaction_id,
+                input.declaration,
+                input.annotation,
+                &notify_hash,
+            )
         })
         .await?;
     Ok(axum::Json(doc))
 }
 
 /// Appends an Accepted READ action (reads are audit-logged into the action list, as OpenCRVS does).
-fn read_in_job(ctx: &mut WriteCtx<'_>, actor: &Actor, event_id: Uuid) -> Result<EventDocument, ApiError> {
-    let doc = ctx.reader().event_document(event_id)?.ok_or_else(|| ApiError::event_not_found(event_id))?;
+fn read_in_job(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    event_id: Uuid,
+) -> Result<EventDocument, ApiError> {
+    let doc = ctx
+        .reader()
+        .event_document(event_id)?
+        .ok_or_else(|| ApiError::event_not_found(event_id))?;
     let meta = EventMeta::of(&doc);
     let tx = Uuid::new_v4().to_string();
     let read = actor.action(ActionType::Read, ActionStatus::Accepted, &tx, ctx.now_ms());
@@ -437,7 +563,10 @@ pub(crate) async fn read(
         return Err(ApiError::event_not_found(event_id));
     }
     let actor = Actor::new(&caller, None);
-    let doc = state.store.write(move |ctx| read_in_job(ctx, &actor, event_id)).await?;
+    let doc = state
+        .store
+        .write(move |ctx| read_in_job(ctx, &actor, event_id))
+        .await?;
     Ok(axum::Json(doc))
 }
 
@@ -475,13 +604,22 @@ pub(crate) async fn record_data(
     query: Result<Query<RecordDataQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<RecordData>, ApiError> {
     if !caller.scopes.has_kind("record.read") && !caller.scopes.has_kind("record.search") {
-        return Err(ApiError::forbidden("Missing scope record.read or record.search"));
+        return Err(ApiError::forbidden(
+            "Missing scope record.read or record.search",
+        ));
     }
-    let Query(query) = query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &["fields"]))?;
-    let tracking: crvs_common::ids::TrackingId = tracking_id
-        .parse()
-        .map_err(|_| ApiError::input_one("invalid_string", "Invalid tracking id", &["trackingId"]))?;
-    let fields: Vec<String> = query.fields.split(',').map(str::trim).filter(|s| !s.is_empty()).map(str::to_owned).collect();
+    let Query(query) =
+        query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &["fields"]))?;
+    let tracking: crvs_common::ids::TrackingId = tracking_id.parse().map_err(|_| {
+        ApiError::input_one("invalid_string", "Invalid tracking id", &["trackingId"])
+    })?;
+    let fields: Vec<String> = query
+        .fields
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
     if fields.is_empty() || fields.len() > FIELD_IDS_PER_READ_MAX {
         return Err(ApiError::input_one(
             "too_big",
@@ -494,23 +632,43 @@ pub(crate) async fn record_data(
         .store
         .read(move |r| r.event_by_tracking_id(&key))
         .await?
-        .ok_or_else(|| ApiError::new(crvs_common::error::ErrorCode::NotFound, format!("Event not found with tracking ID: {tracking}")))?;
-    let doc = state.store.read(move |r| r.event_document(event_id)).await?.ok_or_else(|| ApiError::event_not_found(event_id))?;
+        .ok_or_else(|| {
+            ApiError::new(
+                crvs_common::error::ErrorCode::NotFound,
+                format!("Event not found with tracking ID: {tracking}"),
+            )
+        })?;
+    let doc = state
+        .store
+        .read(move |r| r.event_document(event_id))
+        .await?
+        .ok_or_else(|| ApiError::event_not_found(event_id))?;
     let full = caller.scopes.allows("record.read", &doc.event_type);
     if !full && !caller.scopes.allows("record.search", &doc.event_type) {
-        return Err(ApiError::new(crvs_common::error::ErrorCode::NotFound, format!("Event not found with tracking ID: {tracking}")));
+        return Err(ApiError::new(
+            crvs_common::error::ErrorCode::NotFound,
+            format!("Event not found with tracking ID: {tracking}"),
+        ));
     }
     let config = event_config(&state, &doc.event_type)?;
-    let unknown: Vec<_> = fields.iter().filter(|f| config.field(f).is_none()).collect();
+    let unknown: Vec<_> = fields
+        .iter()
+        .filter(|f| config.field(f).is_none())
+        .collect();
     if !unknown.is_empty() {
         let issues: Vec<_> = unknown
             .iter()
             .map(|f| serde_json::json!({"message": "Unexpected field", "id": f}))
             .collect();
-        return Err(ApiError::bad_request(serde_json::Value::Array(issues).to_string()));
+        return Err(ApiError::bad_request(
+            serde_json::Value::Array(issues).to_string(),
+        ));
     }
     let actor = Actor::new(&caller, None);
-    let doc = state.store.write(move |ctx| read_in_job(ctx, &actor, event_id)).await?;
+    let doc = state
+        .store
+        .write(move |ctx| read_in_job(ctx, &actor, event_id))
+        .await?;
     let declaration = crvs_common::state::aggregate_declaration(&doc.actions);
     let mut data = Declaration::new();
     let mut withheld = Vec::new();

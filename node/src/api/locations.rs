@@ -26,12 +26,19 @@ pub(crate) async fn list(
     _caller: Caller,
     query: Result<Query<LocationQuery>, axum::extract::rejection::QueryRejection>,
 ) -> Result<impl IntoResponse, ApiError> {
-    let Query(query) = query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &[]))?;
+    let Query(query) =
+        query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &[]))?;
     let is_active = match query.is_active.as_deref() {
         None => None,
         Some("true") => Some(true),
         Some("false") => Some(false),
-        Some(_) => return Err(ApiError::input_one("invalid_type", "isActive must be true or false", &["isActive"])),
+        Some(_) => {
+            return Err(ApiError::input_one(
+                "invalid_type",
+                "isActive must be true or false",
+                &["isActive"],
+            ));
+        }
     };
     let ids: Option<Vec<uuid::Uuid>> = match query.location_ids.as_deref() {
         None => None,
@@ -41,7 +48,9 @@ pub(crate) async fn list(
                 .filter(|s| !s.is_empty())
                 .map(|s| s.trim().parse::<uuid::Uuid>())
                 .collect::<Result<Vec<_>, _>>()
-                .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["locationIds"]))?;
+                .map_err(|_| {
+                    ApiError::input_one("invalid_string", "Invalid uuid", &["locationIds"])
+                })?;
             if ids.len() > LOCATION_IDS_FILTER_MAX {
                 return Err(ApiError::input_one(
                     "too_big",
@@ -56,12 +65,25 @@ pub(crate) async fn list(
     let all = state.store.read(|r| r.locations()).await?;
     let out: Vec<_> = all
         .into_iter()
-        .filter(|l| query.location_type.as_ref().is_none_or(|t| l.location_type.as_ref() == Some(t)))
-        .filter(|l| query.external_id.as_ref().is_none_or(|x| l.external_id.as_ref() == Some(x)))
+        .filter(|l| {
+            query
+                .location_type
+                .as_ref()
+                .is_none_or(|t| l.location_type.as_ref() == Some(t))
+        })
+        .filter(|l| {
+            query
+                .external_id
+                .as_ref()
+                .is_none_or(|x| l.external_id.as_ref() == Some(x))
+        })
         .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)))
         .filter(|l| {
             // ISO timestamps of one format compare as strings.
-            let active = l.valid_until.as_ref().is_none_or(|until| until.as_str() > now.as_str());
+            let active = l
+                .valid_until
+                .as_ref()
+                .is_none_or(|until| until.as_str() > now.as_str());
             is_active.is_none_or(|want| want == active)
         })
         .collect();
@@ -69,6 +91,9 @@ pub(crate) async fn list(
 }
 
 /// The event configuration, as `EventConfig[]`.
-pub(crate) async fn config(State(state): State<Arc<AppState>>, _caller: Caller) -> impl IntoResponse {
+pub(crate) async fn config(
+    State(state): State<Arc<AppState>>,
+    _caller: Caller,
+) -> impl IntoResponse {
     axum::Json(state.config.events.events().to_vec())
 }

@@ -9,12 +9,12 @@ mod token;
 
 use std::sync::Arc;
 
+use axum::Router;
 use axum::extract::{DefaultBodyLimit, FromRequestParts};
 use axum::http::request::Parts;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
-use axum::Router;
 use crvs_common::error::ErrorCode;
 use crvs_common::limits::REQUEST_BODY_BYTES_MAX;
 use crvs_common::scope::ScopeSet;
@@ -53,7 +53,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events", post(events::create))
         .route("/events/notify", post(events::create_and_notify))
         .route("/events/search", post(events::search))
-        .route("/events/tracking/{tracking_id}/data", get(events::record_data))
+        .route(
+            "/events/tracking/{tracking_id}/data",
+            get(events::record_data),
+        )
         .route("/events/{event_id}", get(events::read))
         .route("/events/{event_id}/notify", post(events::notify))
         .route("/locations", get(locations::list))
@@ -72,9 +75,13 @@ pub fn router(state: Arc<AppState>) -> Router {
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO))
+                .make_span_with(
+                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
+                )
                 .on_request(())
-                .on_response(tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO)),
+                .on_response(
+                    tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
+                ),
         )
         .with_state(state)
 }
@@ -84,7 +91,13 @@ async fn ping() -> impl IntoResponse {
 }
 
 async fn openapi() -> impl IntoResponse {
-    ([(header::CONTENT_TYPE, HeaderValue::from_static("application/json"))], OPENAPI_JSON)
+    (
+        [(
+            header::CONTENT_TYPE,
+            HeaderValue::from_static("application/json"),
+        )],
+        OPENAPI_JSON,
+    )
 }
 
 async fn not_found() -> ApiError {
@@ -92,7 +105,10 @@ async fn not_found() -> ApiError {
 }
 
 async fn method_not_allowed() -> ApiError {
-    ApiError::new(ErrorCode::MethodNotSupported, "Method not allowed on this route")
+    ApiError::new(
+        ErrorCode::MethodNotSupported,
+        "Method not allowed on this route",
+    )
 }
 
 /// The authenticated caller of a request.
@@ -121,7 +137,9 @@ impl Caller {
         if self.scopes.allows(kind, event_type) {
             Ok(())
         } else {
-            Err(ApiError::forbidden(format!("Missing scope {kind} for event type {event_type}")))
+            Err(ApiError::forbidden(format!(
+                "Missing scope {kind} for event type {event_type}"
+            )))
         }
     }
 }
@@ -129,8 +147,14 @@ impl Caller {
 impl FromRequestParts<Arc<AppState>> for Caller {
     type Rejection = ApiError;
 
-    async fn from_request_parts(parts: &mut Parts, state: &Arc<AppState>) -> Result<Self, Self::Rejection> {
-        let value = parts.headers.get(header::AUTHORIZATION).ok_or_else(ApiError::unauthorized)?;
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<AppState>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(ApiError::unauthorized)?;
         let value = value.to_str().map_err(|_| ApiError::unauthorized())?;
         let token = value
             .split_once(' ')
@@ -142,6 +166,10 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             ApiError::unauthorized()
         })?;
         let scopes = ScopeSet::parse_all(&claims.scope).map_err(|_| ApiError::unauthorized())?;
-        Ok(Self { id: claims.sub, user_type: claims.user_type, scopes })
+        Ok(Self {
+            id: claims.sub,
+            user_type: claims.user_type,
+            scopes,
+        })
     }
 }

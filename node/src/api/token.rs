@@ -38,10 +38,8 @@ fn params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> HashMap<Stri
         .get(header::CONTENT_TYPE)
         .and_then(|v| v.to_str().ok())
         .is_some_and(|v| v.starts_with("application/x-www-form-urlencoded"));
-    if is_form {
-        if let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
-            out.extend(pairs);
-        }
+    if is_form && let Ok(pairs) = serde_urlencoded::from_bytes::<Vec<(String, String)>>(body) {
+        out.extend(pairs);
     }
     out
 }
@@ -54,12 +52,22 @@ pub(crate) async fn token(
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
 ) -> Response {
     let Ok(body) = body else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Could not read request body");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Could not read request body",
+        );
     };
     let p = params(query.as_deref(), &headers, &body);
     let grant = p.get("grant_type").map(String::as_str);
     match grant {
-        None => return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing grant_type"),
+        None => {
+            return oauth_error(
+                StatusCode::BAD_REQUEST,
+                "invalid_request",
+                "Missing grant_type",
+            );
+        }
         Some("client_credentials") => {}
         Some(_) => {
             return oauth_error(
@@ -70,17 +78,29 @@ pub(crate) async fn token(
         }
     }
     let (Some(client_id), Some(secret)) = (p.get("client_id"), p.get("client_secret")) else {
-        return oauth_error(StatusCode::BAD_REQUEST, "invalid_request", "Missing client_id or client_secret");
+        return oauth_error(
+            StatusCode::BAD_REQUEST,
+            "invalid_request",
+            "Missing client_id or client_secret",
+        );
     };
     if client_id.len() > CREDENTIAL_BYTES_MAX || secret.len() > CREDENTIAL_BYTES_MAX {
-        return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client id or secret");
+        return oauth_error(
+            StatusCode::UNAUTHORIZED,
+            "invalid_client",
+            "Invalid client id or secret",
+        );
     }
     let id = client_id.clone();
     let client = match state.store.read(move |r| r.client(&id)).await {
         Ok(c) => c,
         Err(e) => {
             tracing::error!(error = %e, "token: reading client");
-            return oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error");
+            return oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "Internal server error",
+            );
         }
     };
     let (hash, active) = match &client {
@@ -88,16 +108,31 @@ pub(crate) async fn token(
         None => (state.decoy_hash.clone(), false),
     };
     let Ok(_permit) = state.secret_permits.acquire().await else {
-        return oauth_error(StatusCode::SERVICE_UNAVAILABLE, "temporarily_unavailable", "Shutting down");
+        return oauth_error(
+            StatusCode::SERVICE_UNAVAILABLE,
+            "temporarily_unavailable",
+            "Shutting down",
+        );
     };
     let secret = zeroize::Zeroizing::new(secret.clone());
-    let ok = tokio::task::spawn_blocking(move || verify_secret(&hash, &secret)).await.unwrap_or(false);
+    let ok = tokio::task::spawn_blocking(move || verify_secret(&hash, &secret))
+        .await
+        .unwrap_or(false);
     let client = match client {
         Some(c) if ok && active => c,
-        _ => return oauth_error(StatusCode::UNAUTHORIZED, "invalid_client", "Invalid client id or secret"),
+        _ => {
+            return oauth_error(
+                StatusCode::UNAUTHORIZED,
+                "invalid_client",
+                "Invalid client id or secret",
+            );
+        }
     };
     let now_secs = crate::store::wall_ms() / 1000;
-    match state.tokens.mint(&client.id, client.scopes, TokenUserType::System, now_secs) {
+    match state
+        .tokens
+        .mint(&client.id, client.scopes, TokenUserType::System, now_secs)
+    {
         Ok(token) => (
             StatusCode::OK,
             [(header::CACHE_CONTROL, HeaderValue::from_static("no-store"))],
@@ -106,7 +141,11 @@ pub(crate) async fn token(
             .into_response(),
         Err(e) => {
             tracing::error!(error = %e, "token: minting");
-            oauth_error(StatusCode::INTERNAL_SERVER_ERROR, "server_error", "Internal server error")
+            oauth_error(
+                StatusCode::INTERNAL_SERVER_ERROR,
+                "server_error",
+                "Internal server error",
+            )
         }
     }
 }

@@ -40,7 +40,9 @@ pub enum StoreError {
     #[error("sqlite: {0}")]
     Sqlite(#[from] rusqlite::Error),
     /// The database was written by newer code.
-    #[error("database schema version {found} is newer than this node supports ({supported}); refusing to open it")]
+    #[error(
+        "database schema version {found} is newer than this node supports ({supported}); refusing to open it"
+    )]
     TooNew {
         /// Version found.
         found: i64,
@@ -152,7 +154,9 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
     // acknowledged write survives power loss, not only a process crash.
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
-        return Err(StoreError::Corrupt(format!("journal_mode is {mode}, expected wal")));
+        return Err(StoreError::Corrupt(format!(
+            "journal_mode is {mode}, expected wal"
+        )));
     }
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
@@ -161,7 +165,10 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
 
 /// Wall clock in milliseconds since the Unix epoch. The IO shell is where time is read.
 pub fn wall_ms() -> u64 {
-    SystemTime::now().duration_since(UNIX_EPOCH).map(|d| d.as_millis() as u64).unwrap_or(0)
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
 }
 
 impl Store {
@@ -169,7 +176,9 @@ impl Store {
     pub fn init(path: &Path, node_id: NodeId) -> Result<(), StoreError> {
         let mut conn = open_connection(
             path,
-            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_CREATE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
         schema::migrate(&mut conn)?;
         conn.execute(
@@ -181,7 +190,12 @@ impl Store {
     }
 
     /// Opens an initialised database and starts the writer thread.
-    pub fn open(path: &Path, key: NodeSecretKey, pool: PoolSettings, group_commit_max: usize) -> Result<Self, StoreError> {
+    pub fn open(
+        path: &Path,
+        key: NodeSecretKey,
+        pool: PoolSettings,
+        group_commit_max: usize,
+    ) -> Result<Self, StoreError> {
         if !path.exists() {
             return Err(StoreError::Corrupt(format!(
                 "no database at {}; run `crvs-node init` first",
@@ -197,16 +211,32 @@ impl Store {
         let last_hlc = load_last_hlc(&conn)?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
-            let reader = open_connection(path, OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX)?;
+            let reader = open_connection(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
             readers.push(Mutex::new(reader));
         }
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
-        let writer = Writer { conn, key, head, hlc: HlcClock::new(last_hlc), pool, group_commit_max };
+        let writer = Writer {
+            conn,
+            key,
+            head,
+            hlc: HlcClock::new(last_hlc),
+            pool,
+            group_commit_max,
+        };
         std::thread::Builder::new()
             .name("store-writer".into())
             .spawn(move || writer.run(rx))
             .map_err(|e| StoreError::Corrupt(format!("spawning writer thread: {e}")))?;
-        Ok(Self { inner: Arc::new(Inner { jobs: tx, readers, node_id }) })
+        Ok(Self {
+            inner: Arc::new(Inner {
+                jobs: tx,
+                readers,
+                node_id,
+            }),
+        })
     }
 
     /// This node's identity.
@@ -231,13 +261,19 @@ impl Store {
                 let out = match (result, commit) {
                     (Err(e), _) => Err(e),
                     (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => Err(E::from(StoreError::Corrupt(format!("commit failed: {e}")))),
+                    (Ok(_), Err(e)) => {
+                        Err(E::from(StoreError::Corrupt(format!("commit failed: {e}"))))
+                    }
                 };
                 let _ = tx.send(out);
             });
             (ok, reply)
         });
-        self.inner.jobs.send(boxed).await.map_err(|_| E::from(StoreError::WriterGone))?;
+        self.inner
+            .jobs
+            .send(boxed)
+            .await
+            .map_err(|_| E::from(StoreError::WriterGone))?;
         rx.await.map_err(|_| E::from(StoreError::WriterGone))?
     }
 
@@ -263,32 +299,51 @@ impl Store {
 }
 
 fn check_node(conn: &Connection, node_id: NodeId) -> Result<(), StoreError> {
-    let db: Option<String> =
-        conn.query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| r.get(0)).optional()?;
+    let db: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'node_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
     match db {
-        Some(db) if db != node_id.to_string() => Err(StoreError::WrongNode { db, key: node_id.to_string() }),
+        Some(db) if db != node_id.to_string() => Err(StoreError::WrongNode {
+            db,
+            key: node_id.to_string(),
+        }),
         Some(_) => Ok(()),
-        None => Err(StoreError::Corrupt("database has no node id; run `crvs-node init`".into())),
+        None => Err(StoreError::Corrupt(
+            "database has no node id; run `crvs-node init`".into(),
+        )),
     }
 }
 
 fn load_head(conn: &Connection) -> Result<LogHead, StoreError> {
     let row: Option<(i64, Vec<u8>)> = conn
-        .query_row("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1", [], |r| Ok((r.get(0)?, r.get(1)?)))
+        .query_row(
+            "SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1",
+            [],
+            |r| Ok((r.get(0)?, r.get(1)?)),
+        )
         .optional()?;
     match row {
         None => Ok(LogHead::GENESIS),
         Some((seq, hash)) => {
-            let hash: [u8; 32] =
-                hash.try_into().map_err(|_| StoreError::Corrupt("log hash is not 32 bytes".into()))?;
-            Ok(LogHead { seq: seq as u64, hash: EntryHash(hash) })
+            let hash: [u8; 32] = hash
+                .try_into()
+                .map_err(|_| StoreError::Corrupt("log hash is not 32 bytes".into()))?;
+            Ok(LogHead {
+                seq: seq as u64,
+                hash: EntryHash(hash),
+            })
         }
     }
 }
 
 fn load_last_hlc(conn: &Connection) -> Result<Hlc, StoreError> {
-    let entry: Option<Vec<u8>> =
-        conn.query_row("SELECT entry FROM log ORDER BY seq DESC LIMIT 1", [], |r| r.get(0)).optional()?;
+    let entry: Option<Vec<u8>> = conn
+        .query_row("SELECT entry FROM log ORDER BY seq DESC LIMIT 1", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
     match entry {
         None => Ok(Hlc::default()),
         Some(bytes) => LogEntry::decode(&bytes)
@@ -361,7 +416,10 @@ impl Writer {
             }
             replies.extend(reply);
         }
-        let commit = self.conn.execute_batch("COMMIT").map_err(|e| Arc::new(StoreError::from(e)));
+        let commit = self
+            .conn
+            .execute_batch("COMMIT")
+            .map_err(|e| Arc::new(StoreError::from(e)));
         if let Err(e) = &commit {
             tracing::error!(error = %e, "store: COMMIT failed; group rolled back");
             let _ = self.conn.execute_batch("ROLLBACK");
@@ -377,7 +435,10 @@ impl Writer {
 }
 
 /// What a write job can do. Runs on the writer thread inside the job's savepoint.
-#[allow(missing_debug_implementations, reason = "holds a connection and key material")]
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a connection and key material"
+)]
 pub struct WriteCtx<'a> {
     conn: &'a Connection,
     key: &'a NodeSecretKey,
@@ -437,7 +498,10 @@ impl WriteCtx<'_> {
             .prepare_cached("UPDATE tracking_pool SET event_id = ?1 WHERE tracking_id = ?2 AND event_id IS NULL")?
             .execute(params![id, event.tracking_id])?;
         if n != 1 {
-            return Err(StoreError::Corrupt(format!("tracking id {} was not free", event.tracking_id)));
+            return Err(StoreError::Corrupt(format!(
+                "tracking id {} was not free",
+                event.tracking_id
+            )));
         }
         Ok(())
     }
@@ -452,8 +516,16 @@ impl WriteCtx<'_> {
         let payload = serde_json::to_vec(record).map_err(|e| StoreError::Log(e.to_string()))?;
         let hlc = self.hlc.now(self.now_ms);
         let seq = self.head.seq + 1;
-        let entry = LogEntry::sign(self.key, seq, self.head.hash, hlc, record.event_id, payload, None)
-            .map_err(|e| StoreError::Log(e.to_string()))?;
+        let entry = LogEntry::sign(
+            self.key,
+            seq,
+            self.head.hash,
+            hlc,
+            record.event_id,
+            payload,
+            None,
+        )
+        .map_err(|e| StoreError::Log(e.to_string()))?;
         let hash = entry.hash();
         self.conn
             .prepare_cached("INSERT INTO log (seq, hash, entry) VALUES (?1, ?2, ?3)")?
@@ -489,13 +561,18 @@ impl WriteCtx<'_> {
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn
             .prepare_cached("UPDATE events SET status = ?1, index_json = ?2 WHERE id = ?3")?
-            .execute(params![derive_status(&doc.actions).as_str(), json, event_id.to_string()])?;
+            .execute(params![
+                derive_status(&doc.actions).as_str(),
+                json,
+                event_id.to_string()
+            ])?;
         Ok(doc)
     }
 
     /// Adds a system client.
     pub fn insert_client(&mut self, client: &ClientRow) -> Result<(), StoreError> {
-        let scopes = serde_json::to_string(&client.scopes).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let scopes = serde_json::to_string(&client.scopes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn.execute(
             "INSERT INTO clients (id, name, secret_hash, scopes, status, created_at) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
             params![client.id, client.name, client.secret_hash, scopes, client.status, client.created_at],
@@ -505,12 +582,16 @@ impl WriteCtx<'_> {
 
     /// Removes a system client; returns whether it existed.
     pub fn delete_client(&mut self, id: &str) -> Result<bool, StoreError> {
-        Ok(self.conn.execute("DELETE FROM clients WHERE id = ?1", params![id])? == 1)
+        Ok(self
+            .conn
+            .execute("DELETE FROM clients WHERE id = ?1", params![id])?
+            == 1)
     }
 
     /// Replaces every location and administrative area.
     pub fn replace_locations(&mut self, set: &LocationSet) -> Result<(), StoreError> {
-        self.conn.execute_batch("DELETE FROM locations; DELETE FROM admin_areas;")?;
+        self.conn
+            .execute_batch("DELETE FROM locations; DELETE FROM admin_areas;")?;
         // Parents first, so the foreign key holds whatever the file order.
         let mut pending: Vec<&AdministrativeArea> = set.administrative_areas.iter().collect();
         let mut inserted = std::collections::HashSet::new();
@@ -535,7 +616,9 @@ impl WriteCtx<'_> {
                 }
             }
             if rest.len() == before {
-                return Err(StoreError::Corrupt("administrative areas do not form a tree".into()));
+                return Err(StoreError::Corrupt(
+                    "administrative areas do not form a tree".into(),
+                ));
             }
             pending = rest;
         }
@@ -563,7 +646,8 @@ impl WriteCtx<'_> {
 }
 
 fn fill_pool(conn: &Connection, count: u32) -> Result<u64, StoreError> {
-    let mut stmt = conn.prepare_cached("INSERT OR IGNORE INTO tracking_pool (tracking_id) VALUES (?1)")?;
+    let mut stmt =
+        conn.prepare_cached("INSERT OR IGNORE INTO tracking_pool (tracking_id) VALUES (?1)")?;
     let mut added = 0u64;
     let mut attempts = 0u64;
     // Random ids; a collision with an id already held is skipped and retried, bounded.
@@ -584,16 +668,25 @@ pub struct ReadCtx<'a> {
 }
 
 fn parse_uuid(s: &str) -> Result<uuid::Uuid, StoreError> {
-    s.parse().map_err(|_| StoreError::Corrupt(format!("bad uuid {s:?} in store")))
+    s.parse()
+        .map_err(|_| StoreError::Corrupt(format!("bad uuid {s:?} in store")))
 }
 
 impl ReadCtx<'_> {
     /// The event created with this `(transactionId, type)`: its id and request hash.
-    pub fn event_by_transaction(&self, transaction_id: &str, event_type: &str) -> Result<Option<(uuid::Uuid, Vec<u8>)>, StoreError> {
+    pub fn event_by_transaction(
+        &self,
+        transaction_id: &str,
+        event_type: &str,
+    ) -> Result<Option<(uuid::Uuid, Vec<u8>)>, StoreError> {
         let row: Option<(String, Vec<u8>)> = self
             .conn
-            .prepare_cached("SELECT id, request_hash FROM events WHERE transaction_id = ?1 AND event_type = ?2")?
-            .query_row(params![transaction_id, event_type], |r| Ok((r.get(0)?, r.get(1)?)))
+            .prepare_cached(
+                "SELECT id, request_hash FROM events WHERE transaction_id = ?1 AND event_type = ?2",
+            )?
+            .query_row(params![transaction_id, event_type], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         row.map(|(id, h)| Ok((parse_uuid(&id)?, h))).transpose()
     }
@@ -604,7 +697,7 @@ impl ReadCtx<'_> {
         transaction_id: &str,
         action_type: &str,
         status: &str,
-    ) -> Result<Option<(uuid::Uuid, Option<Vec<u8>>)>, StoreError> {
+    ) -> Result<Option<ActionByTransaction>, StoreError> {
         let row: Option<(String, Option<Vec<u8>>)> = self
             .conn
             .prepare_cached(
@@ -616,28 +709,50 @@ impl ReadCtx<'_> {
     }
 
     /// The full event document, actions in order (CREATE first, then recording order).
-    pub fn event_document(&self, event_id: uuid::Uuid) -> Result<Option<EventDocument>, StoreError> {
+    pub fn event_document(
+        &self,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<EventDocument>, StoreError> {
         let id = event_id.to_string();
         let row: Option<(String, String, String, String)> = self
             .conn
-            .prepare_cached("SELECT event_type, tracking_id, created_at, updated_at FROM events WHERE id = ?1")?
-            .query_row(params![id], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .prepare_cached(
+                "SELECT event_type, tracking_id, created_at, updated_at FROM events WHERE id = ?1",
+            )?
+            .query_row(params![id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
             .optional()?;
-        let Some((event_type, tracking_id, created_at, updated_at)) = row else { return Ok(None) };
-        let mut stmt = self.conn.prepare_cached("SELECT body FROM actions WHERE event_id = ?1 ORDER BY seq")?;
+        let Some((event_type, tracking_id, created_at, updated_at)) = row else {
+            return Ok(None);
+        };
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT body FROM actions WHERE event_id = ?1 ORDER BY seq")?;
         let actions = stmt
             .query_map(params![id], |r| r.get::<_, String>(0))?
             .map(|body| {
                 let body = body?;
-                serde_json::from_str::<ActionDocument>(&body)
-                    .map_err(|e| StoreError::Corrupt(format!("action of {id} does not decode: {e}")))
+                serde_json::from_str::<ActionDocument>(&body).map_err(|e| {
+                    StoreError::Corrupt(format!("action of {id} does not decode: {e}"))
+                })
             })
             .collect::<Result<Vec<_>, _>>()?;
-        Ok(Some(EventDocument { id: event_id, event_type, created_at, updated_at, actions, tracking_id }))
+        Ok(Some(EventDocument {
+            id: event_id,
+            event_type,
+            created_at,
+            updated_at,
+            actions,
+            tracking_id,
+        }))
     }
 
     /// The event id with this tracking id.
-    pub fn event_by_tracking_id(&self, tracking_id: &str) -> Result<Option<uuid::Uuid>, StoreError> {
+    pub fn event_by_tracking_id(
+        &self,
+        tracking_id: &str,
+    ) -> Result<Option<uuid::Uuid>, StoreError> {
         let id: Option<String> = self
             .conn
             .prepare_cached("SELECT id FROM events WHERE tracking_id = ?1")?
@@ -667,7 +782,8 @@ impl ReadCtx<'_> {
         };
         rows.iter()
             .map(|json| {
-                serde_json::from_str(json).map_err(|e| StoreError::Corrupt(format!("index does not decode: {e}")))
+                serde_json::from_str(json)
+                    .map_err(|e| StoreError::Corrupt(format!("index does not decode: {e}")))
             })
             .collect()
     }
@@ -725,7 +841,9 @@ impl ReadCtx<'_> {
     pub fn clients(&self) -> Result<Vec<ClientRow>, StoreError> {
         let mut stmt =
             self.conn.prepare_cached("SELECT id, name, secret_hash, scopes, status, created_at FROM clients ORDER BY created_at, id")?;
-        let rows = stmt.query_map([], client_row)?.collect::<Result<Vec<_>, _>>()?;
+        let rows = stmt
+            .query_map([], client_row)?
+            .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(decode_client).collect()
     }
 
@@ -740,7 +858,9 @@ impl ReadCtx<'_> {
 
     /// Counters.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
-        let count = |sql: &str| -> Result<u64, StoreError> { Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64) };
+        let count = |sql: &str| -> Result<u64, StoreError> {
+            Ok(self.conn.query_row(sql, [], |r| r.get::<_, i64>(0))? as u64)
+        };
         Ok(StoreStats {
             events: count("SELECT count(*) FROM events")?,
             actions: count("SELECT count(*) FROM actions")?,
@@ -751,17 +871,26 @@ impl ReadCtx<'_> {
 
     /// The whole log, in order (for verification and, later, sync).
     pub fn log_entries(&self, after_seq: u64, limit: u64) -> Result<Vec<LogEntry>, StoreError> {
-        let mut stmt = self.conn.prepare_cached("SELECT seq, hash, entry FROM log WHERE seq > ?1 ORDER BY seq LIMIT ?2")?;
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT seq, hash, entry FROM log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+        )?;
         let rows = stmt
             .query_map(params![after_seq as i64, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?, r.get::<_, Vec<u8>>(2)?))
+                Ok((
+                    r.get::<_, i64>(0)?,
+                    r.get::<_, Vec<u8>>(1)?,
+                    r.get::<_, Vec<u8>>(2)?,
+                ))
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
             .map(|(seq, hash, bytes)| {
-                let entry = LogEntry::decode(&bytes).map_err(|e| StoreError::Corrupt(format!("log entry {seq}: {e}")))?;
+                let entry = LogEntry::decode(&bytes)
+                    .map_err(|e| StoreError::Corrupt(format!("log entry {seq}: {e}")))?;
                 if entry.seq != seq as u64 || entry.hash().0.as_slice() != hash.as_slice() {
-                    return Err(StoreError::Corrupt(format!("log entry {seq} does not match its row")));
+                    return Err(StoreError::Corrupt(format!(
+                        "log entry {seq} does not match its row"
+                    )));
                 }
                 Ok(entry)
             })
@@ -769,13 +898,33 @@ impl ReadCtx<'_> {
     }
 }
 
+/// An action found by its idempotency key: its event and the hash of the request that made it.
+pub type ActionByTransaction = (uuid::Uuid, Option<Vec<u8>>);
+
 type RawClient = (String, String, String, String, String, String);
 
 fn client_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawClient> {
-    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?, r.get(5)?))
+    Ok((
+        r.get(0)?,
+        r.get(1)?,
+        r.get(2)?,
+        r.get(3)?,
+        r.get(4)?,
+        r.get(5)?,
+    ))
 }
 
-fn decode_client((id, name, secret_hash, scopes, status, created_at): RawClient) -> Result<ClientRow, StoreError> {
-    let scopes = serde_json::from_str(&scopes).map_err(|e| StoreError::Corrupt(format!("client {id} scopes: {e}")))?;
-    Ok(ClientRow { id, name, secret_hash, scopes, status, created_at })
+fn decode_client(
+    (id, name, secret_hash, scopes, status, created_at): RawClient,
+) -> Result<ClientRow, StoreError> {
+    let scopes = serde_json::from_str(&scopes)
+        .map_err(|e| StoreError::Corrupt(format!("client {id} scopes: {e}")))?;
+    Ok(ClientRow {
+        id,
+        name,
+        secret_hash,
+        scopes,
+        status,
+        created_at,
+    })
 }

@@ -46,8 +46,8 @@ pub(crate) struct SearchOutput {
 
 #[derive(Debug)]
 enum Query {
-    And(Vec<Query>),
-    Or(Vec<Query>),
+    And(Vec<Self>),
+    Or(Vec<Self>),
     /// All conditions of one expression object must hold.
     Expr(Vec<Cond>),
 }
@@ -64,7 +64,11 @@ enum Cond {
     CreatedAtLocation(Terms),
     CreatedAt(DateMatch),
     UpdatedAt(DateMatch),
-    Flags { any_of: Vec<String>, none_of: Vec<String>, all_of: Vec<String> },
+    Flags {
+        any_of: Vec<String>,
+        none_of: Vec<String>,
+        all_of: Vec<String>,
+    },
     Data(String, Terms),
 }
 
@@ -78,7 +82,10 @@ enum Terms {
 enum DateMatch {
     /// Same calendar day (`YYYY-MM-DD` prefix) or the same instant.
     Exact(String),
-    Range { gte: Option<String>, lte: Option<String> },
+    Range {
+        gte: Option<String>,
+        lte: Option<String>,
+    },
 }
 
 fn bad(message: impl Into<String>) -> ApiError {
@@ -103,15 +110,27 @@ impl Parser<'_> {
         }
         let obj = v.as_object().ok_or_else(|| bad("Expected an object"))?;
         if obj.contains_key("clauses") {
-            let kind = obj.get("type").and_then(Value::as_str).ok_or_else(|| bad("Query type must be 'and' or 'or'"))?;
+            let kind = obj
+                .get("type")
+                .and_then(Value::as_str)
+                .ok_or_else(|| bad("Query type must be 'and' or 'or'"))?;
             if let Some(k) = obj.keys().find(|k| *k != "type" && *k != "clauses") {
-                return Err(ApiError::input_one("unrecognized_keys", format!("Unrecognized key(s) in object: '{k}'"), &["query"]));
+                return Err(ApiError::input_one(
+                    "unrecognized_keys",
+                    format!("Unrecognized key(s) in object: '{k}'"),
+                    &["query"],
+                ));
             }
-            let clauses = obj["clauses"].as_array().ok_or_else(|| bad("clauses must be an array"))?;
+            let clauses = obj["clauses"]
+                .as_array()
+                .ok_or_else(|| bad("clauses must be an array"))?;
             if clauses.is_empty() {
                 return Err(bad("clauses must not be empty"));
             }
-            let parsed = clauses.iter().map(|c| self.query(c, depth + 1)).collect::<Result<Vec<_>, _>>()?;
+            let parsed = clauses
+                .iter()
+                .map(|c| self.query(c, depth + 1))
+                .collect::<Result<Vec<_>, _>>()?;
             return match kind {
                 "and" => Ok(Query::And(parsed)),
                 "or" => Ok(Query::Or(parsed)),
@@ -153,42 +172,77 @@ impl Parser<'_> {
             "createdAt" => Cond::CreatedAt(date_match(v, key)?),
             "updatedAt" => Cond::UpdatedAt(date_match(v, key)?),
             "flags" => {
-                let obj = v.as_object().ok_or_else(|| bad("flags takes {anyOf?, noneOf?, allOf?}"))?;
+                let obj = v
+                    .as_object()
+                    .ok_or_else(|| bad("flags takes {anyOf?, noneOf?, allOf?}"))?;
                 let list = |k: &str| -> Result<Vec<String>, ApiError> {
                     match obj.get(k) {
                         None => Ok(Vec::new()),
                         Some(Value::Array(a)) => a
                             .iter()
-                            .map(|x| x.as_str().map(str::to_owned).ok_or_else(|| bad("flags must be strings")))
+                            .map(|x| {
+                                x.as_str()
+                                    .map(str::to_owned)
+                                    .ok_or_else(|| bad("flags must be strings"))
+                            })
                             .collect(),
                         Some(_) => Err(bad("flags lists must be arrays")),
                     }
                 };
-                if let Some(k) = obj.keys().find(|k| !matches!(k.as_str(), "anyOf" | "noneOf" | "allOf")) {
+                if let Some(k) = obj
+                    .keys()
+                    .find(|k| !matches!(k.as_str(), "anyOf" | "noneOf" | "allOf"))
+                {
                     return Err(bad(format!("Unknown flags key '{k}'")));
                 }
-                Cond::Flags { any_of: list("anyOf")?, none_of: list("noneOf")?, all_of: list("allOf")? }
+                Cond::Flags {
+                    any_of: list("anyOf")?,
+                    none_of: list("noneOf")?,
+                    all_of: list("allOf")?,
+                }
             }
             "data" => {
-                let obj = v.as_object().ok_or_else(|| bad("data takes {fieldId: clause}"))?;
+                let obj = v
+                    .as_object()
+                    .ok_or_else(|| bad("data takes {fieldId: clause}"))?;
                 let mut out = Vec::new();
                 for (field, clause) in obj {
-                    let known = self.state.config.events.events().iter().any(|e| e.field(field).is_some());
+                    let known = self
+                        .state
+                        .config
+                        .events
+                        .events()
+                        .iter()
+                        .any(|e| e.field(field).is_some());
                     if !known {
-                        let issue = serde_json::json!([{"message": "Unexpected field", "id": field}]);
+                        let issue =
+                            serde_json::json!([{"message": "Unexpected field", "id": field}]);
                         return Err(ApiError::bad_request(issue.to_string()));
                     }
                     match clause.get("type").and_then(Value::as_str) {
-                        Some("exact" | "anyOf") => out.push(Cond::Data(field.clone(), terms(clause, field)?)),
-                        Some(other @ ("fuzzy" | "range" | "within" | "timePeriod")) => return Err(unsupported(other)),
-                        _ => return Err(bad(format!("Unknown clause type for data field '{field}'"))),
+                        Some("exact" | "anyOf") => {
+                            out.push(Cond::Data(field.clone(), terms(clause, field)?))
+                        }
+                        Some(other @ ("fuzzy" | "range" | "within" | "timePeriod")) => {
+                            return Err(unsupported(other));
+                        }
+                        _ => {
+                            return Err(bad(format!(
+                                "Unknown clause type for data field '{field}'"
+                            )));
+                        }
                     }
                 }
                 return Ok(out);
             }
-            "updatedAtLocation" | "legalStatuses.DECLARED.createdAtLocation" | "legalStatuses.REGISTERED.createdAtLocation"
-            | "legalStatuses.REGISTERED.registrationNumber" | "legalStatuses.REGISTERED.acceptedAt"
-            | "legalStatuses.DECLARED.createdByRole" | "legalStatuses.REGISTERED.createdByRole" | "updatedBy"
+            "updatedAtLocation"
+            | "legalStatuses.DECLARED.createdAtLocation"
+            | "legalStatuses.REGISTERED.createdAtLocation"
+            | "legalStatuses.REGISTERED.registrationNumber"
+            | "legalStatuses.REGISTERED.acceptedAt"
+            | "legalStatuses.DECLARED.createdByRole"
+            | "legalStatuses.REGISTERED.createdByRole"
+            | "updatedBy"
             | "updatedByUserRole" => return Err(unsupported(key)),
             other => {
                 return Err(ApiError::input_one(
@@ -206,9 +260,15 @@ fn terms(v: &Value, key: &str) -> Result<Terms, ApiError> {
     if v.is_string() {
         return Ok(Terms::Exact(v.clone()));
     }
-    let obj = v.as_object().ok_or_else(|| bad(format!("'{key}' takes {{type, term}}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad(format!("'{key}' takes {{type, term}}")))?;
     match obj.get("type").and_then(Value::as_str) {
-        Some("exact") => obj.get("term").cloned().map(Terms::Exact).ok_or_else(|| bad(format!("'{key}' needs a term"))),
+        Some("exact") => obj
+            .get("term")
+            .cloned()
+            .map(Terms::Exact)
+            .ok_or_else(|| bad(format!("'{key}' needs a term"))),
         Some("anyOf") => match obj.get("terms") {
             Some(Value::Array(a)) if !a.is_empty() => Ok(Terms::AnyOf(a.clone())),
             _ => Err(bad(format!("'{key}' anyOf needs a non-empty terms array"))),
@@ -219,10 +279,14 @@ fn terms(v: &Value, key: &str) -> Result<Terms, ApiError> {
 }
 
 fn date_match(v: &Value, key: &str) -> Result<DateMatch, ApiError> {
-    let obj = v.as_object().ok_or_else(|| bad(format!("'{key}' takes {{type, ...}}")))?;
+    let obj = v
+        .as_object()
+        .ok_or_else(|| bad(format!("'{key}' takes {{type, ...}}")))?;
     let s = |k: &str| obj.get(k).and_then(Value::as_str).map(str::to_owned);
     match obj.get("type").and_then(Value::as_str) {
-        Some("exact") => s("term").map(DateMatch::Exact).ok_or_else(|| bad(format!("'{key}' needs a term"))),
+        Some("exact") => s("term")
+            .map(DateMatch::Exact)
+            .ok_or_else(|| bad(format!("'{key}' needs a term"))),
         Some("range") => {
             let (gte, lte) = (s("gte"), s("lte"));
             if gte.is_none() && lte.is_none() {
@@ -251,8 +315,14 @@ fn exact_match(value: &Value, term: &Value) -> bool {
     match (value, term) {
         (Value::Object(map), Value::String(term)) => {
             let part = |k: &str| map.get(k).and_then(Value::as_str).filter(|s| !s.is_empty());
-            let full: Vec<&str> = [part("firstname"), part("middlename"), part("surname")].into_iter().flatten().collect();
-            let short: Vec<&str> = [part("firstname"), part("surname")].into_iter().flatten().collect();
+            let full: Vec<&str> = [part("firstname"), part("middlename"), part("surname")]
+                .into_iter()
+                .flatten()
+                .collect();
+            let short: Vec<&str> = [part("firstname"), part("surname")]
+                .into_iter()
+                .flatten()
+                .collect();
             !full.is_empty() && (full.join(" ") == *term || short.join(" ") == *term)
         }
         _ => false,
@@ -265,7 +335,9 @@ fn date_matches(value: &str, m: &DateMatch) -> bool {
         DateMatch::Range { gte, lte } => {
             // ISO timestamps compare as strings; a bare date bound covers its whole day.
             gte.as_ref().is_none_or(|g| value >= g.as_str())
-                && lte.as_ref().is_none_or(|l| value <= l.as_str() || value.starts_with(l.as_str()))
+                && lte
+                    .as_ref()
+                    .is_none_or(|l| value <= l.as_str() || value.starts_with(l.as_str()))
         }
     }
 }
@@ -315,7 +387,11 @@ impl Cond {
             }
             Self::CreatedAt(m) => date_matches(&e.created_at, m),
             Self::UpdatedAt(m) => date_matches(&e.updated_at, m),
-            Self::Flags { any_of, none_of, all_of } => {
+            Self::Flags {
+                any_of,
+                none_of,
+                all_of,
+            } => {
                 let has = |f: &String| e.flags.contains(f);
                 (any_of.is_empty() || any_of.iter().any(has))
                     && !none_of.iter().any(has)
@@ -338,28 +414,51 @@ pub(crate) async fn search(
         Value::String(s) => serde_json::from_str(s).map_err(|_| bad("query is not valid JSON"))?,
         other => other.clone(),
     };
-    let mut parser = Parser { clauses: 0, state: &state };
+    let mut parser = Parser {
+        clauses: 0,
+        state: &state,
+    };
     let query = parser.query(&query_value, 0)?;
     let limit = input.limit.unwrap_or(SEARCH_LIMIT_DEFAULT);
     if limit == 0 || limit > SEARCH_LIMIT_MAX {
-        return Err(ApiError::input_one("too_big", format!("limit must be 1 to {SEARCH_LIMIT_MAX}"), &["limit"]));
+        return Err(ApiError::input_one(
+            "too_big",
+            format!("limit must be 1 to {SEARCH_LIMIT_MAX}"),
+            &["limit"],
+        ));
     }
     let offset = input.offset.unwrap_or(0);
     let mut sort_desc = true;
     let mut sort_field = "createdAt".to_owned();
     if let Some(sort) = input.sort.as_ref().and_then(|s| s.first()) {
-        if !matches!(sort.field.as_str(), "createdAt" | "updatedAt" | "trackingId") {
-            return Err(ApiError::input_one("custom", format!("Cannot sort by '{}'", sort.field), &["sort"]));
+        if !matches!(
+            sort.field.as_str(),
+            "createdAt" | "updatedAt" | "trackingId"
+        ) {
+            return Err(ApiError::input_one(
+                "custom",
+                format!("Cannot sort by '{}'", sort.field),
+                &["sort"],
+            ));
         }
         sort_field = sort.field.clone();
         sort_desc = match sort.direction.as_deref() {
             None | Some("desc") => true,
             Some("asc") => false,
-            Some(_) => return Err(ApiError::input_one("invalid_enum_value", "direction must be asc or desc", &["sort"])),
+            Some(_) => {
+                return Err(ApiError::input_one(
+                    "invalid_enum_value",
+                    "direction must be asc or desc",
+                    &["sort"],
+                ));
+            }
         };
     }
     let prefilter = query.required_tracking_id().map(str::to_owned);
-    let entries = state.store.read(move |r| r.index_entries(prefilter.as_deref())).await?;
+    let entries = state
+        .store
+        .read(move |r| r.index_entries(prefilter.as_deref()))
+        .await?;
     let mut hits: Vec<EventIndex> = entries
         .into_iter()
         .filter(|e| caller.scopes.allows("record.search", &e.event_type))
@@ -375,7 +474,11 @@ pub(crate) async fn search(
         if sort_desc { ord.reverse() } else { ord }
     });
     let total = hits.len() as u64;
-    let mut results: Vec<EventIndex> = hits.into_iter().skip(offset as usize).take(limit as usize).collect();
+    let mut results: Vec<EventIndex> = hits
+        .into_iter()
+        .skip(offset as usize)
+        .take(limit as usize)
+        .collect();
     // Secured fields never leave through search (OpenCRVS `removeSecuredFields`).
     for e in &mut results {
         if let Some(config) = state.config.events.get(&e.event_type) {

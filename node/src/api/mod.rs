@@ -173,3 +173,99 @@ impl FromRequestParts<Arc<AppState>> for Caller {
         })
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use axum::body::Body;
+    use axum::http::Request;
+    use tower::ServiceExt as _;
+
+    use super::*;
+
+    async fn state(dir: &tempfile::TempDir) -> Arc<AppState> {
+        let mut file = crate::config::ConfigFile::default();
+        file.data_dir = dir.path().to_path_buf();
+        let config = file.validate().unwrap();
+        crate::init(&config, None).await.unwrap();
+        let key = crate::keys::load_key_file(&config.node_key_path()).unwrap();
+        let store = crate::open_store(&config, key).unwrap();
+        let jwt = crate::keys::load_key_file(&config.jwt_key_path()).unwrap();
+        Arc::new(AppState {
+            store,
+            tokens: TokenKeys::new(
+                &jwt,
+                "crvs-edge:node:test".into(),
+                std::time::Duration::from_secs(600),
+            ),
+            config: Arc::new(config),
+            secret_permits: Semaphore::new(1),
+            decoy_hash: String::new(),
+        })
+    }
+
+    /// Every path of the OpenAPI document is routed (not the fallback), and every routed path is
+    /// documented, so the document stays true.
+    #[tokio::test]
+    async fn openapi_document_matches_the_router() {
+        let dir = tempfile::tempdir().unwrap();
+        let app = router(state(&dir).await);
+        let doc: serde_json::Value = serde_json::from_str(OPENAPI_JSON).unwrap();
+        let paths = doc["paths"].as_object().unwrap();
+        for (path, ops) in paths {
+            let concrete = path
+                .replace("{eventId}", "00000000-0000-4000-8000-000000000000")
+                .replace("{trackingId}", "AAAAAA");
+            for method in ops.as_object().unwrap().keys() {
+                let req = Request::builder()
+                    .method(method.to_uppercase().as_str())
+                    .uri(&concrete)
+                    .body(Body::empty())
+                    .unwrap();
+                let res = app.clone().oneshot(req).await.unwrap();
+                let status = res.status();
+                let body = axum::body::to_bytes(res.into_body(), 1 << 20)
+                    .await
+                    .unwrap();
+                let text = String::from_utf8_lossy(&body);
+                assert!(
+                    !text.contains("No such route"),
+                    "{method} {path} is documented but not routed"
+                );
+                assert_ne!(
+                    status,
+                    axum::http::StatusCode::METHOD_NOT_ALLOWED,
+                    "{method} {path}"
+                );
+            }
+        }
+        let routed = [
+            "/api/events/events",
+            "/api/events/events/notify",
+            "/api/events/events/search",
+            "/api/events/events/tracking/{trackingId}/data",
+            "/api/events/events/{eventId}",
+            "/api/events/events/{eventId}/notify",
+            "/api/events/locations",
+            "/api/events/config",
+            "/api/events/openapi.json",
+            "/auth/token",
+            "/api/auth/token",
+            "/token",
+            "/ping",
+            "/api/ping",
+        ];
+        for path in routed {
+            assert!(
+                paths.contains_key(path),
+                "{path} is routed but not documented"
+            );
+            let gateway = path.strip_prefix("/api");
+            if let Some(g) = gateway.filter(|g| g.starts_with("/events/")) {
+                assert!(
+                    paths.contains_key(g),
+                    "{g} (gateway style) is not documented"
+                );
+            }
+        }
+    }
+}

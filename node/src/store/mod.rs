@@ -928,3 +928,6 @@ fn decode_client(
         created_at,
     })
 }
+
+#[cfg(test)]
+mod tests;

@@ -183,8 +183,10 @@ mod tests {
     use super::*;
 
     async fn state(dir: &tempfile::TempDir) -> Arc<AppState> {
-        let mut file = crate::config::ConfigFile::default();
-        file.data_dir = dir.path().to_path_buf();
+        let file = crate::config::ConfigFile {
+            data_dir: dir.path().to_path_buf(),
+            ..Default::default()
+        };
         let config = file.validate().unwrap();
         crate::init(&config, None).await.unwrap();
         let key = crate::keys::load_key_file(&config.node_key_path()).unwrap();

@@ -241,11 +241,12 @@ pub struct EventDocument {
     pub tracking_id: String,
 }
 
-/// The payload a log entry carries: one action plus the event facts needed to apply it on any
-/// replica (central learns the event's type and tracking id from any of its entries).
+/// The payload a log entry carries: the actions one write recorded on one event, plus the event
+/// facts needed to apply them on any replica (central learns the event's type and tracking id
+/// from any of its entries). Serialised as JSON inside the signed entry.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub struct ActionRecord {
+pub struct EntryPayload {
     /// Event id.
     pub event_id: EventId,
     /// Event type id.
@@ -254,8 +255,8 @@ pub struct ActionRecord {
     pub tracking_id: String,
     /// When the event was created.
     pub event_created_at: String,
-    /// The action.
-    pub action: ActionDocument,
+    /// The actions, in the order they were recorded.
+    pub actions: Vec<ActionDocument>,
 }
 
 /// Formats milliseconds since the Unix epoch as ISO 8601 UTC with milliseconds,

@@ -233,45 +233,70 @@ pub fn is_allowed(action: ActionType, status: EventStatus, flags: &[String]) -> 
         || allowed_actions(status, flags).contains(&action)
 }
 
-/// Deep-merges the declarations of every Accepted action in order (`aggregateActionDeclarations`).
-/// An Accepted action with `originalActionId` first merges its Requested action's declaration;
-/// PRINT_CERTIFICATE, REQUEST_CORRECTION and REJECT_CORRECTION are skipped; APPROVE_CORRECTION
-/// merges the request it approves. A `null` value clears the field.
-pub fn aggregate_declaration(actions: &[ActionDocument]) -> Declaration {
-    let by_id = |id: &str| actions.iter().find(|a| a.id.to_string() == id);
+/// What one Accepted action contributes to the record's declaration, as a partial update
+/// (`null` clears a field). An Accepted action with `originalActionId` first carries its
+/// Requested action's declaration; PRINT_CERTIFICATE, REQUEST_CORRECTION and REJECT_CORRECTION
+/// contribute nothing; APPROVE_CORRECTION carries the request it approves. Non-Accepted actions
+/// contribute nothing. `actions` is the event's whole action list (to resolve references).
+pub fn effective_declaration(action: &ActionDocument, actions: &[ActionDocument]) -> Declaration {
     let mut out = Declaration::new();
-    let merge = |out: &mut Declaration, decl: Option<&Declaration>| {
+    if action.status != ActionStatus::Accepted {
+        return out;
+    }
+    let mut take = |decl: Option<&Declaration>| {
         for (k, v) in decl.into_iter().flatten() {
-            if v.is_null() {
-                out.remove(k);
-            } else {
-                out.insert(k.clone(), v.clone());
-            }
+            out.insert(k.clone(), v.clone());
         }
     };
-    for a in actions
-        .iter()
-        .filter(|a| a.status == ActionStatus::Accepted)
+    match action.action_type {
+        ActionType::PrintCertificate
+        | ActionType::RequestCorrection
+        | ActionType::RejectCorrection => return out,
+        ActionType::ApproveCorrection => {
+            let request = action
+                .request_id
+                .as_deref()
+                .and_then(|id| actions.iter().find(|a| a.id.to_string() == id));
+            take(request.and_then(|r| r.declaration.as_ref()));
+        }
+        _ => {}
+    }
+    if let Some(orig) = action.original_action_id
+        && let Some(requested) = actions.iter().find(|r| r.id == orig)
     {
-        match a.action_type {
-            ActionType::PrintCertificate
-            | ActionType::RequestCorrection
-            | ActionType::RejectCorrection => continue,
-            ActionType::ApproveCorrection => {
-                if let Some(req) = a.request_id.as_deref().and_then(by_id) {
-                    merge(&mut out, req.declaration.as_ref());
-                }
+        take(requested.declaration.as_ref());
+    }
+    take(action.declaration.as_ref());
+    out
+}
+
+/// Deep-merges the declarations of every Accepted action in order (`aggregateActionDeclarations`),
+/// applying [`effective_declaration`] of each. A `null` value clears the field.
+pub fn aggregate_declaration(actions: &[ActionDocument]) -> Declaration {
+    let mut out = Declaration::new();
+    for a in actions {
+        for (k, v) in effective_declaration(a, actions) {
+            if v.is_null() {
+                out.remove(&k);
+            } else {
+                out.insert(k, v);
             }
-            _ => {}
         }
-        if let Some(orig) = a.original_action_id
-            && let Some(req) = actions.iter().find(|r| r.id == orig)
-        {
-            merge(&mut out, req.declaration.as_ref());
-        }
-        merge(&mut out, a.declaration.as_ref());
     }
     out
+}
+
+/// Two or more places wrote the same field concurrently: the deterministic winner is in the
+/// declaration, every concurrent value is listed here. Never silently dropped.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct FieldConflict {
+    /// The field id.
+    pub field: String,
+    /// The value every replica shows.
+    pub winner: serde_json::Value,
+    /// All concurrent values, the winner included, in a deterministic order.
+    pub values: Vec<serde_json::Value>,
 }
 
 /// The current assignee: the last Accepted ASSIGN not followed by an UNASSIGN.
@@ -324,6 +349,9 @@ pub struct EventIndex {
     pub registration_number: Option<String>,
     /// Aggregated declaration (secured fields removed by the caller where required).
     pub declaration: Declaration,
+    /// Fields written concurrently at different places (empty when there were none).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
+    pub conflicts: Vec<FieldConflict>,
 }
 
 impl EventIndex {
@@ -362,6 +390,7 @@ impl EventIndex {
             assigned_to: assigned_to(&doc.actions),
             registration_number,
             declaration: aggregate_declaration(&doc.actions),
+            conflicts: Vec::new(),
         }
     }
 }

@@ -10,7 +10,7 @@ use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
 use crvs_common::config::{EventConfig, ValidationMode};
 use crvs_common::event::{
-    ActionDocument, ActionRecord, ActionStatus, ActionType, Declaration, EventDocument, UserType,
+    ActionDocument, ActionStatus, ActionType, Declaration, EventDocument, UserType,
     format_timestamp_ms,
 };
 use crvs_common::limits::{FIELD_IDS_PER_READ_MAX, TRANSACTION_ID_CHARS_MAX};
@@ -23,7 +23,7 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState, Caller, body};
 use crate::auth::TokenUserType;
-use crate::store::{NewEvent, WriteCtx};
+use crate::store::{EventMeta, NewEvent, WriteCtx};
 
 mod search;
 
@@ -237,35 +237,6 @@ impl Actor {
     }
 }
 
-fn record_for(doc_meta: &EventMeta, action: ActionDocument) -> ActionRecord {
-    ActionRecord {
-        event_id: doc_meta.id,
-        event_type: doc_meta.event_type.clone(),
-        tracking_id: doc_meta.tracking_id.clone(),
-        event_created_at: doc_meta.created_at.clone(),
-        action,
-    }
-}
-
-#[derive(Debug, Clone)]
-struct EventMeta {
-    id: Uuid,
-    event_type: String,
-    tracking_id: String,
-    created_at: String,
-}
-
-impl EventMeta {
-    fn of(doc: &EventDocument) -> Self {
-        Self {
-            id: doc.id,
-            event_type: doc.event_type.clone(),
-            tracking_id: doc.tracking_id.clone(),
-            created_at: doc.created_at.clone(),
-        }
-    }
-}
-
 fn replay_conflict() -> ApiError {
     ApiError::conflict("transactionId has already been used with a different request")
 }
@@ -319,8 +290,8 @@ fn create_in_job(
         transaction_id,
         now_ms,
     );
-    ctx.append_action(&record_for(&meta, create), Some(hash))?;
-    Ok(ctx.refresh_index(id)?)
+    ctx.append_action(&meta, create, Some(hash))?;
+    Ok(ctx.finish_event()?)
 }
 
 /// The notify step, run inside a write job. Idempotent on `transactionId`. With no confirmation
@@ -379,7 +350,7 @@ fn notify_in_job(
     requested.declaration = Some(declaration);
     requested.annotation = Some(annotation.unwrap_or_default());
     let requested_id = requested.id;
-    ctx.append_action(&record_for(&meta, requested), Some(hash))?;
+    ctx.append_action(&meta, requested, Some(hash))?;
     let mut accepted = actor.action(
         ActionType::Notify,
         ActionStatus::Accepted,
@@ -387,8 +358,8 @@ fn notify_in_job(
         now_ms,
     );
     accepted.original_action_id = Some(requested_id);
-    ctx.append_action(&record_for(&meta, accepted), None)?;
-    Ok(ctx.refresh_index(event_id)?)
+    ctx.append_action(&meta, accepted, None)?;
+    Ok(ctx.finish_event()?)
 }
 
 /// `POST /events`: creates an event with one CREATE action.
@@ -541,8 +512,8 @@ fn read_in_job(
     let meta = EventMeta::of(&doc);
     let tx = Uuid::new_v4().to_string();
     let read = actor.action(ActionType::Read, ActionStatus::Accepted, &tx, ctx.now_ms());
-    ctx.append_action(&record_for(&meta, read), None)?;
-    Ok(ctx.refresh_index(event_id)?)
+    ctx.append_action(&meta, read, None)?;
+    Ok(ctx.finish_event()?)
 }
 
 /// `GET /events/{eventId}`: the full record; records a READ action.

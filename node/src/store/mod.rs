@@ -13,12 +13,13 @@ use std::path::Path;
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
-use crvs_common::event::{ActionDocument, ActionRecord, EventDocument};
+use crvs_common::event::{ActionDocument, EntryPayload, EventDocument};
 use crvs_common::hlc::{Hlc, HlcClock};
 use crvs_common::ids::TrackingId;
 use crvs_common::location::{AdministrativeArea, Location, LocationSet};
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
-use crvs_common::state::{EventIndex, derive_status};
+use crvs_common::state::{EventIndex, derive_status, effective_declaration};
+use crvs_sync::merge::{EventCrdt, actor_for};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use tokio::sync::{mpsc, oneshot};
 
@@ -377,7 +378,8 @@ impl Writer {
     }
 
     fn run_group(&mut self, jobs: Vec<Job>) {
-        let mut replies: Vec<Reply> = Vec::with_capacity(jobs.len());
+        // Each reply with whether its job left staged actions unfinished (answered with an error).
+        let mut replies: Vec<(Reply, bool)> = Vec::with_capacity(jobs.len());
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = Arc::new(StoreError::from(e));
             tracing::error!(error = %e, "store: BEGIN failed");
@@ -398,10 +400,19 @@ impl Writer {
                 hlc: &mut self.hlc,
                 pool: self.pool,
                 now_ms,
+                pending: None,
             };
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
+            // A job that staged actions but did not finish its entry is a bug: never commit
+            // actions without their signed entry.
+            let unfinished = ctx.pending.is_some();
+            if unfinished {
+                tracing::error!(
+                    "store: a write job staged actions without finishing its log entry; rolled back"
+                );
+            }
             let (ok, reply) = match outcome {
-                Ok((ok, reply)) => (ok && ok_sp, Some(reply)),
+                Ok((ok, reply)) => (ok && ok_sp && !unfinished, Some(reply)),
                 Err(_) => {
                     tracing::error!("store: a write job panicked; its savepoint is rolled back");
                     (false, None)
@@ -414,7 +425,9 @@ impl Writer {
                 self.head = head_before;
                 self.hlc = HlcClock::new(hlc_before);
             }
-            replies.extend(reply);
+            if let Some(reply) = reply {
+                replies.push((reply, unfinished));
+            }
         }
         let commit = self
             .conn
@@ -428,8 +441,14 @@ impl Writer {
                 Err(e) => tracing::error!(error = %e, "store: reloading log head failed"),
             }
         }
-        for reply in replies {
-            reply(commit.clone());
+        for (reply, unfinished) in replies {
+            if unfinished {
+                reply(Err(Arc::new(StoreError::Corrupt(
+                    "write job did not finish its log entry".into(),
+                ))));
+            } else {
+                reply(commit.clone());
+            }
         }
     }
 }
@@ -446,6 +465,37 @@ pub struct WriteCtx<'a> {
     hlc: &'a mut HlcClock,
     pool: PoolSettings,
     now_ms: u64,
+    pending: Option<PendingEntry>,
+}
+
+/// Actions staged by a job, waiting for [`WriteCtx::finish_event`] to sign their entry.
+struct PendingEntry {
+    payload: EntryPayload,
+}
+
+/// The facts of an event that every log entry about it repeats.
+#[derive(Debug, Clone)]
+pub struct EventMeta {
+    /// Event id.
+    pub id: uuid::Uuid,
+    /// Event type.
+    pub event_type: String,
+    /// Tracking id.
+    pub tracking_id: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+impl EventMeta {
+    /// The facts of a stored document.
+    pub fn of(doc: &EventDocument) -> Self {
+        Self {
+            id: doc.id,
+            event_type: doc.event_type.clone(),
+            tracking_id: doc.tracking_id.clone(),
+            created_at: doc.created_at.clone(),
+        }
+    }
 }
 
 impl WriteCtx<'_> {
@@ -506,32 +556,32 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
-    /// Appends one action: its row and its signed log entry, then refreshes the event's derived
-    /// index. Everything lands in this job's savepoint, so it commits or vanishes together.
+    /// Stages one action of `event`: its row is written now, its signed log entry by
+    /// [`Self::finish_event`], which the job must call before returning (one entry per write, one
+    /// event per entry). Everything lands in this job's savepoint, so it commits or vanishes
+    /// together.
     pub fn append_action(
         &mut self,
-        record: &ActionRecord,
+        event: &EventMeta,
+        action: ActionDocument,
         request_hash: Option<&[u8]>,
-    ) -> Result<LogEntry, StoreError> {
-        let payload = serde_json::to_vec(record).map_err(|e| StoreError::Log(e.to_string()))?;
-        let hlc = self.hlc.now(self.now_ms);
+    ) -> Result<(), StoreError> {
+        let pending = self.pending.get_or_insert_with(|| PendingEntry {
+            payload: EntryPayload {
+                event_id: event.id,
+                event_type: event.event_type.clone(),
+                tracking_id: event.tracking_id.clone(),
+                event_created_at: event.created_at.clone(),
+                actions: Vec::new(),
+            },
+        });
+        if pending.payload.event_id != event.id {
+            return Err(StoreError::Corrupt(
+                "one write may record actions of one event only".into(),
+            ));
+        }
         let seq = self.head.seq + 1;
-        let entry = LogEntry::sign(
-            self.key,
-            seq,
-            self.head.hash,
-            hlc,
-            record.event_id,
-            payload,
-            None,
-        )
-        .map_err(|e| StoreError::Log(e.to_string()))?;
-        let hash = entry.hash();
-        self.conn
-            .prepare_cached("INSERT INTO log (seq, hash, entry) VALUES (?1, ?2, ?3)")?
-            .execute(params![seq as i64, hash.0.as_slice(), entry.encode()])?;
-        let action = &record.action;
-        let body = serde_json::to_string(action).map_err(|e| StoreError::Log(e.to_string()))?;
+        let body = serde_json::to_string(&action).map_err(|e| StoreError::Log(e.to_string()))?;
         self.conn
             .prepare_cached(
                 "INSERT INTO actions (id, event_id, action_type, status, transaction_id, request_hash, log_seq, body)
@@ -539,7 +589,7 @@ impl WriteCtx<'_> {
             )?
             .execute(params![
                 action.id.to_string(),
-                record.event_id.to_string(),
+                event.id.to_string(),
                 action.action_type.as_str(),
                 action.status.as_str(),
                 action.transaction_id,
@@ -547,24 +597,84 @@ impl WriteCtx<'_> {
                 seq as i64,
                 body
             ])?;
-        *self.head = LogHead { seq, hash };
-        Ok(entry)
+        pending.payload.actions.push(action);
+        Ok(())
     }
 
-    /// Recomputes the derived status and index of an event from its actions.
-    pub fn refresh_index(&mut self, event_id: uuid::Uuid) -> Result<EventDocument, StoreError> {
+    /// Signs the staged actions into one log entry, carrying the event's automerge change,
+    /// records the change in the event's merge document and refreshes the derived index.
+    pub fn finish_event(&mut self) -> Result<EventDocument, StoreError> {
+        let Some(pending) = self.pending.take() else {
+            return Err(StoreError::Corrupt(
+                "finish_event without staged actions".into(),
+            ));
+        };
+        let payload = pending.payload;
+        let event_id = payload.event_id;
         let doc = self
             .reader()
             .event_document(event_id)?
             .ok_or_else(|| StoreError::Corrupt(format!("event {event_id} vanished")))?;
-        let index = EventIndex::from_document(&doc);
+        let mut delta = crvs_common::event::Declaration::new();
+        for action in &payload.actions {
+            delta.extend(effective_declaration(action, &doc.actions));
+        }
+        let actor = actor_for(self.key.node_id().as_bytes());
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT crdt FROM events WHERE id = ?1")?
+            .query_row(params![event_id.to_string()], |r| r.get(0))?;
+        let mut crdt = match stored {
+            Some(bytes) => EventCrdt::load(&bytes, actor)
+                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?,
+            None => EventCrdt::new(actor),
+        };
+        let change = crdt
+            .record(&payload.actions, &delta, self.now_ms as i64)
+            .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
+        let bytes = serde_json::to_vec(&payload).map_err(|e| StoreError::Log(e.to_string()))?;
+        let hlc = self.hlc.now(self.now_ms);
+        let seq = self.head.seq + 1;
+        let entry = LogEntry::sign(
+            self.key,
+            seq,
+            self.head.hash,
+            hlc,
+            event_id,
+            bytes,
+            Some(change),
+        )
+        .map_err(|e| StoreError::Log(e.to_string()))?;
+        let hash = entry.hash();
+        self.conn
+            .prepare_cached("INSERT INTO log (seq, hash, entry) VALUES (?1, ?2, ?3)")?
+            .execute(params![seq as i64, hash.0.as_slice(), entry.encode()])?;
+        self.conn
+            .prepare_cached("UPDATE events SET crdt = ?1 WHERE id = ?2")?
+            .execute(params![crdt.save(), event_id.to_string()])?;
+        *self.head = LogHead { seq, hash };
+        self.refresh_index_with(doc, &crdt)
+    }
+
+    fn refresh_index_with(
+        &mut self,
+        doc: EventDocument,
+        crdt: &EventCrdt,
+    ) -> Result<EventDocument, StoreError> {
+        let mut index = EventIndex::from_document(&doc);
+        index.declaration = crdt
+            .declaration()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        index.conflicts = crdt
+            .conflicts()
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn
             .prepare_cached("UPDATE events SET status = ?1, index_json = ?2 WHERE id = ?3")?
             .execute(params![
                 derive_status(&doc.actions).as_str(),
                 json,
-                event_id.to_string()
+                doc.id.to_string()
             ])?;
         Ok(doc)
     }

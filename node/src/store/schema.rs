@@ -26,6 +26,8 @@ CREATE TABLE events (
     -- Derived from the actions on every write (never the truth; rebuilt by `reindex`).
     status         TEXT NOT NULL,
     index_json     TEXT NOT NULL,
+    -- The event's automerge document (sync::merge): merged declaration and conflicts.
+    crdt           BLOB,
     UNIQUE (transaction_id, event_type)
 );
 
@@ -38,7 +40,11 @@ CREATE TABLE actions (
     status         TEXT NOT NULL,
     transaction_id TEXT NOT NULL,
     request_hash   BLOB,
-    log_seq        INTEGER NOT NULL UNIQUE REFERENCES log(seq),
+    -- The entry that carried this action (one entry may carry several actions of one event);
+    -- the entry row is written after its actions, so the check waits for COMMIT.
+    log_seq        INTEGER REFERENCES log(seq) DEFERRABLE INITIALLY DEFERRED,
+    -- NULL for this node's own actions; the writer's node id (hex) for actions synced down.
+    origin         TEXT,
     body           TEXT NOT NULL,
     UNIQUE (transaction_id, action_type, status)
 );

@@ -3,9 +3,7 @@
 
 use std::sync::Arc;
 
-use crvs_common::event::{
-    ActionDocument, ActionRecord, ActionStatus, ActionType, UserType, format_timestamp_ms,
-};
+use crvs_common::event::{ActionDocument, ActionStatus, ActionType, UserType, format_timestamp_ms};
 use crvs_common::log::{NodeSecretKey, verify_chain};
 
 use super::*;
@@ -28,31 +26,25 @@ fn open(dir: &tempfile::TempDir) -> Store {
     Store::open(&path, key(), pool(), 64).unwrap()
 }
 
-fn record(event_id: uuid::Uuid, tx: &str) -> ActionRecord {
-    ActionRecord {
-        event_id,
-        event_type: "birth".into(),
-        tracking_id: "AAAAAA".into(),
-        event_created_at: format_timestamp_ms(0),
-        action: ActionDocument {
-            id: uuid::Uuid::new_v4(),
-            action_type: ActionType::Create,
-            transaction_id: tx.into(),
-            status: ActionStatus::Accepted,
-            created_by: "c".into(),
-            created_by_user_type: UserType::System,
-            created_by_role: None,
-            created_at_location: None,
-            created_at: format_timestamp_ms(0),
-            declaration: Some(Default::default()),
-            annotation: None,
-            original_action_id: None,
-            content: None,
-            registration_number: None,
-            request_id: None,
-            assigned_to: None,
-            custom_action_type: None,
-        },
+fn create_action(tx: &str) -> ActionDocument {
+    ActionDocument {
+        id: uuid::Uuid::new_v4(),
+        action_type: ActionType::Create,
+        transaction_id: tx.into(),
+        status: ActionStatus::Accepted,
+        created_by: "c".into(),
+        created_by_user_type: UserType::System,
+        created_by_role: None,
+        created_at_location: None,
+        created_at: format_timestamp_ms(0),
+        declaration: Some(Default::default()),
+        annotation: None,
+        original_action_id: None,
+        content: None,
+        registration_number: None,
+        request_id: None,
+        assigned_to: None,
+        custom_action_type: None,
     }
 }
 
@@ -70,14 +62,53 @@ async fn create(store: &Store, tx: &'static str, fail: bool) -> Result<uuid::Uui
                 request_hash: b"h",
                 created_at: &format_timestamp_ms(0),
             })?;
-            ctx.append_action(&record(id, tx), None)?;
-            ctx.refresh_index(id)?;
+            let meta = EventMeta {
+                id,
+                event_type: "birth".into(),
+                tracking_id: tracking.clone(),
+                created_at: format_timestamp_ms(0),
+            };
+            ctx.append_action(&meta, create_action(tx), None)?;
+            ctx.finish_event()?;
             if fail {
                 return Err(StoreError::Corrupt("job failed on purpose".into()));
             }
             Ok(id)
         })
         .await
+}
+
+#[tokio::test]
+async fn a_job_that_forgets_its_entry_is_rolled_back() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    let result = store
+        .write(|ctx| -> Result<(), StoreError> {
+            let id = uuid::Uuid::new_v4();
+            let tracking = ctx.take_tracking_id()?.expect("pool has ids");
+            ctx.insert_event(&NewEvent {
+                id,
+                event_type: "birth",
+                tracking_id: &tracking,
+                transaction_id: "t",
+                request_hash: b"h",
+                created_at: "x",
+            })?;
+            let meta = EventMeta {
+                id,
+                event_type: "birth".into(),
+                tracking_id: tracking,
+                created_at: "x".into(),
+            };
+            ctx.append_action(&meta, create_action("t"), None)
+        })
+        .await;
+    assert!(
+        result.is_err(),
+        "an action without its entry must not commit"
+    );
+    let stats = store.read(|r| r.stats()).await.unwrap();
+    assert_eq!((stats.events, stats.actions, stats.log_seq), (0, 0, 0));
 }
 
 #[tokio::test]

@@ -15,6 +15,7 @@
 pub mod config;
 pub mod error;
 pub mod event;
+pub mod feed;
 pub mod hlc;
 pub mod ids;
 pub mod limits;

@@ -8,7 +8,9 @@
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
+pub mod engine;
 pub mod merge;
+pub mod wire;
 
 /// ALPN protocol id of the sync protocol, version 1.
 pub const ALPN_SYNC_V1: &[u8] = b"crvs-edge/sync/1";

@@ -22,4 +22,5 @@ pub mod limits;
 pub mod location;
 pub mod log;
 pub mod scope;
+pub mod search;
 pub mod state;

@@ -71,6 +71,11 @@ impl ApiError {
         Self::new(ErrorCode::InternalServerError, "Internal server error")
     }
 
+    /// An error with a ready envelope (from shared validation in `common`).
+    pub fn from_envelope(envelope: ErrorEnvelope) -> Self {
+        Self { envelope }
+    }
+
     /// The envelope (for tests).
     pub fn envelope(&self) -> &ErrorEnvelope {
         &self.envelope

@@ -1709,10 +1709,10 @@ mod tests {
             ("child.dob", Date, true, true),
             ("child.reason", Text, false, false),
             ("child.placeOfBirth", Select, true, true),
-            ("child.birthLocation", Location, false, false),
-            ("child.birthLocation.privateHome", Address, false, false),
-            ("child.birthLocation.other", Address, false, false),
-            ("child.birthLocationId", AlphaHidden, false, false),
+            ("child.birthLocation", Location, false, true),
+            ("child.birthLocation.privateHome", Address, false, true),
+            ("child.birthLocation.other", Address, false, true),
+            ("child.birthLocationId", AlphaHidden, false, true),
             ("child.attendantAtBirth", Select, false, false),
             ("child.birthType", Select, false, false),
             ("child.weightAtBirth", Number, false, false),
@@ -1936,7 +1936,14 @@ mod tests {
         );
         assert_eq!(
             birth.secured_field_ids().collect::<Vec<_>>(),
-            ["child.dob", "child.placeOfBirth"]
+            [
+                "child.dob",
+                "child.placeOfBirth",
+                "child.birthLocation",
+                "child.birthLocation.privateHome",
+                "child.birthLocation.other",
+                "child.birthLocationId"
+            ]
         );
         assert_eq!(
             birth.title().unwrap().default_message,

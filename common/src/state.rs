@@ -315,6 +315,63 @@ pub fn assigned_to(actions: &[ActionDocument]) -> Option<String> {
     who
 }
 
+/// One legal status of a record (`EventMetadata.legalStatuses.*`).
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LegalStatus {
+    /// When the action was requested.
+    pub created_at: String,
+    /// Who requested it.
+    pub created_by: String,
+    /// Where.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_at_location: Option<uuid::Uuid>,
+    /// `user` or `system`.
+    pub created_by_user_type: crate::event::UserType,
+    /// The requester's role (users only).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub created_by_role: Option<String>,
+    /// When it was accepted.
+    pub accepted_at: String,
+    /// REGISTERED only: the registration number.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    pub registration_number: Option<String>,
+}
+
+/// `legalStatuses`: always present (empty before declaration), as OpenCRVS requires it.
+#[derive(Debug, Clone, Default, PartialEq, Serialize, Deserialize)]
+pub struct LegalStatuses {
+    /// Set by the first Accepted DECLARE.
+    #[serde(rename = "DECLARED", default, skip_serializing_if = "Option::is_none")]
+    pub declared: Option<LegalStatus>,
+    /// Set by the Accepted REGISTER.
+    #[serde(rename = "REGISTERED", default, skip_serializing_if = "Option::is_none")]
+    pub registered: Option<LegalStatus>,
+}
+
+impl LegalStatuses {
+    /// Derives them from the actions.
+    pub fn from_actions(actions: &[ActionDocument]) -> Self {
+        let status_of = |t: ActionType| {
+            let accepted = actions.iter().find(|a| a.action_type == t && a.status == ActionStatus::Accepted)?;
+            let requested = accepted
+                .original_action_id
+                .and_then(|id| actions.iter().find(|a| a.id == id))
+                .unwrap_or(accepted);
+            Some(LegalStatus {
+                created_at: requested.created_at.clone(),
+                created_by: requested.created_by.clone(),
+                created_at_location: requested.created_at_location,
+                created_by_user_type: requested.created_by_user_type,
+                created_by_role: requested.created_by_role.clone(),
+                accepted_at: accepted.created_at.clone(),
+                registration_number: accepted.registration_number.clone(),
+            })
+        };
+        Self { declared: status_of(ActionType::Declare), registered: status_of(ActionType::Register) }
+    }
+}
+
 /// A search result entry (`EventIndex`), the subset we derive.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(rename_all = "camelCase")]
@@ -347,6 +404,9 @@ pub struct EventIndex {
     /// The registration number once registered.
     #[serde(skip_serializing_if = "Option::is_none")]
     pub registration_number: Option<String>,
+    /// Legal statuses (always present).
+    #[serde(default)]
+    pub legal_statuses: LegalStatuses,
     /// Aggregated declaration (secured fields removed by the caller where required).
     pub declaration: Declaration,
     /// Fields written concurrently at different places (empty when there were none).
@@ -389,6 +449,7 @@ impl EventIndex {
             updated_at,
             assigned_to: assigned_to(&doc.actions),
             registration_number,
+            legal_statuses: LegalStatuses::from_actions(&doc.actions),
             declaration: aggregate_declaration(&doc.actions),
             conflicts: Vec::new(),
         }

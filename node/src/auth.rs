@@ -114,13 +114,19 @@ const ED25519_PKCS8_PREFIX: [u8; 16] = [
     0x30, 0x2e, 0x02, 0x01, 0x00, 0x30, 0x05, 0x06, 0x03, 0x2b, 0x65, 0x70, 0x04, 0x22, 0x04, 0x20,
 ];
 
+/// The key as PKCS#8 v1 DER (RFC 8410): what jsonwebtoken and rustls take. Zeroized on drop.
+pub fn ed25519_pkcs8_der(key: &NodeSecretKey) -> zeroize::Zeroizing<Vec<u8>> {
+    let seed = key.to_bytes();
+    let mut der = zeroize::Zeroizing::new(Vec::with_capacity(48));
+    der.extend_from_slice(&ED25519_PKCS8_PREFIX);
+    der.extend_from_slice(seed.as_ref());
+    der
+}
+
 impl TokenKeys {
     /// Builds the keys from the node's token-signing key; `issuer` names this node.
     pub fn new(key: &NodeSecretKey, issuer: String, ttl: Duration) -> Self {
-        let seed = key.to_bytes();
-        let mut der = zeroize::Zeroizing::new(Vec::with_capacity(48));
-        der.extend_from_slice(&ED25519_PKCS8_PREFIX);
-        der.extend_from_slice(seed.as_ref());
+        let der = ed25519_pkcs8_der(key);
         let encoding = EncodingKey::from_ed_der(&der);
         let decoding = DecodingKey::from_ed_der(key.node_id().as_bytes());
         // Spelled out rather than relying on defaults: one algorithm, our issuer, the events

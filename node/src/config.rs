@@ -3,6 +3,7 @@
 
 use std::net::SocketAddr;
 use std::path::{Path, PathBuf};
+use std::sync::Arc;
 
 use anyhow::Context as _;
 use serde::{Deserialize, Serialize};
@@ -24,7 +25,8 @@ pub struct ConfigFile {
     /// Refill when fewer free ids than this remain.
     pub pool_low_water: u32,
     /// Stand-alone mode: with no central to lease ids from, the node fills its own pool.
-    /// Demo and single-site use only: ids are then unique per node, not nationally.
+    /// Demo and single-site use only: ids are then unique per node, not nationally. Ignored once
+    /// the node is enrolled (central leases its ids).
     pub standalone_pool: bool,
     /// Most write requests committed in one SQLite transaction (one fsync) by the writer.
     pub group_commit_max: usize,
@@ -99,7 +101,14 @@ impl ConfigFile {
                     .with_context(|| format!("loading event config {}", path.display()))?
             }
         };
-        Ok(Config { file: self, events })
+        let enrollment =
+            crate::enroll::Enrollment::load(&self.data_dir.join(crate::enroll::ENROLLMENT_FILE))?
+                .map(Arc::new);
+        Ok(Config {
+            file: self,
+            events,
+            enrollment,
+        })
     }
 }
 
@@ -110,6 +119,9 @@ pub struct Config {
     pub file: ConfigFile,
     /// The event configuration.
     pub events: crvs_common::config::EventConfigSet,
+    /// The enrollment bundle, when `<data dir>/enrollment.json` exists: the node syncs with
+    /// central and leases its tracking ids from it.
+    pub enrollment: Option<Arc<crate::enroll::Enrollment>>,
 }
 
 impl Config {
@@ -126,5 +138,15 @@ impl Config {
     /// The token-signing key file (ed25519 seed, hex, mode 0600).
     pub fn jwt_key_path(&self) -> PathBuf {
         self.file.data_dir.join("jwt.key")
+    }
+
+    /// The enrollment bundle (mode 0600); its presence makes the node enrolled.
+    pub fn enrollment_path(&self) -> PathBuf {
+        self.file.data_dir.join(crate::enroll::ENROLLMENT_FILE)
+    }
+
+    /// Whether this node fills its own tracking-id pool: configured so, and not enrolled.
+    pub fn standalone_pool(&self) -> bool {
+        self.file.standalone_pool && self.enrollment.is_none()
     }
 }

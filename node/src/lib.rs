@@ -13,8 +13,11 @@
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod enroll;
 pub mod keys;
+pub mod metrics;
 pub mod store;
+pub mod sync_driver;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -85,7 +88,7 @@ fn pool_settings(config: &Config) -> PoolSettings {
     PoolSettings {
         size: config.file.pool_size,
         low_water: config.file.pool_low_water,
-        standalone: config.file.standalone_pool,
+        standalone: config.standalone_pool(),
     }
 }
 
@@ -101,17 +104,59 @@ pub fn open_store(config: &Config, key: crvs_common::log::NodeSecretKey) -> anyh
 }
 
 /// Serves the node's HTTP API on `listener` until `shutdown` resolves, then drains requests
-/// in flight (bounded by [`SHUTDOWN_GRACE`]).
+/// in flight (bounded by [`SHUTDOWN_GRACE`]). When the node is enrolled, the sync driver runs
+/// alongside and stops with it.
 pub async fn run(
     config: Config,
     listener: TcpListener,
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
+    let options = config
+        .enrollment
+        .as_ref()
+        .map(|e| sync_driver::DriverOptions::for_links(jitter_seed(e.node_id())));
+    run_with(config, listener, shutdown, options).await
+}
+
+/// [`run`] with the sync driver's options spelled out (tests use short timers). `driver` is
+/// ignored when the node is not enrolled.
+pub async fn run_with(
+    config: Config,
+    listener: TcpListener,
+    shutdown: impl Future<Output = ()> + Send + 'static,
+    driver: Option<sync_driver::DriverOptions>,
+) -> anyhow::Result<()> {
     let key = keys::load_key_file(&config.node_key_path())
         .context("loading node key; run `crvs-node init` first")?;
     let jwt_key = keys::load_key_file(&config.jwt_key_path()).context("loading token key")?;
     let node_id = key.node_id();
+    let client_config = match &config.enrollment {
+        Some(enrollment) => {
+            anyhow::ensure!(
+                enrollment.node_id() == node_id,
+                "{} was issued for node {}, but this node is {node_id}",
+                config.enrollment_path().display(),
+                enrollment.node_id()
+            );
+            Some(
+                sync_driver::tls::client_config(enrollment, &key)
+                    .context("building the sync TLS configuration from the enrollment")?,
+            )
+        }
+        None => None,
+    };
     let store = open_store(&config, key)?;
+    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    let driver = match (&config.enrollment, client_config) {
+        (Some(enrollment), Some(client_config)) => Some(sync_driver::start(
+            store.clone(),
+            Arc::clone(enrollment),
+            client_config,
+            driver.unwrap_or_else(|| sync_driver::DriverOptions::for_links(jitter_seed(node_id))),
+            stop_rx.clone(),
+        )?),
+        _ => None,
+    };
     let tokens = auth::TokenKeys::new(
         &jwt_key,
         format!("crvs-edge:node:{node_id}"),
@@ -124,10 +169,16 @@ pub async fn run(
         tokens,
         secret_permits: tokio::sync::Semaphore::new(api::SECRET_VERIFICATIONS_MAX),
         decoy_hash,
+        sync: driver.as_ref().map(|(handle, _)| handle.clone()),
+        metrics: metrics::Metrics::new(),
     });
     let app = api::router(state);
-    tracing::info!(node_id = %node_id.fmt_short(), addr = %listener.local_addr()?, "node listening");
-    let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
+    tracing::info!(
+        node_id = %node_id.fmt_short(),
+        addr = %listener.local_addr()?,
+        enrolled = driver.is_some(),
+        "node listening"
+    );
     let server = axum::serve(listener, app).with_graceful_shutdown(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
@@ -140,7 +191,24 @@ pub async fn run(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("shutdown grace period over; dropping requests in flight"),
     }
+    if let Some((_, task)) = driver {
+        // The server future (and with it the stop sender) is gone: the driver is stopping.
+        if tokio::time::timeout(SYNC_STOP_GRACE, task).await.is_err() {
+            tracing::warn!("sync driver did not stop in time");
+        }
+    }
     Ok(())
+}
+
+/// How long the sync driver may take to say goodbye to central at shutdown.
+pub const SYNC_STOP_GRACE: Duration = Duration::from_secs(3);
+
+/// The backoff jitter seed of a node: its id, so nodes spread their retries after an outage of
+/// central, and one node's retries replay identically.
+fn jitter_seed(node_id: crvs_common::log::NodeId) -> u64 {
+    let mut seed = [0u8; 8];
+    seed.copy_from_slice(&node_id.as_bytes()[..8]);
+    u64::from_le_bytes(seed)
 }
 
 /// How long requests in flight may finish after shutdown was asked for.

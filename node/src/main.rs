@@ -49,8 +49,15 @@ enum Command {
         #[arg(long)]
         demo_locations: bool,
     },
-    /// Serve the HTTP API until interrupted.
+    /// Serve the HTTP API (and sync with central when enrolled) until interrupted.
     Run,
+    /// Enroll this node with central: check and store the bundle from `crvs-central node enroll`.
+    /// Run it while the node is stopped; a node holding stand-alone records is refused.
+    Enroll {
+        /// The enrollment bundle (JSON).
+        #[arg(long)]
+        bundle: PathBuf,
+    },
     /// Manage system (integration) clients.
     #[command(subcommand)]
     Client(ClientCommand),
@@ -117,7 +124,8 @@ fn init_tracing(config: &Config) {
         .unwrap_or_else(|_| tracing_subscriber::EnvFilter::new(&config.file.log_filter));
     let builder = tracing_subscriber::fmt()
         .with_env_filter(filter)
-        .with_writer(std::io::stderr);
+        .with_writer(std::io::stderr)
+        .with_ansi(std::io::IsTerminal::is_terminal(&std::io::stderr()));
     if config.file.log_format == "json" {
         builder.json().init();
     } else {
@@ -185,11 +193,27 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             )?;
             crvs_node::run(config, listener, shutdown_signal()).await
         }
+        Command::Enroll { bundle } => {
+            let size = std::fs::metadata(&bundle)
+                .with_context(|| format!("reading bundle {}", bundle.display()))?
+                .len();
+            anyhow::ensure!(
+                size <= crvs_node::enroll::BUNDLE_BYTES_MAX as u64,
+                "bundle {} is {size} bytes; a bundle is at most {} bytes",
+                bundle.display(),
+                crvs_node::enroll::BUNDLE_BYTES_MAX
+            );
+            let text = std::fs::read_to_string(&bundle)
+                .with_context(|| format!("reading bundle {}", bundle.display()))?;
+            let report = crvs_node::enroll::enroll(&config, &text).await?;
+            print_json(&serde_json::to_value(&report)?)
+        }
         Command::Client(cmd) => client(cmd, &config).await,
         Command::Log(LogCommand::Verify) => {
             let store = open(&config)?;
             let node_id = store.node_id();
             let mut after = 0u64;
+            let mut checked_actions = 0u64;
             let mut verifier =
                 crvs_common::log::ChainVerifier::new(node_id, crvs_common::log::LogHead::GENESIS);
             loop {
@@ -206,9 +230,16 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
                         "log entry {} is stored twice",
                         entry.seq
                     );
+                    checked_actions += check_entry_actions(&store, entry).await?;
                     after = entry.seq;
                 }
             }
+            // Every own action row must be one a signed entry carries.
+            let stored = store.read(|r| r.own_action_count()).await?;
+            anyhow::ensure!(
+                stored == checked_actions,
+                "the database holds {stored} own actions but the signed log carries {checked_actions}"
+            );
             let head = verifier.head();
             print_json(
                 &serde_json::json!({"nodeId": node_id.to_string(), "verified": head.seq, "headHash": head.hash.to_string()}),
@@ -216,10 +247,40 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
         }
         Command::Status => {
             let store = open(&config)?;
-            let stats = store.read(|r| r.stats()).await?;
-            print_json(&serde_json::json!({"nodeId": store.node_id().to_string(), "stats": stats}))
+            let (stats, sync) = store.read(|r| Ok((r.stats()?, r.sync_state()?))).await?;
+            print_json(&serde_json::json!({
+                "nodeId": store.node_id().to_string(),
+                "stats": stats,
+                "enrolled": config.enrollment.is_some(),
+                "sync": {
+                    "ackedSeq": sync.acked.seq,
+                    "downCursor": sync.down_cursor,
+                    "lastSuccessMs": sync.last_success_ms,
+                    "lastError": sync.last_error,
+                },
+            }))
         }
     }
+}
+
+/// Checks that the actions an entry signed are exactly the stored action rows the API serves.
+async fn check_entry_actions(
+    store: &crvs_node::store::Store,
+    entry: &crvs_common::log::LogEntry,
+) -> anyhow::Result<u64> {
+    let payload: crvs_common::event::EntryPayload = serde_json::from_slice(&entry.action)
+        .map_err(|e| anyhow::anyhow!("log entry {}: payload does not decode: {e}", entry.seq))?;
+    anyhow::ensure!(payload.event_id == entry.event_id, "log entry {}: event id mismatch", entry.seq);
+    for action in &payload.actions {
+        let id = action.id;
+        let stored = store.read(move |r| r.action_document(id)).await?;
+        match stored {
+            Some((event_id, doc)) if event_id == payload.event_id && doc == *action => {}
+            Some(_) => anyhow::bail!("log entry {}: stored action {id} differs from the signed one", entry.seq),
+            None => anyhow::bail!("log entry {}: action {id} is missing from the database", entry.seq),
+        }
+    }
+    Ok(payload.actions.len() as u64)
 }
 
 fn open(config: &Config) -> anyhow::Result<crvs_node::store::Store> {

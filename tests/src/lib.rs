@@ -322,6 +322,8 @@ impl NodeProcess {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--listen", "127.0.0.1:0", "run"])
+            // Plain text in the captured log, which is read by people and by tests.
+            .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
             .stderr(Stdio::from(log))
@@ -356,7 +358,11 @@ impl NodeProcess {
         };
         let addr = serde_json::from_str::<Value>(line.trim())
             .ok()
-            .and_then(|v| v["listening"].as_str().and_then(|s| s.parse::<SocketAddr>().ok()));
+            .and_then(|v| {
+                v["listening"]
+                    .as_str()
+                    .and_then(|s| s.parse::<SocketAddr>().ok())
+            });
         let Some(addr) = addr else {
             let _ = child.kill();
             let status = child.wait();
@@ -365,7 +371,10 @@ impl NodeProcess {
                 self.stderr_tail(4000)
             );
         };
-        anyhow::ensure!(addr.ip().is_loopback(), "node listens on {addr}, not loopback");
+        anyhow::ensure!(
+            addr.ip().is_loopback(),
+            "node listens on {addr}, not loopback"
+        );
         self.addr = addr;
         self.child = Some(child);
         Ok(())
@@ -635,8 +644,11 @@ impl Api {
         transaction_id: &str,
         location: &str,
     ) -> Result<Reply, reqwest::Error> {
-        self.post("/api/events/events", &create_body(event_type, transaction_id, location))
-            .await
+        self.post(
+            "/api/events/events",
+            &create_body(event_type, transaction_id, location),
+        )
+        .await
     }
 
     /// `POST /api/events/events/{eventId}/notify`.
@@ -767,10 +779,13 @@ pub fn action_kinds(doc: &Value) -> Vec<(String, String)> {
 
 /// Whether `s` looks like an OpenCRVS tracking id: 6 characters from `0-9A-Z`.
 pub fn is_tracking_id(s: &str) -> bool {
-    s.len() == 6 && s.bytes().all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
+    s.len() == 6
+        && s.bytes()
+            .all(|b| b.is_ascii_digit() || b.is_ascii_uppercase())
 }
 
 /// A fresh transaction id.
 pub fn new_transaction_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+pub mod proxy;

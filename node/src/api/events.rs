@@ -113,6 +113,32 @@ fn request_hash<T: Serialize>(input: &T) -> Vec<u8> {
     Sha256::digest(&bytes).to_vec()
 }
 
+/// The hash of what a create means: retries that differ only in spelling (UUID case) are the
+/// same request.
+fn create_hash(event_type: &str, transaction_id: &str, location: Option<Uuid>) -> Vec<u8> {
+    request_hash(&serde_json::json!({
+        "type": event_type,
+        "transactionId": transaction_id,
+        "createdAtLocation": location.map(|l| l.to_string()),
+    }))
+}
+
+/// The hash of what a notify means: `type` omitted or `"NOTIFY"`, `annotation` absent or `{}`,
+/// `eventId` in the body or not, and UUID case are all the same request.
+fn notify_hash(
+    transaction_id: &str,
+    declaration: &Declaration,
+    annotation: Option<&Declaration>,
+    location: Option<Uuid>,
+) -> Vec<u8> {
+    request_hash(&serde_json::json!({
+        "transactionId": transaction_id,
+        "declaration": declaration,
+        "annotation": annotation.cloned().unwrap_or_default(),
+        "createdAtLocation": location.map(|l| l.to_string()),
+    }))
+}
+
 fn check_transaction_id(tx: &str) -> Result<(), ApiError> {
     if tx.is_empty() || tx.chars().count() > TRANSACTION_ID_CHARS_MAX {
         return Err(ApiError::input_one(
@@ -427,7 +453,12 @@ pub(crate) async fn notify(
     validate_declaration(config, &input.declaration, input.annotation.as_ref())?;
     let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
     let actor = Actor::new(&caller, location);
-    let hash = request_hash(&input);
+    let hash = notify_hash(
+        &input.transaction_id,
+        &input.declaration,
+        input.annotation.as_ref(),
+        location,
+    );
     let doc = state
         .store
         .write(move |ctx| {
@@ -475,12 +506,13 @@ pub(crate) async fn create_and_notify(
     let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
     let actor = Actor::new(&caller, location);
     let create_tx = format!("{}:create", input.transaction_id);
-    let create_hash = request_hash(&CreateInput {
-        event_type: input.event_type.clone(),
-        transaction_id: create_tx.clone(),
-        created_at_location: input.created_at_location.clone(),
-    });
-    let notify_hash = request_hash(&input);
+    let create_hash = create_hash(&input.event_type, &create_tx, location);
+    let notify_hash = notify_hash(
+        &input.transaction_id,
+        &input.declaration,
+        input.annotation.as_ref(),
+        location,
+    );
     let doc = state
         .store
         .write(move |ctx| {

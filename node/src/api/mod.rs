@@ -1,10 +1,12 @@
 //! The node's HTTP API (axum): OpenCRVS's events REST routes under both `/api/events` and the
-//! gateway-style `/events`, the token endpoint, locations, config, ping and the OpenAPI document.
+//! gateway-style `/events`, the token endpoint, locations, config, ping and the OpenAPI document;
+//! and the ops routes `/api/sync/status` and `/metrics` ([`sync`]).
 
 mod body;
 mod error;
 mod events;
 mod locations;
+pub mod sync;
 mod token;
 
 use std::sync::Arc;
@@ -24,7 +26,9 @@ pub use error::ApiError;
 
 use crate::auth::{TokenKeys, TokenUserType};
 use crate::config::Config;
+use crate::metrics::Metrics;
 use crate::store::Store;
+use crate::sync_driver::SyncHandle;
 
 /// Secret verifications (argon2id, ~19 MiB each) allowed at once: bounds memory on a 1 GB board.
 pub const SECRET_VERIFICATIONS_MAX: usize = 2;
@@ -42,6 +46,10 @@ pub struct AppState {
     pub secret_permits: Semaphore,
     /// Hash verified for unknown client ids (constant-time-ish answers).
     pub decoy_hash: String,
+    /// The sync driver, when the node is enrolled.
+    pub sync: Option<SyncHandle>,
+    /// Prometheus metrics.
+    pub metrics: Metrics,
 }
 
 /// The OpenAPI document of every route, served at `GET /api/events/openapi.json`.
@@ -70,14 +78,22 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/token", post(token::token))
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
+        .route("/api/sync/status", get(sync::status))
+        .route("/metrics", get(sync::metrics))
+        .route_layer(axum::middleware::from_fn_with_state(
+            Arc::clone(&state),
+            sync::count_requests,
+        ))
         .fallback(not_found)
         .method_not_allowed_fallback(method_not_allowed)
         .layer(DefaultBodyLimit::max(REQUEST_BODY_BYTES_MAX))
         .layer(
             tower_http::trace::TraceLayer::new_for_http()
-                .make_span_with(
-                    tower_http::trace::DefaultMakeSpan::new().level(tracing::Level::INFO),
-                )
+                // Method and path only: the query string may carry `client_secret` (OpenCRVS's
+                // token route takes it there), and secrets never reach the logs.
+                .make_span_with(|req: &axum::http::Request<_>| {
+                    tracing::info_span!("request", method = %req.method(), path = %req.uri().path())
+                })
                 .on_request(())
                 .on_response(
                     tower_http::trace::DefaultOnResponse::new().level(tracing::Level::INFO),
@@ -202,6 +218,8 @@ mod tests {
             config: Arc::new(config),
             secret_permits: Semaphore::new(1),
             decoy_hash: String::new(),
+            sync: None,
+            metrics: Metrics::new(),
         })
     }
 
@@ -255,6 +273,8 @@ mod tests {
             "/token",
             "/ping",
             "/api/ping",
+            "/api/sync/status",
+            "/metrics",
         ];
         for path in routed {
             assert!(

@@ -5,11 +5,15 @@
 //! up to `group_commit_max` jobs in one transaction: one fsync serves the whole group, and no
 //! caller is answered before the group's COMMIT returned (an acknowledged write is on disk).
 //! A failing job rolls back only its own savepoint. Reads use a small pool of read connections.
+//! After every commit that appended to the log, the writer pokes [`Store::appended`], so the sync
+//! driver sends new entries without polling. The sync side of the store (what the sync engine
+//! reads and writes) is in [`sync`].
 
 mod schema;
+mod sync;
 
 use std::panic::AssertUnwindSafe;
-use std::path::Path;
+use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -21,9 +25,13 @@ use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
 use crvs_common::state::{EventIndex, derive_status, effective_declaration};
 use crvs_sync::merge::{EventCrdt, actor_for};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
-use tokio::sync::{mpsc, oneshot};
+use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use schema::SCHEMA_VERSION;
+pub use sync::{
+    DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,
+    SYNCED_EVENT_TRANSACTION_PREFIX, SyncState, SyncStore,
+};
 
 /// Most write jobs waiting for the writer; callers wait (backpressure) beyond it.
 pub const WRITE_QUEUE_MAX: usize = 1024;
@@ -145,6 +153,9 @@ struct Inner {
     jobs: mpsc::Sender<Job>,
     readers: Vec<Mutex<Connection>>,
     node_id: NodeId,
+    path: PathBuf,
+    /// Poked by the writer after each commit that appended log entries.
+    appended: Arc<Notify>,
 }
 
 /// Opens a connection with the pragmas every connection needs.
@@ -219,6 +230,7 @@ impl Store {
             readers.push(Mutex::new(reader));
         }
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
+        let appended = Arc::new(Notify::new());
         let writer = Writer {
             conn,
             key,
@@ -226,6 +238,7 @@ impl Store {
             hlc: HlcClock::new(last_hlc),
             pool,
             group_commit_max,
+            appended: Arc::clone(&appended),
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -236,8 +249,16 @@ impl Store {
                 jobs: tx,
                 readers,
                 node_id,
+                path: path.to_path_buf(),
+                appended,
             }),
         })
+    }
+
+    /// Notified (one stored permit, so no wake-up is lost) after every commit that appended to
+    /// the node's log.
+    pub fn appended(&self) -> &Notify {
+        &self.inner.appended
     }
 
     /// This node's identity.
@@ -255,27 +276,29 @@ impl Store {
         F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
     {
         let (tx, rx) = oneshot::channel::<Result<T, E>>();
-        let boxed: Job = Box::new(move |ctx| {
-            let result = job(ctx);
-            let ok = result.is_ok();
-            let reply: Reply = Box::new(move |commit| {
-                let out = match (result, commit) {
-                    (Err(e), _) => Err(e),
-                    (Ok(v), Ok(())) => Ok(v),
-                    (Ok(_), Err(e)) => {
-                        Err(E::from(StoreError::Corrupt(format!("commit failed: {e}"))))
-                    }
-                };
-                let _ = tx.send(out);
-            });
-            (ok, reply)
-        });
         self.inner
             .jobs
-            .send(boxed)
+            .send(boxed_job(job, tx))
             .await
             .map_err(|_| E::from(StoreError::WriterGone))?;
         rx.await.map_err(|_| E::from(StoreError::WriterGone))?
+    }
+
+    /// [`Self::write`] for blocking threads (the sync engine runs its store calls on
+    /// `spawn_blocking` threads). Panics if called on an async runtime thread.
+    pub fn write_blocking<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let (tx, rx) = oneshot::channel::<Result<T, E>>();
+        self.inner
+            .jobs
+            .blocking_send(boxed_job(job, tx))
+            .map_err(|_| E::from(StoreError::WriterGone))?;
+        rx.blocking_recv()
+            .map_err(|_| E::from(StoreError::WriterGone))?
     }
 
     /// Runs a read-only closure on a pooled read connection, off the async runtime.
@@ -297,6 +320,28 @@ impl Store {
         .await
         .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
     }
+}
+
+/// Wraps a caller's job so the writer can run it and answer once the group committed.
+fn boxed_job<T, E, F>(job: F, tx: oneshot::Sender<Result<T, E>>) -> Job
+where
+    T: Send + 'static,
+    E: From<StoreError> + Send + 'static,
+    F: FnOnce(&mut WriteCtx<'_>) -> Result<T, E> + Send + 'static,
+{
+    Box::new(move |ctx| {
+        let result = job(ctx);
+        let ok = result.is_ok();
+        let reply: Reply = Box::new(move |commit| {
+            let out = match (result, commit) {
+                (Err(e), _) => Err(e),
+                (Ok(v), Ok(())) => Ok(v),
+                (Ok(_), Err(e)) => Err(E::from(StoreError::Corrupt(format!("commit failed: {e}")))),
+            };
+            let _ = tx.send(out);
+        });
+        (ok, reply)
+    })
 }
 
 fn check_node(conn: &Connection, node_id: NodeId) -> Result<(), StoreError> {
@@ -360,6 +405,7 @@ struct Writer {
     hlc: HlcClock,
     pool: PoolSettings,
     group_commit_max: usize,
+    appended: Arc<Notify>,
 }
 
 impl Writer {
@@ -380,6 +426,7 @@ impl Writer {
     fn run_group(&mut self, jobs: Vec<Job>) {
         // Each reply with whether its job left staged actions unfinished (answered with an error).
         let mut replies: Vec<(Reply, bool)> = Vec::with_capacity(jobs.len());
+        let head_at_begin = self.head;
         if let Err(e) = self.conn.execute_batch("BEGIN IMMEDIATE") {
             let e = Arc::new(StoreError::from(e));
             tracing::error!(error = %e, "store: BEGIN failed");
@@ -440,6 +487,10 @@ impl Writer {
                 Ok(head) => self.head = head,
                 Err(e) => tracing::error!(error = %e, "store: reloading log head failed"),
             }
+        }
+        if commit.is_ok() && self.head != head_at_begin {
+            // After COMMIT, so the sync driver only ever reads durable entries.
+            self.appended.notify_one();
         }
         for (reply, unfinished) in replies {
             if unfinished {
@@ -518,9 +569,27 @@ impl WriteCtx<'_> {
                 fill_pool(self.conn, self.pool.size.saturating_sub(free as u32))?;
             }
         }
+        // Start at a random point of the id space so ids do not reveal creation order, then take
+        // the next free one (wrapping to the smallest).
+        let mut bytes = [0u8; 8];
+        getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+        let start = TrackingId::from_index(u64::from_le_bytes(bytes)).to_string();
         let id: Option<String> = self
             .conn
-            .prepare_cached("SELECT tracking_id FROM tracking_pool WHERE event_id IS NULL LIMIT 1")?
+            .prepare_cached(
+                "SELECT tracking_id FROM tracking_pool WHERE event_id IS NULL AND tracking_id >= ?1
+                 ORDER BY tracking_id LIMIT 1",
+            )?
+            .query_row(params![start], |r| r.get(0))
+            .optional()?;
+        if id.is_some() {
+            return Ok(id);
+        }
+        let id: Option<String> = self
+            .conn
+            .prepare_cached(
+                "SELECT tracking_id FROM tracking_pool WHERE event_id IS NULL ORDER BY tracking_id LIMIT 1",
+            )?
             .query_row([], |r| r.get(0))
             .optional()?;
         Ok(id)
@@ -801,7 +870,8 @@ impl ReadCtx<'_> {
         row.map(|(id, h)| Ok((parse_uuid(&id)?, h))).transpose()
     }
 
-    /// An action recorded with this `(transactionId, type, status)`: its event and request hash.
+    /// An action this node recorded with this `(transactionId, type, status)`: its event and
+    /// request hash. Actions synced from elsewhere have their own clients' keys and never match.
     pub fn action_by_transaction(
         &self,
         transaction_id: &str,
@@ -811,9 +881,12 @@ impl ReadCtx<'_> {
         let row: Option<(String, Option<Vec<u8>>)> = self
             .conn
             .prepare_cached(
-                "SELECT event_id, request_hash FROM actions WHERE transaction_id = ?1 AND action_type = ?2 AND status = ?3",
+                "SELECT event_id, request_hash FROM actions
+                 WHERE transaction_id = ?1 AND action_type = ?2 AND status = ?3 AND origin IS NULL",
             )?
-            .query_row(params![transaction_id, action_type, status], |r| Ok((r.get(0)?, r.get(1)?)))
+            .query_row(params![transaction_id, action_type, status], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
             .optional()?;
         row.map(|(id, h)| Ok((parse_uuid(&id)?, h))).transpose()
     }
@@ -966,6 +1039,32 @@ impl ReadCtx<'_> {
         Ok(n as u64)
     }
 
+    /// One stored action by id, with its event id.
+    pub fn action_document(
+        &self,
+        id: uuid::Uuid,
+    ) -> Result<Option<(uuid::Uuid, ActionDocument)>, StoreError> {
+        let row: Option<(String, String)> = self
+            .conn
+            .prepare_cached("SELECT event_id, body FROM actions WHERE id = ?1")?
+            .query_row(params![id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        row.map(|(event_id, body)| {
+            let doc = serde_json::from_str(&body)
+                .map_err(|e| StoreError::Corrupt(format!("action {id} does not decode: {e}")))?;
+            Ok((parse_uuid(&event_id)?, doc))
+        })
+        .transpose()
+    }
+
+    /// Actions this node recorded itself (not synced down from others).
+    pub fn own_action_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .query_row("SELECT count(*) FROM actions WHERE origin IS NULL", [], |r| r.get(0))?;
+        Ok(n as u64)
+    }
+
     /// Counters.
     pub fn stats(&self) -> Result<StoreStats, StoreError> {
         let count = |sql: &str| -> Result<u64, StoreError> {
@@ -1039,5 +1138,7 @@ fn decode_client(
     })
 }
 
+#[cfg(test)]
+pub(crate) mod test_support;
 #[cfg(test)]
 mod tests;

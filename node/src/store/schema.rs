@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -91,6 +91,75 @@ CREATE TABLE locations (
 );
 "#;
 
+/// Version 2: sync with central.
+///
+/// - `sync_state` (one row): what central acknowledged of this node's log, the downstream cursor
+///   in central's feed, and the last success and error, for ops and for resuming after a cut.
+/// - `sync_rejects`: entries of ours central refused (bounded; newest kept).
+/// - `sync_down_rejects`: central entries this node could not apply (kept as evidence; the cursor
+///   moves past them so one bad item cannot block every later pool grant or client).
+/// - `revoked_nodes`: nodes central announced as revoked.
+/// - `actions` is rebuilt so the idempotency key `(transactionId, type, status)` is unique among
+///   this node's own actions only (`origin IS NULL`): two clinics' systems may well both use
+///   transaction id `1`, and their actions meet here once synced.
+const V2: &str = r#"
+CREATE TABLE sync_state (
+    id                  INTEGER PRIMARY KEY CHECK (id = 1),
+    acked_seq           INTEGER NOT NULL DEFAULT 0,
+    acked_hash          BLOB NOT NULL DEFAULT (zeroblob(32)),
+    down_cursor         INTEGER NOT NULL DEFAULT 0,
+    last_success_ms     INTEGER,
+    last_error          TEXT,
+    last_error_ms       INTEGER,
+    rejects_total       INTEGER NOT NULL DEFAULT 0,
+    down_rejects_total  INTEGER NOT NULL DEFAULT 0
+);
+INSERT INTO sync_state (id) VALUES (1);
+
+CREATE TABLE sync_rejects (
+    seq     INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    at_ms   INTEGER NOT NULL,
+    PRIMARY KEY (seq, reason)
+) WITHOUT ROWID;
+
+CREATE TABLE sync_down_rejects (
+    central_seq INTEGER PRIMARY KEY,
+    reason      TEXT NOT NULL,
+    entry       BLOB NOT NULL,
+    at_ms       INTEGER NOT NULL
+);
+
+CREATE TABLE revoked_nodes (
+    node_id     TEXT PRIMARY KEY,
+    central_seq INTEGER NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE actions_v2 (
+    seq            INTEGER PRIMARY KEY,
+    id             TEXT NOT NULL UNIQUE,
+    event_id       TEXT NOT NULL REFERENCES events(id),
+    action_type    TEXT NOT NULL,
+    status         TEXT NOT NULL,
+    transaction_id TEXT NOT NULL,
+    request_hash   BLOB,
+    log_seq        INTEGER REFERENCES log(seq) DEFERRABLE INITIALLY DEFERRED,
+    origin         TEXT,
+    body           TEXT NOT NULL
+);
+INSERT INTO actions_v2 (seq, id, event_id, action_type, status, transaction_id, request_hash,
+                        log_seq, origin, body)
+    SELECT seq, id, event_id, action_type, status, transaction_id, request_hash,
+           log_seq, origin, body
+    FROM actions;
+DROP TABLE actions;
+ALTER TABLE actions_v2 RENAME TO actions;
+CREATE INDEX actions_event ON actions(event_id, seq);
+CREATE UNIQUE INDEX actions_local_transaction
+    ON actions(transaction_id, action_type, status) WHERE origin IS NULL;
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -106,6 +175,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if version < 1 {
         tx.execute_batch(V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -125,6 +197,90 @@ mod tests {
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
         assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    /// A version-1 database with one event, its action and entry, upgraded in place.
+    #[test]
+    fn upgrades_a_version_1_database_keeping_its_rows() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        // As the store opens every connection: the rebuild of `actions` runs under foreign keys.
+        conn.pragma_update(None, "foreign_keys", "ON").unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        conn.execute_batch(
+            "INSERT INTO log (seq, hash, entry) VALUES (1, x'01', x'02');
+             INSERT INTO events (id, event_type, tracking_id, transaction_id, request_hash,
+                                 created_at, updated_at, status, index_json)
+                 VALUES ('e1', 'birth', 'AAAAAA', 't1', x'00', 'c', 'c', 'CREATED', '{}');
+             INSERT INTO actions (id, event_id, action_type, status, transaction_id, log_seq, body)
+                 VALUES ('a1', 'e1', 'CREATE', 'Accepted', 't1', 1, '{}');
+             INSERT INTO tracking_pool (tracking_id) VALUES ('BBBBBB');",
+        )
+        .unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 2);
+        let action: (String, String, Option<i64>, Option<String>) = conn
+            .query_row(
+                "SELECT id, event_id, log_seq, origin FROM actions",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)),
+            )
+            .unwrap();
+        assert_eq!(action, ("a1".into(), "e1".into(), Some(1), None));
+        let state: (i64, Vec<u8>, i64) = conn
+            .query_row(
+                "SELECT acked_seq, acked_hash, down_cursor FROM sync_state",
+                [],
+                |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?)),
+            )
+            .unwrap();
+        assert_eq!(state, (0, vec![0; 32], 0));
+        // The idempotency key is unique among this node's own actions only.
+        let insert = |id: &str, origin: Option<&str>| {
+            conn.execute(
+                "INSERT INTO actions (id, event_id, action_type, status, transaction_id, origin, body)
+                 VALUES (?1, 'e1', 'CREATE', 'Accepted', 't1', ?2, '{}')",
+                rusqlite::params![id, origin],
+            )
+        };
+        assert!(insert("a2", None).is_err(), "a local duplicate key is refused");
+        insert("a3", Some("other node")).unwrap();
+        insert("a4", Some("third node")).unwrap();
+        let tables: Vec<String> = conn
+            .prepare("SELECT name FROM sqlite_master WHERE type = 'table' ORDER BY name")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert!(!tables.contains(&"actions_v2".to_owned()), "{tables:?}");
+        assert!(tables.contains(&"sync_state".to_owned()), "{tables:?}");
+    }
+
+    /// A failing upgrade leaves the version-1 database as it was.
+    #[test]
+    fn a_failed_upgrade_rolls_back() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.execute_batch(V1).unwrap();
+        conn.pragma_update(None, "user_version", 1).unwrap();
+        // A table in the way makes V2 fail half-way.
+        conn.execute_batch("CREATE TABLE revoked_nodes (x)").unwrap();
+        assert!(migrate(&mut conn).is_err());
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, 1);
+        let sync_state: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE name = 'sync_state'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(sync_state, 0);
     }
 
     #[test]

@@ -71,6 +71,7 @@ Usage: crvs-bench --node-url URL --client-id ID --client-secret SECRET [options]
   --fill-to N             node notifications in total before the last RSS reading (default 100000)
   --node-pid PID          read the node's RSS from /proc/PID/status
   --pouch-pid PID         read PouchDB's RSS from /proc/PID/status
+  --max-run-secs S        stop any run after S seconds and report what it did (default 900)
 ";
 
 #[derive(Debug)]
@@ -86,6 +87,7 @@ struct Options {
     fill_to: u64,
     node_pid: Option<u32>,
     pouch_pid: Option<u32>,
+    max_run: Duration,
 }
 
 fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Options>> {
@@ -100,6 +102,7 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
     let mut fill_to = 100_000;
     let mut node_pid = None;
     let mut pouch_pid = None;
+    let mut max_run_secs = 900;
     let mut args = args.into_iter();
     while let Some(arg) = args.next() {
         if arg == "--help" || arg == "-h" {
@@ -133,11 +136,13 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
             "--fill-to" => fill_to = value()?.parse().context("--fill-to")?,
             "--node-pid" => node_pid = Some(value()?.parse().context("--node-pid")?),
             "--pouch-pid" => pouch_pid = Some(value()?.parse().context("--pouch-pid")?),
+            "--max-run-secs" => max_run_secs = value()?.parse().context("--max-run-secs")?,
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
     ensure!(count > 0, "--count must be positive");
     ensure!(repeats > 0, "--repeats must be positive");
+    ensure!(max_run_secs > 0, "--max-run-secs must be positive");
     ensure!(
         !concurrency.is_empty() && concurrency.iter().all(|&c| (1..=1024).contains(&c)),
         "--concurrency values must be between 1 and 1024"
@@ -156,6 +161,7 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
         fill_to,
         node_pid,
         pouch_pid,
+        max_run: Duration::from_secs(max_run_secs),
     }))
 }
 
@@ -559,6 +565,9 @@ impl Targets {
 /// What one run measured.
 #[derive(Debug, Clone)]
 struct RunStats {
+    /// Notifications asked for.
+    requested: u64,
+    /// Notifications done: fewer than asked when the run hit `--max-run-secs`.
     count: u64,
     elapsed: Duration,
     /// Per-notification latencies, microseconds, sorted.
@@ -566,6 +575,25 @@ struct RunStats {
 }
 
 impl RunStats {
+    fn cut(&self) -> bool {
+        self.count < self.requested
+    }
+
+    /// The progress note printed after a run.
+    fn brief(&self) -> String {
+        if self.cut() {
+            format!(
+                "{:.0}/s (cut after {:.0} s: {} of {})",
+                self.throughput(),
+                self.elapsed.as_secs_f64(),
+                self.count,
+                self.requested
+            )
+        } else {
+            format!("{:.0}/s", self.throughput())
+        }
+    }
+
     fn throughput(&self) -> f64 {
         self.count as f64 / self.elapsed.as_secs_f64()
     }
@@ -588,9 +616,11 @@ async fn run_load(
     first: u64,
     count: u64,
     concurrency: usize,
+    max_run: Duration,
 ) -> anyhow::Result<RunStats> {
     let next = Arc::new(AtomicU64::new(0));
     let started = Instant::now();
+    let deadline = started + max_run;
     let mut workers = tokio::task::JoinSet::new();
     for _ in 0..concurrency {
         let targets = Arc::clone(targets);
@@ -598,6 +628,9 @@ async fn run_load(
         workers.spawn(async move {
             let mut latencies = Vec::with_capacity((count as usize) / concurrency + 1);
             loop {
+                if Instant::now() >= deadline {
+                    break;
+                }
                 let i = next.fetch_add(1, Ordering::Relaxed);
                 if i >= count {
                     break;
@@ -622,7 +655,8 @@ async fn run_load(
     let elapsed = started.elapsed();
     latencies_us.sort_unstable();
     Ok(RunStats {
-        count,
+        requested: count,
+        count: latencies_us.len() as u64,
         elapsed,
         latencies_us,
     })
@@ -660,7 +694,7 @@ impl Summary {
         let runs = self
             .runs
             .iter()
-            .map(|r| format!("{:.0}", r.throughput()))
+            .map(|r| format!("{:.0}{}", r.throughput(), if r.cut() { "*" } else { "" }))
             .collect::<Vec<_>>()
             .join(", ");
         format!(
@@ -860,14 +894,32 @@ async fn measure(
             options.warmup
         );
         flush();
-        run_load(targets, Which::Node, node_next, options.warmup, high).await?;
+        let node = run_load(
+            targets,
+            Which::Node,
+            node_next,
+            options.warmup,
+            high,
+            options.max_run,
+        )
+        .await?;
         node_next += options.warmup;
-        node_total += options.warmup;
+        node_total += node.count;
+        print!(" node {}", node.brief());
         if with_pouch {
-            run_load(targets, Which::Pouch, pouch_next, options.warmup, high).await?;
+            let pouch = run_load(
+                targets,
+                Which::Pouch,
+                pouch_next,
+                options.warmup,
+                high,
+                options.max_run,
+            )
+            .await?;
             pouch_next += options.warmup;
+            print!(", PouchDB {}", pouch.brief());
         }
-        println!(" done");
+        println!();
     }
 
     let mut summaries: Vec<Summary> = Vec::new();
@@ -882,11 +934,18 @@ async fn measure(
             );
             flush();
             tokio::time::sleep(SETTLE).await;
-            let node =
-                run_load(targets, Which::Node, node_next, options.count, concurrency).await?;
+            let node = run_load(
+                targets,
+                Which::Node,
+                node_next,
+                options.count,
+                concurrency,
+                options.max_run,
+            )
+            .await?;
             node_next += options.count;
-            node_total += options.count;
-            print!(" {:.0}/s", node.throughput());
+            node_total += node.count;
+            print!(" {}", node.brief());
             node_runs.push(node);
             if with_pouch {
                 print!(", PouchDB ...");
@@ -898,10 +957,11 @@ async fn measure(
                     pouch_next,
                     options.count,
                     concurrency,
+                    options.max_run,
                 )
                 .await?;
                 pouch_next += options.count;
-                print!(" {:.0}/s", pouch.throughput());
+                print!(" {}", pouch.brief());
                 pouch_runs.push(pouch);
             }
             println!();
@@ -931,9 +991,17 @@ async fn measure(
         );
         flush();
         tokio::time::sleep(SETTLE).await;
-        let stats = run_load(targets, Which::Node, node_next, count, high).await?;
-        node_total += count;
-        println!(" {:.0}/s", stats.throughput());
+        let stats = run_load(
+            targets,
+            Which::Node,
+            node_next,
+            count,
+            high,
+            options.max_run,
+        )
+        .await?;
+        node_total += stats.count;
+        println!(" {}", stats.brief());
         Some(stats)
     } else {
         None
@@ -948,6 +1016,8 @@ async fn measure(
     for s in &summaries {
         println!("{}", s.row());
     }
+    let any_cut = summaries.iter().flat_map(|s| &s.runs).any(RunStats::cut)
+        || fill.as_ref().is_some_and(RunStats::cut);
     if let Some(stats) = &fill {
         println!(
             "{:<16}{:>5}{:>11.0}{:>10.2}{:>10.2}{:>10.2}   one run of {} (sustained, to {} in total)",
@@ -959,6 +1029,12 @@ async fn measure(
             stats.quantile_ms(0.99),
             stats.count,
             node_total,
+        );
+    }
+    if any_cut {
+        println!(
+            "* a run hit --max-run-secs ({} s) and was cut short; its figures cover what it did",
+            options.max_run.as_secs()
         );
     }
 

@@ -12,6 +12,9 @@ pub mod engine;
 pub mod merge;
 pub mod wire;
 
+#[cfg(test)]
+mod tests;
+
 /// ALPN protocol id of the sync protocol, version 1.
 pub const ALPN_SYNC_V1: &[u8] = b"crvs-edge/sync/1";
 

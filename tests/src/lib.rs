@@ -57,23 +57,24 @@ pub fn node_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match std::env::var_os("CRVS_NODE_BIN") {
         Some(path) => PathBuf::from(path),
-        None => build_node_bin().unwrap_or_else(|e| panic!("building crvs-node: {e:#}")),
+        None => build_bin("crvs-node", "crvs-node").unwrap_or_else(|e| panic!("building crvs-node: {e:#}")),
     })
 }
 
-fn workspace_dir() -> PathBuf {
+pub(crate) fn workspace_dir() -> PathBuf {
     Path::new(env!("CARGO_MANIFEST_DIR"))
         .parent()
         .map_or_else(|| PathBuf::from(".."), Path::to_path_buf)
 }
 
-fn build_node_bin() -> anyhow::Result<PathBuf> {
+/// Builds `bin` of `package` once in the test's profile and returns the executable's path.
+pub(crate) fn build_bin(package: &str, bin: &str) -> anyhow::Result<PathBuf> {
     let workspace = workspace_dir();
     let cargo = std::env::var_os("CARGO").unwrap_or_else(|| "cargo".into());
     let release = !cfg!(debug_assertions);
     let mut cmd = Command::new(cargo);
     cmd.current_dir(&workspace)
-        .args(["build", "-p", "crvs-node", "--bin", "crvs-node"])
+        .args(["build", "-p", package, "--bin", bin])
         .arg("--message-format=json-render-diagnostics")
         .stdin(Stdio::null());
     if release {
@@ -82,7 +83,7 @@ fn build_node_bin() -> anyhow::Result<PathBuf> {
     let output = cmd.output().context("running cargo build")?;
     anyhow::ensure!(
         output.status.success(),
-        "cargo build -p crvs-node failed ({}):\n{}",
+        "cargo build -p {package} failed ({}):\n{}",
         output.status,
         String::from_utf8_lossy(&output.stderr)
     );
@@ -90,9 +91,9 @@ fn build_node_bin() -> anyhow::Result<PathBuf> {
     let from_messages = String::from_utf8_lossy(&output.stdout)
         .lines()
         .filter_map(|line| serde_json::from_str::<Value>(line).ok())
-        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == "crvs-node")
+        .filter(|msg| msg["reason"] == "compiler-artifact" && msg["target"]["name"] == bin)
         .find_map(|msg| msg["executable"].as_str().map(PathBuf::from));
-    let bin = match from_messages {
+    let path = match from_messages {
         Some(path) => path,
         None => {
             let target = std::env::var_os("CARGO_TARGET_DIR")
@@ -100,11 +101,11 @@ fn build_node_bin() -> anyhow::Result<PathBuf> {
             let profile = if release { "release" } else { "debug" };
             target
                 .join(profile)
-                .join(format!("crvs-node{}", std::env::consts::EXE_SUFFIX))
+                .join(format!("{bin}{}", std::env::consts::EXE_SUFFIX))
         }
     };
-    anyhow::ensure!(bin.exists(), "no crvs-node binary at {}", bin.display());
-    Ok(bin)
+    anyhow::ensure!(path.exists(), "no {bin} binary at {}", path.display());
+    Ok(path)
 }
 
 /// A system client's credentials as `client add` prints them.
@@ -158,6 +159,14 @@ impl NodeProcess {
     /// Initialises a data directory (`init --demo-locations`), adds a health client
     /// (`client add --health`) and runs the node on a free loopback port.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with(|_, _| Ok(()))
+    }
+
+    /// Like [`Self::start`], with `prepare(data_dir, node_id)` run after `init` and before `run`
+    /// (for example to enroll the node with central).
+    pub fn start_with(
+        prepare: impl FnOnce(&Path, &str) -> anyhow::Result<()>,
+    ) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("crvs-node-test-")
             .tempdir()
@@ -173,6 +182,7 @@ impl NodeProcess {
             &["client", "add", "--name", "health", "--health"],
         )?)
         .context("decoding client add output")?;
+        prepare(&data_dir, &node_id)?;
         let mut node = Self {
             dir,
             child: None,
@@ -410,7 +420,8 @@ fn tail(path: &Path, bytes: usize) -> String {
 }
 
 /// Runs `crvs-node --data-dir DIR ARGS...` to completion and parses stdout as JSON.
-fn cli_json(data_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
+/// Runs a `crvs-node` subcommand on `data_dir` and parses its JSON output.
+pub fn cli_json(data_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
     let mut cmd = Command::new(node_bin());
     for var in NODE_ENV_VARS {
         cmd.env_remove(var);
@@ -788,4 +799,5 @@ pub fn is_tracking_id(s: &str) -> bool {
 pub fn new_transaction_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+pub mod central;
 pub mod proxy;

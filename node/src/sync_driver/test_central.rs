@@ -129,8 +129,9 @@ pub(crate) struct MemCentral {
     /// Every `Hello` with what central had acknowledged when it arrived.
     pub(crate) hellos: Vec<(Hello, u64)>,
     pub(crate) rejects: Vec<Reject>,
-    /// Per connection: seq of the first entry received.
-    pub(crate) first_seq_per_connection: Vec<u64>,
+    /// Per connection: what central had acknowledged when its first `Hello` arrived, and the
+    /// seq of the first entry received on it.
+    pub(crate) connections: Vec<(Option<u64>, Option<u64>)>,
     /// Entries received in `Entries` messages, duplicates included.
     pub(crate) entries_received: usize,
     /// Ids granted when a node reports fewer free ids than `pool_low_water`.
@@ -151,7 +152,7 @@ impl MemCentral {
             down_acks: HashMap::new(),
             hellos: Vec::new(),
             rejects: Vec::new(),
-            first_seq_per_connection: Vec::new(),
+            connections: Vec::new(),
             entries_received: 0,
             pool_grant: 0,
             pool_low_water: 0,
@@ -436,7 +437,7 @@ impl TestCentral {
     }
 
     pub(crate) fn connections(&self) -> usize {
-        self.state.lock().unwrap().first_seq_per_connection.len()
+        self.state.lock().unwrap().connections.len()
     }
 }
 
@@ -476,8 +477,8 @@ async fn serve(conn: quinn::Connection, ctx: ServerCtx) {
     };
     let connection_idx = {
         let mut state = ctx.state.lock().unwrap();
-        state.first_seq_per_connection.push(0);
-        state.first_seq_per_connection.len() - 1
+        state.connections.push((None, None));
+        state.connections.len() - 1
     };
     let (tx, mut rx) = mpsc::channel(super::FRAMES_QUEUED_MAX);
     let _reader = super::AbortOnDrop(tokio::spawn(super::read_frames(recv, tx)));
@@ -504,10 +505,15 @@ async fn serve(conn: quinn::Connection, ctx: ServerCtx) {
             }
             let mut state = ctx.state.lock().unwrap();
             state.entries_received += batch.entries.len();
-            if state.first_seq_per_connection[connection_idx] == 0 {
-                state.first_seq_per_connection[connection_idx] =
-                    batch.entries.first().map_or(0, |e| e.seq);
+            let first = &mut state.connections[connection_idx].1;
+            if first.is_none() {
+                *first = batch.entries.first().map(|e| e.seq);
             }
+        }
+        if let Some(Message::Hello(_)) = &msg {
+            let mut state = ctx.state.lock().unwrap();
+            let acked = state.acked(node);
+            state.connections[connection_idx].0.get_or_insert(acked);
         }
         let (result, out) = {
             let mut state = ctx.state.lock().unwrap();

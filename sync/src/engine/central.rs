@@ -139,6 +139,14 @@ impl CentralSession {
             Message::Entries(batch) => self.on_entries(batch.entries, store),
             Message::DownAck(ack) => {
                 self.admitted(store)?;
+                // A node's cursor only grows, so an older cursor, or the one a batch in flight
+                // already starts from, is a duplicated or overtaken DownAck: answering it with
+                // a batch would let every duplicate start another endless Down/DownAck chain.
+                if self.down_cursor.is_some_and(|known| {
+                    ack.cursor < known || (ack.cursor == known && self.down_in_flight.is_some())
+                }) {
+                    return Ok(());
+                }
                 store.record_down_ack(self.node_id, ack.cursor)?;
                 self.down_cursor = Some(ack.cursor);
                 if self.down_in_flight.is_some_and(|c| ack.cursor >= c)

@@ -61,7 +61,8 @@ Usage: crvs-bench --node-url URL --client-id ID --client-secret SECRET [options]
 
   --node-url URL          crvs-node base URL, e.g. http://127.0.0.1:7070
   --client-id ID          system client with record.create and record.notify for birth
-  --client-secret SECRET
+  --client-secret SECRET  (or the environment variable CRVS_BENCH_CLIENT_SECRET, which keeps
+                          it out of the process list)
   --pouch-url URL         PouchDB/CouchDB database URL, e.g. http://127.0.0.1:5984/bench
                           (created if missing); without it only the node is measured
   --count N               notifications per measured run (default 5000)
@@ -152,7 +153,11 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
     Ok(Some(Options {
         node_url: node_url.context("--node-url is required")?,
         client_id: client_id.context("--client-id is required")?,
-        client_secret: client_secret.context("--client-secret is required")?,
+        client_secret: match client_secret {
+            Some(secret) => secret,
+            None => std::env::var("CRVS_BENCH_CLIENT_SECRET")
+                .context("--client-secret or CRVS_BENCH_CLIENT_SECRET is required")?,
+        },
         pouch_url,
         count,
         concurrency,

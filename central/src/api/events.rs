@@ -1,0 +1,199 @@
+//! The events read routes over the merged national data: read an event, search, and record data
+//! by tracking id and field id. Checks run in OpenCRVS's order: token (401), scope (403), input
+//! (400), record access (404).
+//!
+//! Unlike the node, a read at central records no READ action for now: central's own actions
+//! (signed into its log and synced down) come with issue "Central registry".
+
+use std::sync::Arc;
+
+use axum::body::Bytes;
+use axum::extract::rejection::BytesRejection;
+use axum::extract::{Path, Query, State};
+use crvs_common::error::ErrorCode;
+use crvs_common::event::{Declaration, EventDocument};
+use crvs_common::limits::FIELD_IDS_PER_READ_MAX;
+use crvs_common::search::{SearchInput, SearchRequest};
+use crvs_common::state::EventIndex;
+use serde::{Deserialize, Serialize};
+use uuid::Uuid;
+
+use super::{ApiError, AppState, Caller, body};
+
+fn parse_event_id(raw: &str) -> Result<Uuid, ApiError> {
+    raw.parse()
+        .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
+}
+
+/// `GET /events/{eventId}`: the full record as merged at central.
+pub(crate) async fn read(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    caller.require_kind("record.read")?;
+    let event_id = parse_event_id(&raw_id)?;
+    let doc = state
+        .store
+        .read_async(move |r| r.event_document(event_id))
+        .await?
+        .ok_or_else(|| ApiError::event_not_found(event_id))?;
+    // A caller without access is told "not found", as OpenCRVS does.
+    if !caller.scopes.allows("record.read", &doc.event_type) {
+        return Err(ApiError::event_not_found(event_id));
+    }
+    Ok(axum::Json(doc))
+}
+
+/// Search answer.
+#[derive(Debug, Serialize)]
+pub(crate) struct SearchOutput {
+    results: Vec<EventIndex>,
+    total: u64,
+}
+
+/// `POST /events/search` over every record central holds, with the shared query evaluator.
+pub(crate) async fn search(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<SearchOutput>, ApiError> {
+    caller.require_kind("record.search")?;
+    let input: SearchInput = body::json(body)?;
+    let request =
+        SearchRequest::parse(&input, &state.config.events).map_err(ApiError::from_envelope)?;
+    let prefilter = request.query.required_tracking_id().map(str::to_owned);
+    let entries = state
+        .store
+        .read_async(move |r| r.index_entries(prefilter.as_deref()))
+        .await?;
+    let (mut results, total) = request.run(entries, |e| {
+        caller.scopes.allows("record.search", &e.event_type)
+    });
+    // Secured fields never leave through search (OpenCRVS `removeSecuredFields`), nor do their
+    // conflicting values.
+    for e in &mut results {
+        if let Some(config) = state.config.events.get(&e.event_type) {
+            for field in config.secured_field_ids() {
+                e.declaration.remove(field);
+                e.conflicts.retain(|c| c.field != field);
+            }
+        }
+    }
+    Ok(axum::Json(SearchOutput { results, total }))
+}
+
+/// Query of `GET /events/tracking/{trackingId}/data`.
+#[derive(Debug, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub(crate) struct RecordDataQuery {
+    /// Comma-separated field ids.
+    fields: String,
+}
+
+/// Answer of `GET /events/tracking/{trackingId}/data`.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct RecordData {
+    event_id: Uuid,
+    tracking_id: String,
+    #[serde(rename = "type")]
+    event_type: String,
+    status: String,
+    /// The requested fields that have a value (absent fields are left out).
+    data: Declaration,
+    /// Requested `secured` fields left out because the caller may only search, not read.
+    withheld: Vec<String>,
+}
+
+fn tracking_not_found(tracking: &crvs_common::ids::TrackingId) -> ApiError {
+    ApiError::new(
+        ErrorCode::NotFound,
+        format!("Event not found with tracking ID: {tracking}"),
+    )
+}
+
+/// `GET /events/tracking/{trackingId}/data?fields=child.name,child.dob`: the current (merged)
+/// values of the named fields of the record with that tracking id. Needs `record.read` for the
+/// event type, or `record.search`, in which case `secured` fields are withheld.
+pub(crate) async fn record_data(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(tracking_id): Path<String>,
+    query: Result<Query<RecordDataQuery>, axum::extract::rejection::QueryRejection>,
+) -> Result<axum::Json<RecordData>, ApiError> {
+    if !caller.scopes.has_kind("record.read") && !caller.scopes.has_kind("record.search") {
+        return Err(ApiError::forbidden(
+            "Missing scope record.read or record.search",
+        ));
+    }
+    let Query(query) =
+        query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &["fields"]))?;
+    let tracking: crvs_common::ids::TrackingId = tracking_id.parse().map_err(|_| {
+        ApiError::input_one("invalid_string", "Invalid tracking id", &["trackingId"])
+    })?;
+    let fields: Vec<String> = query
+        .fields
+        .split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(str::to_owned)
+        .collect();
+    if fields.is_empty() || fields.len() > FIELD_IDS_PER_READ_MAX {
+        return Err(ApiError::input_one(
+            "too_big",
+            format!("fields must name 1 to {FIELD_IDS_PER_READ_MAX} field ids"),
+            &["fields"],
+        ));
+    }
+    let key = tracking.to_string();
+    let index = state
+        .store
+        .read_async(move |r| match r.event_by_tracking_id(&key)? {
+            Some(id) => r.index_entry(id),
+            None => Ok(None),
+        })
+        .await?
+        .ok_or_else(|| tracking_not_found(&tracking))?;
+    let full = caller.scopes.allows("record.read", &index.event_type);
+    if !full && !caller.scopes.allows("record.search", &index.event_type) {
+        return Err(tracking_not_found(&tracking));
+    }
+    let config = state.config.events.get(&index.event_type).ok_or_else(|| {
+        ApiError::internal(&format!(
+            "event type {} is not configured",
+            index.event_type
+        ))
+    })?;
+    let unknown: Vec<_> = fields
+        .iter()
+        .filter(|f| config.field(f).is_none())
+        .collect();
+    if !unknown.is_empty() {
+        let issues: Vec<_> = unknown
+            .iter()
+            .map(|f| serde_json::json!({"message": "Unexpected field", "id": f}))
+            .collect();
+        return Err(ApiError::bad_request(
+            serde_json::Value::Array(issues).to_string(),
+        ));
+    }
+    let mut data = Declaration::new();
+    let mut withheld = Vec::new();
+    for field in fields {
+        let secured = config.field(&field).is_some_and(|f| f.secured);
+        if secured && !full {
+            withheld.push(field);
+        } else if let Some(value) = index.declaration.get(&field) {
+            data.insert(field, value.clone());
+        }
+    }
+    Ok(axum::Json(RecordData {
+        event_id: index.id,
+        tracking_id: index.tracking_id,
+        event_type: index.event_type,
+        status: index.status.as_str().to_owned(),
+        data,
+        withheld,
+    }))
+}

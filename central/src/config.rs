@@ -1,0 +1,178 @@
+//! Central configuration: a TOML file (`central.toml`, every key defaulted) plus CLI/env overrides
+//! applied in `main`, parsed once into validated types and passed down explicitly. Nothing below
+//! `main` reads the environment.
+
+use std::net::SocketAddr;
+use std::path::{Path, PathBuf};
+
+use anyhow::Context as _;
+use serde::{Deserialize, Serialize};
+
+use crate::store::PoolSettings;
+
+/// Most tracking ids leased in one grant: a grant is one entry of central's log, and 10,000 ids
+/// (about 90 KiB of JSON) stay far below the entry payload bound.
+pub const POOL_LEASE_SIZE_LIMIT: u32 = 10_000;
+
+/// The file format of `central.toml`. Every field has a default so an empty file is valid.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields, default)]
+pub struct ConfigFile {
+    /// Where the database, key files and certificates live.
+    pub data_dir: PathBuf,
+    /// HTTP listen address (API, ops, metrics).
+    pub http_listen: SocketAddr,
+    /// QUIC (sync) listen address.
+    pub quic_listen: SocketAddr,
+    /// The QUIC address written into enrollment bundles (`host:port`); defaults to `quic_listen`
+    /// (set it when listening on `0.0.0.0`).
+    pub public_quic_addr: Option<String>,
+    /// The HTTP base URL written into enrollment bundles; defaults to `http://<http_listen>`.
+    pub public_http_url: Option<String>,
+    /// A country's event configuration (JSON); `None` means the built-in birth/death default.
+    pub event_config: Option<PathBuf>,
+    /// Lifetime of system-client tokens, seconds (OpenCRVS: 600).
+    pub token_ttl_secs: u64,
+    /// Tracking ids leased to a node per grant.
+    pub pool_lease_size: u32,
+    /// Lease more when a node reports fewer free ids than this.
+    pub pool_low_water: u32,
+    /// Log format: `text` or `json`.
+    pub log_format: String,
+    /// tracing filter, e.g. `info` or `crvs_central=debug,info`.
+    pub log_filter: String,
+}
+
+impl Default for ConfigFile {
+    fn default() -> Self {
+        Self {
+            data_dir: PathBuf::from("central-data"),
+            http_listen: SocketAddr::from(([127, 0, 0, 1], 7000)),
+            quic_listen: SocketAddr::from(([127, 0, 0, 1], 7001)),
+            public_quic_addr: None,
+            public_http_url: None,
+            event_config: None,
+            token_ttl_secs: 600,
+            pool_lease_size: 1000,
+            pool_low_water: 200,
+            log_format: "text".to_owned(),
+            log_filter: "info".to_owned(),
+        }
+    }
+}
+
+impl ConfigFile {
+    /// Reads `path`, or the defaults when `path` is `None`.
+    pub fn load(path: Option<&Path>) -> anyhow::Result<Self> {
+        let Some(path) = path else {
+            return Ok(Self::default());
+        };
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading config file {}", path.display()))?;
+        toml::from_str(&text).with_context(|| format!("parsing config file {}", path.display()))
+    }
+
+    /// Checks bounds and loads the event configuration.
+    pub fn validate(self) -> anyhow::Result<Config> {
+        anyhow::ensure!(
+            (10..=86_400).contains(&self.token_ttl_secs),
+            "token_ttl_secs must be between 10 and 86400"
+        );
+        anyhow::ensure!(
+            (1..=POOL_LEASE_SIZE_LIMIT).contains(&self.pool_lease_size),
+            "pool_lease_size must be between 1 and {POOL_LEASE_SIZE_LIMIT}"
+        );
+        anyhow::ensure!(
+            self.pool_low_water <= self.pool_lease_size,
+            "pool_low_water must not exceed pool_lease_size"
+        );
+        anyhow::ensure!(
+            matches!(self.log_format.as_str(), "text" | "json"),
+            "log_format must be text or json"
+        );
+        let events = match &self.event_config {
+            None => crvs_common::config::EventConfigSet::builtin(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading event config {}", path.display()))?;
+                crvs_common::config::EventConfigSet::from_json(&text)
+                    .with_context(|| format!("loading event config {}", path.display()))?
+            }
+        };
+        Ok(Config { file: self, events })
+    }
+}
+
+/// The validated configuration handed to [`crate::run`] and the operator commands.
+#[derive(Debug, Clone)]
+pub struct Config {
+    /// The file values, checked.
+    pub file: ConfigFile,
+    /// The event configuration.
+    pub events: crvs_common::config::EventConfigSet,
+}
+
+impl Config {
+    /// The SQLite database path.
+    pub fn db_path(&self) -> PathBuf {
+        self.file.data_dir.join("central.db")
+    }
+
+    /// Central's log-signing key (ed25519 seed, hex, mode 0600); its public key is `centralId`.
+    pub fn central_key_path(&self) -> PathBuf {
+        self.file.data_dir.join("central.key")
+    }
+
+    /// The token-signing key file (ed25519 seed, hex, mode 0600).
+    pub fn jwt_key_path(&self) -> PathBuf {
+        self.file.data_dir.join("jwt.key")
+    }
+
+    /// The QUIC address nodes are told to dial.
+    pub fn public_quic_addr(&self) -> String {
+        self.file
+            .public_quic_addr
+            .clone()
+            .unwrap_or_else(|| self.file.quic_listen.to_string())
+    }
+
+    /// The HTTP base URL nodes and integrators are told.
+    pub fn public_http_url(&self) -> String {
+        self.file
+            .public_http_url
+            .clone()
+            .unwrap_or_else(|| format!("http://{}", self.file.http_listen))
+    }
+
+    /// Tracking-id leasing settings.
+    pub fn pool(&self) -> PoolSettings {
+        PoolSettings {
+            lease_size: self.file.pool_lease_size,
+            low_water: self.file.pool_low_water,
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn empty_file_is_the_defaults_and_validates() {
+        let file: ConfigFile = toml::from_str("").unwrap();
+        assert_eq!(file, ConfigFile::default());
+        let config = file.validate().unwrap();
+        assert_eq!(config.public_quic_addr(), "127.0.0.1:7001");
+        assert_eq!(config.public_http_url(), "http://127.0.0.1:7000");
+    }
+
+    #[test]
+    fn unknown_keys_and_bad_bounds_are_refused() {
+        assert!(toml::from_str::<ConfigFile>("nope = 1").is_err());
+        let file = ConfigFile {
+            pool_lease_size: 0,
+            ..ConfigFile::default()
+        };
+        assert!(file.validate().is_err());
+    }
+}

@@ -1,0 +1,522 @@
+//! Central's persistence: one SQLite file in WAL mode with `synchronous=FULL`, owned here. SQL
+//! text lives only in this module; callers use domain-level methods.
+//!
+//! Every write runs in its own `BEGIN IMMEDIATE` transaction on the one writer connection and
+//! returns only after COMMIT (an acknowledged write is on disk). Central's log head is read inside
+//! each write transaction, never cached: operator commands (`client add`, `node revoke`) append
+//! to the same log from another process while `run` serves. Reads use a small pool of read
+//! connections. [`Store`] implements [`crvs_sync::engine::CentralStore`] for the sync sessions.
+
+mod read;
+mod schema;
+mod write;
+
+use std::path::Path;
+use std::sync::{Arc, Mutex, MutexGuard};
+use std::time::{SystemTime, UNIX_EPOCH};
+
+use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
+use crvs_sync::engine::{CentralStore, NodeRecord, StoreFault};
+use crvs_sync::wire::{Hello, Reject};
+use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
+
+pub use read::ReadCtx;
+pub use schema::SCHEMA_VERSION;
+pub use write::WriteTx;
+
+/// Read connections kept open.
+pub const READ_CONNECTIONS: usize = 4;
+
+/// How long SQLite waits on a lock held by another connection (or process) before failing.
+const BUSY_TIMEOUT_MS: u64 = 10_000;
+
+/// Most central-log rows `feed_after` scans in one call: bounds the work of one `Down` when many
+/// entries in a row are invisible to the node (the cursor still advances past them).
+pub const FEED_SCAN_ROWS_MAX: usize = 4096;
+
+/// Rejects kept per node; older ones are deleted (the count in `nodes.rejects` keeps growing).
+/// A node that resends a bad entry on every round must not fill the disk.
+pub const REJECTS_KEPT_PER_NODE: i64 = 1000;
+
+/// Attempts to draw unused random tracking ids per id wanted, before giving up (the id space is
+/// 36^6, so collisions are rare until it is nearly full).
+const TRACKING_ID_ATTEMPTS_PER_ID: u32 = 4;
+
+/// Store failures. Domain refusals an operator caused are [`StoreError::Invalid`].
+#[derive(Debug, thiserror::Error)]
+pub enum StoreError {
+    /// SQLite failed.
+    #[error("sqlite: {0}")]
+    Sqlite(#[from] rusqlite::Error),
+    /// The database was written by newer code.
+    #[error(
+        "database schema version {found} is newer than this central supports ({supported}); refusing to open it"
+    )]
+    TooNew {
+        /// Version found.
+        found: i64,
+        /// Highest version this code knows.
+        supported: i64,
+    },
+    /// Stored data does not decode.
+    #[error("corrupt store: {0}")]
+    Corrupt(String),
+    /// The database belongs to another central key.
+    #[error("database belongs to central {db}, but the key file is {key}")]
+    WrongCentral {
+        /// Central id recorded in the database.
+        db: String,
+        /// Central id of the key file.
+        key: String,
+    },
+    /// Signing or encoding one of central's log entries failed.
+    #[error("central log entry: {0}")]
+    Log(String),
+    /// The OS random source failed (or the tracking-id space is exhausted).
+    #[error("random source: {0}")]
+    Random(String),
+    /// An operator request refused (unknown location, revoked node, ...).
+    #[error("{0}")]
+    Invalid(String),
+}
+
+/// Tracking-id leasing, as configured.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolSettings {
+    /// Ids per grant.
+    pub lease_size: u32,
+    /// Lease when a node reports fewer free ids than this.
+    pub low_water: u32,
+}
+
+/// A system client as stored.
+#[derive(Debug, Clone)]
+pub struct ClientRow {
+    /// Client id (UUID).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// argon2id PHC string.
+    pub secret_hash: String,
+    /// Encoded scopes.
+    pub scopes: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// A node to enroll (or re-enroll with a new certificate).
+#[derive(Debug, Clone)]
+pub struct NewNode {
+    /// The node's identity.
+    pub node_id: NodeId,
+    /// Display name.
+    pub name: String,
+    /// Its facility.
+    pub location_id: uuid::Uuid,
+    /// SHA-256 of its client certificate, hex.
+    pub cert_fingerprint: String,
+}
+
+/// An enrolled node with what central knows of its sync health.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct NodeRow {
+    /// The node's identity.
+    pub node_id: NodeId,
+    /// Display name.
+    pub name: String,
+    /// Its facility.
+    pub location_id: uuid::Uuid,
+    /// The facility's administrative area (its jurisdiction for relays).
+    pub admin_area_id: Option<uuid::Uuid>,
+    /// SHA-256 of its client certificate, hex.
+    pub cert_fingerprint: String,
+    /// Enrollment time, ms.
+    pub enrolled_at_ms: u64,
+    /// Revocation time, ms.
+    pub revoked_at_ms: Option<u64>,
+    /// Quarantine time (after a fork), ms.
+    pub quarantined_at_ms: Option<u64>,
+    /// The last entry durably applied.
+    pub acked: LogHead,
+    /// How far the node applied central's feed.
+    pub down_cursor: u64,
+    /// Last `Hello`, ms.
+    pub last_contact_ms: Option<u64>,
+    /// The node's log head seq as it reported it.
+    pub reported_head_seq: Option<u64>,
+    /// Reported entries not yet acknowledged.
+    pub backlog_entries: Option<u64>,
+    /// Their bytes.
+    pub backlog_bytes: Option<u64>,
+    /// Reported age of the oldest unacknowledged entry, ms.
+    pub oldest_unacked_ms: Option<u64>,
+    /// Reported round-trip time, ms.
+    pub rtt_ms: Option<u64>,
+    /// Reported free tracking ids.
+    pub pool_free: Option<u64>,
+    /// Tracking ids leased to it and not yet used by an applied CREATE.
+    pub pool_unused: u64,
+    /// Entries refused so far.
+    pub rejects: u64,
+    /// Forks seen.
+    pub forks: u64,
+    /// The last refusal or fork.
+    pub last_error: Option<String>,
+    /// When it happened, ms.
+    pub last_error_ms: Option<u64>,
+}
+
+impl NodeRow {
+    /// Whether the node's key is no longer trusted.
+    pub fn is_revoked(&self) -> bool {
+        self.revoked_at_ms.is_some()
+    }
+
+    /// Whether the node is quarantined.
+    pub fn is_quarantined(&self) -> bool {
+        self.quarantined_at_ms.is_some()
+    }
+}
+
+/// A recorded reject, for ops (the entry bytes stay in the database: they hold personal data).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct RejectRow {
+    /// The node.
+    pub node_id: String,
+    /// The refused entry's seq.
+    pub seq: u64,
+    /// Reason code.
+    pub reason: String,
+    /// Detail.
+    pub detail: String,
+    /// SHA-256 of the refused entry's bytes, hex.
+    pub entry_sha256: String,
+    /// Size of the refused entry.
+    pub entry_bytes: u64,
+    /// When, ms.
+    pub at_ms: u64,
+}
+
+/// An event whose merge document holds concurrent writes.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct ConflictRow {
+    /// Event id.
+    pub event_id: uuid::Uuid,
+    /// Tracking id.
+    pub tracking_id: String,
+    /// Event type.
+    #[serde(rename = "type")]
+    pub event_type: String,
+    /// The fields written concurrently (values are not listed here: read the event for them).
+    pub fields: Vec<String>,
+}
+
+/// Who may receive an entry of central's log.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Audience {
+    /// Every node (clients, locations, revocations).
+    All,
+    /// One node (its pool grants).
+    Node(NodeId),
+    /// Nodes whose administrative area contains this one (relays); `None`: no node.
+    Area(Option<uuid::Uuid>),
+}
+
+/// Counters for `status` and metrics.
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct StoreStats {
+    /// Events stored.
+    pub events: u64,
+    /// Actions stored.
+    pub actions: u64,
+    /// Events with conflicts.
+    pub conflicted_events: u64,
+    /// Central's log head seq.
+    pub central_log_seq: u64,
+    /// Enrolled nodes (revoked included).
+    pub nodes: u64,
+    /// System clients.
+    pub clients: u64,
+    /// Tracking ids leased in total.
+    pub tracking_ids_leased: u64,
+}
+
+/// Handle to the store; cheap to clone.
+#[derive(Debug, Clone)]
+pub struct Store {
+    inner: Arc<Inner>,
+}
+
+struct Inner {
+    writer: Mutex<Connection>,
+    readers: Vec<Mutex<Connection>>,
+    key: NodeSecretKey,
+    central_id: NodeId,
+    pool: PoolSettings,
+}
+
+impl std::fmt::Debug for Inner {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("Store")
+            .field("central_id", &self.central_id)
+            .field("pool", &self.pool)
+            .finish_non_exhaustive()
+    }
+}
+
+/// Opens a connection with the pragmas every connection needs.
+fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
+    let conn = Connection::open_with_flags(path, flags)?;
+    conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
+    // WAL so readers never block the writer; FULL so every commit fsyncs the WAL: an
+    // acknowledged entry survives power loss, not only a process crash.
+    let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
+    if !mode.eq_ignore_ascii_case("wal") {
+        return Err(StoreError::Corrupt(format!(
+            "journal_mode is {mode}, expected wal"
+        )));
+    }
+    conn.pragma_update(None, "synchronous", "FULL")?;
+    conn.pragma_update(None, "foreign_keys", "ON")?;
+    Ok(conn)
+}
+
+/// Wall clock in milliseconds since the Unix epoch. The IO shell is where time is read.
+pub fn wall_ms() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_millis() as u64)
+        .unwrap_or(0)
+}
+
+/// A poisoned lock only means another thread panicked while holding it; the connection itself
+/// is intact (an open transaction was rolled back when it was dropped).
+fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+    mutex
+        .lock()
+        .unwrap_or_else(std::sync::PoisonError::into_inner)
+}
+
+fn check_central(conn: &Connection, central_id: NodeId) -> Result<(), StoreError> {
+    let db: Option<String> = conn
+        .query_row("SELECT value FROM meta WHERE key = 'central_id'", [], |r| {
+            r.get(0)
+        })
+        .optional()?;
+    match db {
+        Some(db) if db != central_id.to_string() => Err(StoreError::WrongCentral {
+            db,
+            key: central_id.to_string(),
+        }),
+        Some(_) => Ok(()),
+        None => Err(StoreError::Corrupt(
+            "database has no central id; run `crvs-central init`".into(),
+        )),
+    }
+}
+
+fn hash_of(bytes: Vec<u8>) -> Result<EntryHash, StoreError> {
+    let hash: [u8; 32] = bytes
+        .try_into()
+        .map_err(|_| StoreError::Corrupt("hash is not 32 bytes".into()))?;
+    Ok(EntryHash(hash))
+}
+
+impl Store {
+    /// Creates or upgrades the database at `path` and records `central_id` on first use.
+    pub fn init(path: &Path, central_id: NodeId) -> Result<(), StoreError> {
+        let mut conn = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE
+                | OpenFlags::SQLITE_OPEN_CREATE
+                | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        schema::migrate(&mut conn)?;
+        conn.execute(
+            "INSERT OR IGNORE INTO meta(key, value) VALUES ('central_id', ?1)",
+            params![central_id.to_string()],
+        )?;
+        check_central(&conn, central_id)
+    }
+
+    /// Opens an initialised database.
+    pub fn open(path: &Path, key: NodeSecretKey, pool: PoolSettings) -> Result<Self, StoreError> {
+        if !path.exists() {
+            return Err(StoreError::Corrupt(format!(
+                "no database at {}; run `crvs-central init` first",
+                path.display()
+            )));
+        }
+        let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
+        let mut writer = open_connection(path, flags)?;
+        schema::migrate(&mut writer)?;
+        let central_id = key.node_id();
+        check_central(&writer, central_id)?;
+        let mut readers = Vec::with_capacity(READ_CONNECTIONS);
+        for _ in 0..READ_CONNECTIONS {
+            let reader = open_connection(
+                path,
+                OpenFlags::SQLITE_OPEN_READ_ONLY | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+            )?;
+            readers.push(Mutex::new(reader));
+        }
+        Ok(Self {
+            inner: Arc::new(Inner {
+                writer: Mutex::new(writer),
+                readers,
+                key,
+                central_id,
+                pool,
+            }),
+        })
+    }
+
+    /// Central's identity (the public key of its log-signing key).
+    pub fn central_id(&self) -> NodeId {
+        self.inner.central_id
+    }
+
+    /// Runs `job` in one `BEGIN IMMEDIATE` transaction and returns once it is committed. An `Err`
+    /// rolls everything back. Blocking: call it from a blocking thread in async code.
+    pub fn write<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+    {
+        let mut conn = lock(&self.inner.writer);
+        let tx = conn
+            .transaction_with_behavior(TransactionBehavior::Immediate)
+            .map_err(StoreError::from)?;
+        let mut ctx = WriteTx::new(&tx, &self.inner.key, self.inner.pool, wall_ms());
+        let out = job(&mut ctx)?;
+        tx.commit().map_err(StoreError::from)?;
+        Ok(out)
+    }
+
+    /// Runs a read-only closure on a pooled read connection. Blocking.
+    pub fn read<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        F: FnOnce(&ReadCtx<'_>) -> Result<T, StoreError>,
+    {
+        let guard = self
+            .inner
+            .readers
+            .iter()
+            .find_map(|m| m.try_lock().ok())
+            .unwrap_or_else(|| lock(&self.inner.readers[0]));
+        f(&ReadCtx::new(&guard))
+    }
+
+    /// [`Self::read`] off the async runtime.
+    pub async fn read_async<T, F>(&self, f: F) -> Result<T, StoreError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&ReadCtx<'_>) -> Result<T, StoreError> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.read(f))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("read task failed: {e}")))?
+    }
+
+    /// [`Self::write`] off the async runtime.
+    pub async fn write_async<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        T: Send + 'static,
+        E: From<StoreError> + Send + 'static,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E> + Send + 'static,
+    {
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.write(job))
+            .await
+            .map_err(|e| E::from(StoreError::Corrupt(format!("write task failed: {e}"))))?
+    }
+
+    /// The enrolled node holding the certificate with this fingerprint.
+    pub fn node_by_fingerprint(&self, fingerprint: &str) -> Result<Option<NodeRow>, StoreError> {
+        let fingerprint = fingerprint.to_owned();
+        self.read(move |r| r.node_by_fingerprint(&fingerprint))
+    }
+}
+
+fn fault(e: StoreError) -> StoreFault {
+    StoreFault(e.to_string())
+}
+
+impl CentralStore for Store {
+    fn node(&self, node_id: NodeId) -> Result<Option<NodeRecord>, StoreFault> {
+        let row = self.read(|r| r.node(node_id)).map_err(fault)?;
+        Ok(row.map(|n| NodeRecord {
+            acked: n.acked,
+            revoked: n.is_revoked(),
+            quarantined: n.is_quarantined(),
+        }))
+    }
+
+    fn stored_hash(&self, node_id: NodeId, seq: u64) -> Result<Option<EntryHash>, StoreFault> {
+        self.read(|r| r.stored_hash(node_id, seq)).map_err(fault)
+    }
+
+    fn apply_entries(
+        &mut self,
+        node_id: NodeId,
+        entries: &[LogEntry],
+    ) -> Result<(LogHead, Vec<Reject>), StoreFault> {
+        self.write(|w| w.apply_entries(node_id, entries))
+            .map_err(fault)
+    }
+
+    fn record_reject(
+        &mut self,
+        node_id: NodeId,
+        entry: &LogEntry,
+        reject: &Reject,
+    ) -> Result<(), StoreFault> {
+        self.write(|w| w.record_reject(node_id, entry, reject))
+            .map_err(fault)
+    }
+
+    fn record_fork(&mut self, node_id: NodeId, entry: &LogEntry) -> Result<(), StoreFault> {
+        self.write(|w| w.record_fork(node_id, entry)).map_err(fault)
+    }
+
+    fn record_contact(
+        &mut self,
+        node_id: NodeId,
+        hello: &Hello,
+        now_ms: u64,
+    ) -> Result<(), StoreFault> {
+        self.write(|w| w.record_contact(node_id, hello, now_ms))
+            .map_err(fault)
+    }
+
+    fn ensure_pool(&mut self, node_id: NodeId, pool_free: u32) -> Result<(), StoreFault> {
+        self.write(|w| w.ensure_pool(node_id, pool_free).map(|_| ()))
+            .map_err(fault)
+    }
+
+    fn feed_after(
+        &self,
+        node_id: NodeId,
+        cursor: u64,
+        max_items: usize,
+        max_bytes: usize,
+    ) -> Result<(Vec<LogEntry>, u64, bool), StoreFault> {
+        self.read(|r| r.feed_after(node_id, cursor, max_items, max_bytes))
+            .map_err(fault)
+    }
+
+    fn record_down_ack(&mut self, node_id: NodeId, cursor: u64) -> Result<(), StoreFault> {
+        self.write(|w| w.record_down_ack(node_id, cursor))
+            .map_err(fault)
+    }
+}
+
+#[cfg(test)]
+mod tests;

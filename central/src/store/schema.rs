@@ -1,0 +1,208 @@
+//! Schema and migrations, versioned by `PRAGMA user_version`. A database newer than the code is
+//! refused without being touched; upgrades run in one immediate transaction.
+
+use rusqlite::Connection;
+
+use super::StoreError;
+
+/// The schema version this code writes.
+pub const SCHEMA_VERSION: i64 = 1;
+
+/// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
+/// tracking-id leases, rejects and forks, and central's own signed log (the feed).
+const V1: &str = r#"
+CREATE TABLE meta (
+    key   TEXT PRIMARY KEY,
+    value TEXT NOT NULL
+) WITHOUT ROWID;
+
+CREATE TABLE admin_areas (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    external_id TEXT,
+    parent_id   TEXT REFERENCES admin_areas(id),
+    valid_until TEXT
+);
+
+CREATE TABLE locations (
+    id                     TEXT PRIMARY KEY,
+    name                   TEXT NOT NULL,
+    external_id            TEXT,
+    administrative_area_id TEXT REFERENCES admin_areas(id),
+    valid_until            TEXT,
+    location_type          TEXT
+);
+
+CREATE TABLE clients (
+    id          TEXT PRIMARY KEY,
+    name        TEXT NOT NULL,
+    secret_hash TEXT NOT NULL,
+    scopes      TEXT NOT NULL,
+    status      TEXT NOT NULL CHECK (status IN ('active', 'disabled')),
+    created_at  TEXT NOT NULL
+);
+
+-- Enrolled nodes. `location_id` is checked at enrollment, not by a foreign key, so locations can
+-- be replaced wholesale. Health columns are what the node last reported in `Hello`.
+CREATE TABLE nodes (
+    id                 TEXT PRIMARY KEY,
+    name               TEXT NOT NULL,
+    location_id        TEXT NOT NULL,
+    admin_area_id      TEXT,
+    cert_fingerprint   TEXT NOT NULL UNIQUE,
+    enrolled_at_ms     INTEGER NOT NULL,
+    revoked_at_ms      INTEGER,
+    quarantined_at_ms  INTEGER,
+    acked_seq          INTEGER NOT NULL DEFAULT 0,
+    acked_hash         BLOB NOT NULL,
+    down_cursor        INTEGER NOT NULL DEFAULT 0,
+    last_contact_ms    INTEGER,
+    reported_head_seq  INTEGER,
+    backlog_entries    INTEGER,
+    backlog_bytes      INTEGER,
+    oldest_unacked_ms  INTEGER,
+    rtt_ms             INTEGER,
+    pool_free          INTEGER,
+    rejects            INTEGER NOT NULL DEFAULT 0,
+    forks              INTEGER NOT NULL DEFAULT 0,
+    last_error         TEXT,
+    last_error_ms      INTEGER
+);
+
+-- Every node entry central applied, verbatim (signature included): gap-free per node from 1.
+CREATE TABLE node_log (
+    node_id       TEXT NOT NULL REFERENCES nodes(id),
+    seq           INTEGER NOT NULL,
+    hash          BLOB NOT NULL,
+    entry         BLOB NOT NULL,
+    applied_at_ms INTEGER NOT NULL,
+    PRIMARY KEY (node_id, seq)
+) WITHOUT ROWID;
+
+CREATE TABLE events (
+    id            TEXT PRIMARY KEY,
+    event_type    TEXT NOT NULL,
+    tracking_id   TEXT NOT NULL UNIQUE,
+    created_at    TEXT NOT NULL,
+    updated_at    TEXT NOT NULL,
+    -- The node that created the event (hex id).
+    origin        TEXT NOT NULL,
+    -- The administrative area of the creating location: decides which nodes receive relays.
+    admin_area_id TEXT,
+    -- Derived from the actions and the merge document on every write (never the truth).
+    status        TEXT NOT NULL,
+    index_json    TEXT NOT NULL,
+    conflicts     INTEGER NOT NULL DEFAULT 0,
+    crdt          BLOB
+);
+CREATE INDEX events_conflicts ON events(conflicts) WHERE conflicts > 0;
+
+-- Append-only: rows are never updated or deleted. Idempotent by action id.
+CREATE TABLE actions (
+    seq         INTEGER PRIMARY KEY,
+    id          TEXT NOT NULL UNIQUE,
+    event_id    TEXT NOT NULL REFERENCES events(id),
+    action_type TEXT NOT NULL,
+    status      TEXT NOT NULL,
+    created_at  TEXT NOT NULL,
+    -- The node whose entry carried the action, and that entry's seq.
+    origin      TEXT NOT NULL,
+    origin_seq  INTEGER NOT NULL,
+    body        TEXT NOT NULL
+);
+CREATE INDEX actions_event ON actions(event_id, seq);
+
+-- Nationally unique tracking ids: the primary key is the guarantee. Leased to one node; used
+-- once its CREATE is applied.
+CREATE TABLE tracking_ids (
+    id            TEXT PRIMARY KEY,
+    node_id       TEXT NOT NULL REFERENCES nodes(id),
+    granted_at_ms INTEGER NOT NULL,
+    event_id      TEXT
+) WITHOUT ROWID;
+CREATE INDEX tracking_ids_unused ON tracking_ids(node_id) WHERE event_id IS NULL;
+
+CREATE TABLE rejects (
+    id      INTEGER PRIMARY KEY,
+    node_id TEXT NOT NULL,
+    seq     INTEGER NOT NULL,
+    reason  TEXT NOT NULL,
+    detail  TEXT NOT NULL,
+    entry   BLOB NOT NULL,
+    at_ms   INTEGER NOT NULL
+);
+CREATE INDEX rejects_node ON rejects(node_id, id);
+
+-- Evidence of a fork: the entry central applied and the other one with the same seq.
+CREATE TABLE forks (
+    id           INTEGER PRIMARY KEY,
+    node_id      TEXT NOT NULL,
+    seq          INTEGER NOT NULL,
+    stored_entry BLOB,
+    other_entry  BLOB NOT NULL,
+    at_ms        INTEGER NOT NULL
+);
+
+-- Central's own signed, hash-chained log: the feed nodes receive, filtered by audience.
+CREATE TABLE central_log (
+    seq            INTEGER PRIMARY KEY,
+    hash           BLOB NOT NULL UNIQUE,
+    hlc_wall_ms    INTEGER NOT NULL,
+    hlc_counter    INTEGER NOT NULL,
+    kind           TEXT NOT NULL,
+    audience_kind  TEXT NOT NULL CHECK (audience_kind IN ('all', 'node', 'area')),
+    audience_value TEXT,
+    origin         TEXT,
+    entry          BLOB NOT NULL
+);
+"#;
+
+/// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
+pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
+    let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
+    if version > SCHEMA_VERSION {
+        return Err(StoreError::TooNew {
+            found: version,
+            supported: SCHEMA_VERSION,
+        });
+    }
+    if version == SCHEMA_VERSION {
+        return Ok(());
+    }
+    let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+    if version < 1 {
+        tx.execute_batch(V1)?;
+    }
+    tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
+    tx.commit()?;
+    Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn migrates_fresh_db_and_is_idempotent() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        migrate(&mut conn).unwrap();
+        migrate(&mut conn).unwrap();
+        let v: i64 = conn
+            .query_row("PRAGMA user_version", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(v, SCHEMA_VERSION);
+    }
+
+    #[test]
+    fn refuses_newer_db_without_touching_it() {
+        let mut conn = Connection::open_in_memory().unwrap();
+        conn.pragma_update(None, "user_version", SCHEMA_VERSION + 1)
+            .unwrap();
+        let err = migrate(&mut conn).unwrap_err();
+        assert!(matches!(err, StoreError::TooNew { .. }), "{err}");
+        let tables: i64 = conn
+            .query_row("SELECT count(*) FROM sqlite_master", [], |r| r.get(0))
+            .unwrap();
+        assert_eq!(tables, 0);
+    }
+}

@@ -1,0 +1,335 @@
+//! Store tests: applying node entries (idempotency, content rejects, forks), feed filtering by
+//! audience and jurisdiction, tracking-id leases, and central's log chain across handles.
+
+use std::collections::HashSet;
+
+use crvs_common::feed::CentralRecord;
+use crvs_common::log::{LogEntry, LogHead, verify_chain};
+use crvs_common::state::EventStatus;
+use crvs_sync::engine::{CentralSession, CentralStore as _, SyncConfig};
+use crvs_sync::wire::{Entries, Hello, Message};
+use serde_json::json;
+
+use crate::testing::{NodeWriter, enroll, facility, fixture, lease, node_key};
+
+fn record_of(entry: &LogEntry) -> CentralRecord {
+    serde_json::from_slice(&entry.action).unwrap()
+}
+
+#[test]
+fn applies_a_batch_and_is_idempotent() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 3);
+    let (event, create) = node.create(&ids[0]);
+    let notify = node.notify(&event, json!({"child.name": {"firstname": "Liam"}}));
+    let batch = [create, notify];
+    let mut store = fx.store.clone();
+    let head_before = store.read(|r| r.central_head()).unwrap();
+    let (acked, rejects) = store.apply_entries(node.node_id(), &batch).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(acked, node.head);
+    let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
+    assert_eq!(index.status, EventStatus::Notified);
+    assert_eq!(index.tracking_id, ids[0]);
+    assert_eq!(
+        index.declaration["child.name"],
+        json!({"firstname": "Liam"})
+    );
+    // One relay per applied entry, addressed to the event's area, from the node.
+    let relays = store
+        .read(|r| r.central_entries(head_before.seq, 100))
+        .unwrap();
+    assert_eq!(relays.len(), 2);
+    for relay in &relays {
+        assert!(matches!(record_of(relay), CentralRecord::Relay { .. }));
+    }
+    // Applying the same entries again changes nothing.
+    let stats = store.read(|r| r.stats()).unwrap();
+    let (again, rejects) = store.apply_entries(node.node_id(), &batch).unwrap();
+    assert_eq!(again, acked);
+    assert!(rejects.is_empty());
+    let after = store.read(|r| r.stats()).unwrap();
+    assert_eq!(after.actions, stats.actions);
+    assert_eq!(after.central_log_seq, stats.central_log_seq);
+    // The node's record and stored hashes follow.
+    let record = store.node(node.node_id()).unwrap().unwrap();
+    assert_eq!(record.acked, acked);
+    assert_eq!(
+        store.stored_hash(node.node_id(), 2).unwrap(),
+        Some(acked.hash)
+    );
+}
+
+#[test]
+fn create_with_a_tracking_id_not_leased_to_the_node_is_refused_and_changes_nothing() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    enroll(&fx, 2, facility(2));
+    let mut a = NodeWriter::new(1, facility(1));
+    let b = NodeWriter::new(2, facility(2));
+    let ids_b = lease(&fx, b.node_id(), 2);
+    let ids_a = lease(&fx, a.node_id(), 2);
+    let mut store = fx.store.clone();
+    let (_, ok) = a.create(&ids_a[0]);
+    let (_, foreign) = a.create(&ids_b[0]);
+    let (_, later) = a.create(&ids_a[1]);
+    let stats = store.read(|r| r.stats()).unwrap();
+    let (acked, rejects) = store
+        .apply_entries(a.node_id(), &[ok.clone(), foreign, later])
+        .unwrap();
+    assert_eq!(acked.seq, 1, "applying stops at the refused entry");
+    assert_eq!(rejects.len(), 1);
+    assert_eq!(rejects[0].seq, 2);
+    assert_eq!(rejects[0].reason, "tracking-id");
+    let after = store.read(|r| r.stats()).unwrap();
+    assert_eq!(after.events, stats.events + 1);
+    // An id already used is refused too (a second CREATE with the same id from a fresh event).
+    let mut again = NodeWriter::new(1, facility(1));
+    again.head = acked;
+    let (_, reuse) = again.create(&ids_a[0]);
+    let (_, rejects) = store.apply_entries(a.node_id(), &[reuse]).unwrap();
+    assert_eq!(rejects[0].reason, "tracking-id");
+}
+
+#[test]
+fn malformed_payload_and_unknown_event_are_content_rejects() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let key = node_key(1);
+    let bad = LogEntry::sign(
+        &key,
+        1,
+        crvs_common::log::EntryHash::GENESIS,
+        crvs_common::hlc::Hlc::default(),
+        uuid::Uuid::new_v4(),
+        b"not json".to_vec(),
+        None,
+    )
+    .unwrap();
+    let mut store = fx.store.clone();
+    let (acked, rejects) = store.apply_entries(key.node_id(), &[bad]).unwrap();
+    assert_eq!(acked, LogHead::GENESIS);
+    assert_eq!(rejects[0].reason, "malformed-payload");
+    // A NOTIFY for an event central never saw created.
+    let mut node = NodeWriter::new(1, facility(1));
+    let event = crate::testing::Event {
+        id: uuid::Uuid::new_v4(),
+        tracking_id: "ABCDEF".into(),
+    };
+    let orphan = node.notify(&event, json!({"child.dob": "2024-01-01"}));
+    let (_, rejects) = store.apply_entries(key.node_id(), &[orphan]).unwrap();
+    assert_eq!(rejects[0].reason, "unknown-event");
+}
+
+#[test]
+fn session_records_bad_signatures_and_quarantines_on_fork() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 2);
+    let (_, create) = node.create(&ids[0]);
+    let mut store = fx.store.clone();
+    let mut session = CentralSession::new(SyncConfig::for_tests(), node.node_id());
+    let hello = Hello {
+        version: crvs_sync::WIRE_VERSION,
+        node_id: node.node_id(),
+        head: node.head,
+        down_cursor: 0,
+        pool_free: 100,
+        backlog_entries: 1,
+        backlog_bytes: 100,
+        oldest_unacked_ms: 5,
+        rtt_ms: 900,
+    };
+    session
+        .handle_message(1, Message::Hello(hello), &mut store)
+        .unwrap();
+    assert!(matches!(session.poll_transmit(), Some(Message::Welcome(_))));
+    // A forged signature is refused and recorded.
+    let mut forged = create.clone();
+    forged.signature[0] ^= 1;
+    session
+        .handle_message(
+            2,
+            Message::Entries(Entries {
+                entries: vec![forged],
+            }),
+            &mut store,
+        )
+        .unwrap();
+    let Some(Message::Ack(ack)) = session.poll_transmit() else {
+        panic!("expected an ack")
+    };
+    assert_eq!(ack.acked, LogHead::GENESIS);
+    assert_eq!(ack.rejects[0].reason, "bad-signature");
+    let rejects = store.read(|r| r.rejects(Some(node.node_id()), 10)).unwrap();
+    assert_eq!(rejects.len(), 1);
+    // The genuine entry applies.
+    session
+        .handle_message(
+            3,
+            Message::Entries(Entries {
+                entries: vec![create.clone()],
+            }),
+            &mut store,
+        )
+        .unwrap();
+    let Some(Message::Ack(ack)) = session.poll_transmit() else {
+        panic!("expected an ack")
+    };
+    assert_eq!(ack.acked.seq, 1);
+    // Another entry at seq 1 is a fork: recorded with both entries, node quarantined.
+    let mut clone = NodeWriter::new(1, facility(1));
+    let (_, other) = clone.create(&ids[1]);
+    assert_ne!(other.hash(), create.hash());
+    let result = session.handle_message(
+        4,
+        Message::Entries(Entries {
+            entries: vec![other],
+        }),
+        &mut store,
+    );
+    assert!(result.is_err());
+    let row = store.read(|r| r.node(node.node_id())).unwrap().unwrap();
+    assert!(row.is_quarantined());
+    assert_eq!(row.forks, 1);
+    assert!(store.node(node.node_id()).unwrap().unwrap().quarantined);
+    assert_eq!(row.reported_head_seq, Some(1));
+    assert_eq!(row.rtt_ms, Some(900));
+    let _ = node.head_hash();
+}
+
+#[test]
+fn feed_filters_by_audience_and_jurisdiction() {
+    let fx = fixture();
+    // A at F1 (district D1), B at F2 (district D2), P at FP (the province above both).
+    enroll(&fx, 1, facility(1));
+    enroll(&fx, 2, facility(2));
+    enroll(&fx, 3, facility(0));
+    let mut a = NodeWriter::new(1, facility(1));
+    let b = node_key(2).node_id();
+    let p = node_key(3).node_id();
+    let ids = lease(&fx, a.node_id(), 2);
+    lease(&fx, b, 2);
+    crate::admin::add_client(&fx.store, "clinic", &["type=record.read".into()], 0).unwrap();
+    let (_, create) = a.create(&ids[0]);
+    let mut store = fx.store.clone();
+    store.apply_entries(a.node_id(), &[create]).unwrap();
+    let head = store.read(|r| r.central_head()).unwrap();
+    let kinds = |node| {
+        let head = store.read(|r| r.central_head()).unwrap();
+        let (items, cursor, more) = store.feed_after(node, 0, 100, 1 << 20).unwrap();
+        assert!(!more);
+        assert_eq!(cursor, head.seq, "the cursor reaches the head");
+        items
+            .iter()
+            .map(|e| match record_of(e) {
+                CentralRecord::Relay { .. } => "relay",
+                CentralRecord::PoolGrant { node_id, .. } => {
+                    assert_eq!(node_id, node.to_string(), "only its own grants");
+                    "grant"
+                }
+                CentralRecord::Client { .. } => "client",
+                CentralRecord::Locations(_) => "locations",
+                CentralRecord::NodeRevoked { .. } => "revoked",
+                CentralRecord::Actions(_) => "actions",
+            })
+            .collect::<Vec<_>>()
+    };
+    assert_eq!(kinds(a.node_id()), ["locations", "grant", "client"]);
+    assert_eq!(kinds(b), ["locations", "grant", "client"]);
+    assert_eq!(kinds(p), ["locations", "client", "relay"]);
+    // Nothing visible after the cursor: the cursor still moves to the head.
+    let (items, cursor, more) = store.feed_after(b, 4, 100, 1 << 20).unwrap();
+    assert!(items.is_empty());
+    assert_eq!(cursor, head.seq);
+    assert!(!more);
+    // Bounds: one item at a time; the cursor passes the invisible grants (2, 3) but stops before
+    // the next visible entry (the client, 4).
+    let (items, cursor, more) = store.feed_after(p, 0, 1, 1 << 20).unwrap();
+    assert_eq!(items.len(), 1);
+    assert_eq!(items[0].seq, 1);
+    assert_eq!(cursor, 3);
+    assert!(more);
+    // Revocations reach everyone.
+    crate::admin::revoke_node(&fx.store, b).unwrap();
+    assert_eq!(kinds(p).last(), Some(&"revoked"));
+}
+
+#[test]
+fn concurrent_writes_from_two_nodes_merge_and_are_listed_as_conflicts() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    enroll(&fx, 2, facility(1));
+    let mut a = NodeWriter::new(1, facility(1));
+    let mut b = NodeWriter::new(2, facility(1));
+    let ids = lease(&fx, a.node_id(), 1);
+    let (event, create) = a.create(&ids[0]);
+    b.observe(&event, &create);
+    let from_a = a.notify(&event, json!({"child.gender": "male"}));
+    let from_b = b.notify(&event, json!({"child.gender": "female"}));
+    let mut store = fx.store.clone();
+    store.apply_entries(a.node_id(), &[create, from_a]).unwrap();
+    let (_, rejects) = store.apply_entries(b.node_id(), &[from_b]).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
+    assert_eq!(index.conflicts.len(), 1);
+    assert_eq!(index.conflicts[0].field, "child.gender");
+    assert_eq!(index.declaration["child.gender"], index.conflicts[0].winner);
+    let listed = store.read(|r| r.conflicts(10)).unwrap();
+    assert_eq!(listed.len(), 1);
+    assert_eq!(listed[0].fields, ["child.gender"]);
+}
+
+#[test]
+fn pool_leases_are_unique_and_follow_the_low_water_mark() {
+    let fx = fixture();
+    let nodes: Vec<_> = (1..=4u8)
+        .map(|n| {
+            enroll(&fx, n, facility(1));
+            node_key(n).node_id()
+        })
+        .collect();
+    let mut all = HashSet::new();
+    for node in &nodes {
+        for id in lease(&fx, *node, 500) {
+            assert!(all.insert(id), "tracking id leased twice");
+        }
+    }
+    assert_eq!(all.len(), 2000);
+    let mut store = fx.store.clone();
+    let node = nodes[0];
+    // Above the low-water mark (5): nothing; below it but holding ≥ lease size unused: nothing.
+    let seq = store.read(|r| r.central_head()).unwrap().seq;
+    store.ensure_pool(node, 5).unwrap();
+    store.ensure_pool(node, 0).unwrap();
+    assert_eq!(store.read(|r| r.central_head()).unwrap().seq, seq);
+    // A fresh node below the mark gets one grant of `pool_lease_size` (20), once.
+    enroll(&fx, 9, facility(1));
+    let fresh = node_key(9).node_id();
+    store.ensure_pool(fresh, 0).unwrap();
+    store.ensure_pool(fresh, 0).unwrap();
+    assert_eq!(store.read(|r| r.unused_tracking_ids(fresh)).unwrap(), 20);
+    assert_eq!(store.read(|r| r.central_head()).unwrap().seq, seq + 1);
+}
+
+#[test]
+fn central_log_stays_chained_across_handles() {
+    let fx = fixture();
+    // A second handle on the same file stands for an operator command in another process: the
+    // head is read inside each transaction, so interleaved appends keep one chain.
+    let other = crate::open_store(&fx.config).unwrap();
+    for i in 0..5 {
+        let store = if i % 2 == 0 { &fx.store } else { &other };
+        crate::admin::add_client(store, &format!("c{i}"), &["type=record.read".into()], 0).unwrap();
+    }
+    enroll(&fx, 1, facility(1));
+    crate::admin::revoke_node(&other, node_key(1).node_id()).unwrap();
+    let entries = fx.store.read(|r| r.central_entries(0, 1000)).unwrap();
+    assert_eq!(entries.len(), 7, "locations, 5 clients, 1 revocation");
+    let head = verify_chain(fx.store.central_id(), &entries).unwrap();
+    assert_eq!(head, fx.store.read(|r| r.central_head()).unwrap());
+    let _ = &fx.dir;
+}

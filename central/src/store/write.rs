@@ -1,0 +1,727 @@
+//! Write transactions: central's own log (the feed), applying nodes' verified entries, pool
+//! leases, enrollment, clients and locations. Every method runs inside the caller's
+//! `BEGIN IMMEDIATE` transaction ([`super::Store::write`]).
+
+use std::collections::BTreeMap;
+
+use crvs_common::event::{ActionType, EntryPayload};
+use crvs_common::feed::CentralRecord;
+use crvs_common::hlc::{Hlc, HlcClock};
+use crvs_common::ids::TrackingId;
+use crvs_common::location::{AdministrativeArea, LocationSet};
+use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
+use crvs_common::state::EventIndex;
+use crvs_sync::merge::{EventCrdt, actor_for};
+use crvs_sync::wire::{Hello, Reject};
+use rusqlite::{Connection, OptionalExtension as _, params};
+
+use super::read::ReadCtx;
+use super::{
+    Audience, ClientRow, NewNode, PoolSettings, REJECTS_KEPT_PER_NODE, StoreError,
+    TRACKING_ID_ATTEMPTS_PER_ID, hash_of,
+};
+
+/// What a write job can do. Lives for one transaction.
+#[allow(
+    missing_debug_implementations,
+    reason = "holds a connection and key material"
+)]
+pub struct WriteTx<'a> {
+    conn: &'a Connection,
+    key: &'a NodeSecretKey,
+    pool: PoolSettings,
+    now_ms: u64,
+}
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+fn content_reject(seq: u64, reason: &str, detail: impl Into<String>) -> Reject {
+    Reject {
+        seq,
+        reason: reason.to_owned(),
+        detail: detail.into(),
+    }
+}
+
+impl<'a> WriteTx<'a> {
+    pub(super) fn new(
+        conn: &'a Connection,
+        key: &'a NodeSecretKey,
+        pool: PoolSettings,
+        now_ms: u64,
+    ) -> Self {
+        Self {
+            conn,
+            key,
+            pool,
+            now_ms,
+        }
+    }
+
+    /// Wall-clock time of this transaction, ms since the epoch.
+    pub fn now_ms(&self) -> u64 {
+        self.now_ms
+    }
+
+    /// Read access inside the transaction (sees its own writes).
+    pub fn reader(&self) -> ReadCtx<'_> {
+        ReadCtx::new(self.conn)
+    }
+
+    /// Signs `record` as the next entry of central's log and stores it with its audience.
+    /// The head is read here, inside the transaction: another process may have appended since.
+    pub fn append_record(
+        &mut self,
+        record: &CentralRecord,
+        event_id: uuid::Uuid,
+        audience: Audience,
+        origin: Option<NodeId>,
+    ) -> Result<LogHead, StoreError> {
+        let last: Option<(i64, Vec<u8>, i64, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT seq, hash, hlc_wall_ms, hlc_counter FROM central_log ORDER BY seq DESC LIMIT 1",
+            )?
+            .query_row([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))
+            .optional()?;
+        let (head, last_hlc) = match last {
+            None => (LogHead::GENESIS, Hlc::default()),
+            Some((seq, hash, wall, counter)) => (
+                LogHead {
+                    seq: seq as u64,
+                    hash: hash_of(hash)?,
+                },
+                Hlc {
+                    wall_ms: wall.max(0) as u64,
+                    counter: u32::try_from(counter).unwrap_or(u32::MAX),
+                },
+            ),
+        };
+        let hlc = HlcClock::new(last_hlc).now(self.now_ms);
+        let payload = serde_json::to_vec(record).map_err(|e| StoreError::Log(e.to_string()))?;
+        let seq = head.seq + 1;
+        let entry = LogEntry::sign(self.key, seq, head.hash, hlc, event_id, payload, None)
+            .map_err(|e| StoreError::Log(e.to_string()))?;
+        let hash = entry.hash();
+        let (kind, value) = match audience {
+            Audience::All => ("all", None),
+            Audience::Node(n) => ("node", Some(n.to_string())),
+            Audience::Area(a) => ("area", a.map(|a| a.to_string())),
+        };
+        let record_kind = match record {
+            CentralRecord::Relay { .. } => "relay",
+            CentralRecord::Actions(_) => "actions",
+            CentralRecord::Client { .. } => "client",
+            CentralRecord::Locations(_) => "locations",
+            CentralRecord::PoolGrant { .. } => "poolGrant",
+            CentralRecord::NodeRevoked { .. } => "nodeRevoked",
+        };
+        self.conn
+            .prepare_cached(
+                "INSERT INTO central_log (seq, hash, hlc_wall_ms, hlc_counter, kind, audience_kind,
+                                          audience_value, origin, entry)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+            )?
+            .execute(params![
+                i64_of(seq),
+                hash.0.as_slice(),
+                i64_of(hlc.wall_ms),
+                i64::from(hlc.counter),
+                record_kind,
+                kind,
+                value,
+                origin.map(|o| o.to_string()),
+                entry.encode()
+            ])?;
+        Ok(LogHead { seq, hash })
+    }
+
+    /// Replaces every location and administrative area and, if they changed, appends a
+    /// `locations` record. Returns whether anything changed.
+    pub fn set_locations(&mut self, set: &LocationSet) -> Result<bool, StoreError> {
+        let current = self.reader().location_set()?;
+        if sorted(&current) == sorted(set) {
+            return Ok(false);
+        }
+        self.conn
+            .execute_batch("DELETE FROM locations; DELETE FROM admin_areas;")?;
+        // Parents first, so the foreign key holds whatever the file order.
+        let mut pending: Vec<&AdministrativeArea> = set.administrative_areas.iter().collect();
+        let mut inserted = std::collections::HashSet::new();
+        while !pending.is_empty() {
+            let before = pending.len();
+            let mut rest = Vec::new();
+            for area in pending {
+                if area.parent_id.is_none_or(|p| inserted.contains(&p)) {
+                    self.conn.execute(
+                        "INSERT INTO admin_areas (id, name, external_id, parent_id, valid_until)
+                         VALUES (?1, ?2, ?3, ?4, ?5)",
+                        params![
+                            area.id.to_string(),
+                            area.name,
+                            area.external_id,
+                            area.parent_id.map(|p| p.to_string()),
+                            area.valid_until
+                        ],
+                    )?;
+                    inserted.insert(area.id);
+                } else {
+                    rest.push(area);
+                }
+            }
+            if rest.len() == before {
+                return Err(StoreError::Invalid(
+                    "administrative areas do not form a tree".into(),
+                ));
+            }
+            pending = rest;
+        }
+        for l in &set.locations {
+            self.conn.execute(
+                "INSERT INTO locations (id, name, external_id, administrative_area_id, valid_until, location_type)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+                params![
+                    l.id.to_string(),
+                    l.name,
+                    l.external_id,
+                    l.administrative_area_id.map(|p| p.to_string()),
+                    l.valid_until,
+                    l.location_type
+                ],
+            )?;
+        }
+        // A node's jurisdiction follows its facility.
+        self.conn.execute(
+            "UPDATE nodes SET admin_area_id =
+                (SELECT administrative_area_id FROM locations WHERE locations.id = nodes.location_id)",
+            [],
+        )?;
+        self.append_record(
+            &CentralRecord::Locations(set.clone()),
+            uuid::Uuid::nil(),
+            Audience::All,
+            None,
+        )?;
+        Ok(true)
+    }
+
+    /// Inserts or replaces a system client and appends a `client` record carrying its secret
+    /// hash, so nodes can authenticate it offline.
+    pub fn put_client(&mut self, client: &ClientRow) -> Result<(), StoreError> {
+        let scopes = serde_json::to_string(&client.scopes)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn.execute(
+            "INSERT INTO clients (id, name, secret_hash, scopes, status, created_at)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, secret_hash = excluded.secret_hash,
+                 scopes = excluded.scopes, status = excluded.status",
+            params![
+                client.id,
+                client.name,
+                client.secret_hash,
+                scopes,
+                client.status,
+                client.created_at
+            ],
+        )?;
+        self.append_record(
+            &CentralRecord::Client {
+                id: client.id.clone(),
+                name: client.name.clone(),
+                secret_hash: client.secret_hash.clone(),
+                scopes: client.scopes.clone(),
+                status: client.status.clone(),
+                created_at: client.created_at.clone(),
+            },
+            uuid::Uuid::nil(),
+            Audience::All,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Enrolls a node at a known location, or re-issues an enrolled node's certificate. A revoked
+    /// node cannot come back: its key is no longer trusted.
+    pub fn enroll_node(&mut self, node: &NewNode) -> Result<(), StoreError> {
+        if let Some(existing) = self.reader().node(node.node_id)?
+            && existing.is_revoked()
+        {
+            return Err(StoreError::Invalid(format!(
+                "node {} was revoked; enroll a new node key",
+                node.node_id
+            )));
+        }
+        let Some(area) = self.reader().location_area(node.location_id)? else {
+            return Err(StoreError::Invalid(format!(
+                "unknown location {}; load locations with `crvs-central init --locations`",
+                node.location_id
+            )));
+        };
+        self.conn.execute(
+            "INSERT INTO nodes (id, name, location_id, admin_area_id, cert_fingerprint, enrolled_at_ms, acked_hash)
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7)
+             ON CONFLICT(id) DO UPDATE SET name = excluded.name, location_id = excluded.location_id,
+                 admin_area_id = excluded.admin_area_id, cert_fingerprint = excluded.cert_fingerprint",
+            params![
+                node.node_id.to_string(),
+                node.name,
+                node.location_id.to_string(),
+                area,
+                node.cert_fingerprint,
+                i64_of(self.now_ms),
+                EntryHash::GENESIS.0.as_slice()
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Revokes a node and appends a `nodeRevoked` record. Returns `false` if it was already
+    /// revoked.
+    pub fn revoke_node(&mut self, node_id: NodeId) -> Result<bool, StoreError> {
+        if self.reader().node(node_id)?.is_none() {
+            return Err(StoreError::Invalid(format!("no enrolled node {node_id}")));
+        }
+        let n = self.conn.execute(
+            "UPDATE nodes SET revoked_at_ms = ?1 WHERE id = ?2 AND revoked_at_ms IS NULL",
+            params![i64_of(self.now_ms), node_id.to_string()],
+        )?;
+        if n == 0 {
+            return Ok(false);
+        }
+        self.append_record(
+            &CentralRecord::NodeRevoked {
+                node_id: node_id.to_string(),
+            },
+            uuid::Uuid::nil(),
+            Audience::All,
+            None,
+        )?;
+        Ok(true)
+    }
+
+    /// Records a node's `Hello`: last contact and reported health.
+    pub fn record_contact(
+        &mut self,
+        node_id: NodeId,
+        hello: &Hello,
+        now_ms: u64,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE nodes SET last_contact_ms = ?1, reported_head_seq = ?2, backlog_entries = ?3,
+                     backlog_bytes = ?4, oldest_unacked_ms = ?5, rtt_ms = ?6, pool_free = ?7
+                 WHERE id = ?8",
+            )?
+            .execute(params![
+                i64_of(now_ms),
+                i64_of(hello.head.seq),
+                i64_of(hello.backlog_entries),
+                i64_of(hello.backlog_bytes),
+                i64_of(hello.oldest_unacked_ms),
+                i64::from(hello.rtt_ms),
+                i64::from(hello.pool_free),
+                node_id.to_string()
+            ])?;
+        Ok(())
+    }
+
+    /// Records how far the node applied the feed.
+    pub fn record_down_ack(&mut self, node_id: NodeId, cursor: u64) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "UPDATE nodes SET down_cursor = ?1, last_contact_ms = ?2 WHERE id = ?3",
+            )?
+            .execute(params![
+                i64_of(cursor),
+                i64_of(self.now_ms),
+                node_id.to_string()
+            ])?;
+        Ok(())
+    }
+
+    /// Records a refused entry (reason and bytes) and counts it on the node; keeps the newest
+    /// [`REJECTS_KEPT_PER_NODE`] rows per node.
+    pub fn record_reject(
+        &mut self,
+        node_id: NodeId,
+        entry: &LogEntry,
+        reject: &Reject,
+    ) -> Result<(), StoreError> {
+        let node = node_id.to_string();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO rejects (node_id, seq, reason, detail, entry, at_ms) VALUES (?1, ?2, ?3, ?4, ?5, ?6)",
+            )?
+            .execute(params![
+                node,
+                i64_of(reject.seq),
+                reject.reason,
+                reject.detail,
+                entry.encode(),
+                i64_of(self.now_ms)
+            ])?;
+        self.conn
+            .prepare_cached(
+                "UPDATE nodes SET rejects = rejects + 1, last_error = ?1, last_error_ms = ?2 WHERE id = ?3",
+            )?
+            .execute(params![
+                format!("entry {} refused: {}: {}", reject.seq, reject.reason, reject.detail),
+                i64_of(self.now_ms),
+                node
+            ])?;
+        self.conn
+            .prepare_cached(
+                "DELETE FROM rejects WHERE node_id = ?1 AND id <=
+                    (SELECT id FROM rejects WHERE node_id = ?1 ORDER BY id DESC LIMIT 1 OFFSET ?2)",
+            )?
+            .execute(params![node, REJECTS_KEPT_PER_NODE])?;
+        Ok(())
+    }
+
+    /// Records a fork with both entries as evidence and quarantines the node.
+    pub fn record_fork(&mut self, node_id: NodeId, entry: &LogEntry) -> Result<(), StoreError> {
+        let stored = self.reader().stored_entry(node_id, entry.seq)?;
+        let node = node_id.to_string();
+        self.conn.execute(
+            "INSERT INTO forks (node_id, seq, stored_entry, other_entry, at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            params![node, i64_of(entry.seq), stored, entry.encode(), i64_of(self.now_ms)],
+        )?;
+        self.conn.execute(
+            "UPDATE nodes SET forks = forks + 1, quarantined_at_ms = coalesce(quarantined_at_ms, ?1),
+                 last_error = ?2, last_error_ms = ?1
+             WHERE id = ?3",
+            params![
+                i64_of(self.now_ms),
+                format!("fork at entry {}: node quarantined", entry.seq),
+                node
+            ],
+        )?;
+        Ok(())
+    }
+
+    /// Leases `lease_size` new tracking ids to the node when it reported fewer than the
+    /// low-water mark free and holds fewer than `lease_size` unused leased ids (a grant may be on
+    /// its way). Appends one `poolGrant` record. Returns how many ids were leased.
+    pub fn ensure_pool(&mut self, node_id: NodeId, pool_free: u32) -> Result<u32, StoreError> {
+        if pool_free >= self.pool.low_water {
+            return Ok(0);
+        }
+        if self.reader().unused_tracking_ids(node_id)? >= u64::from(self.pool.lease_size) {
+            return Ok(0);
+        }
+        self.lease_tracking_ids(node_id, self.pool.lease_size)
+    }
+
+    /// Leases `count` new random tracking ids to the node (the primary key makes each one
+    /// nationally unique) and appends one `poolGrant` record.
+    pub fn lease_tracking_ids(&mut self, node_id: NodeId, count: u32) -> Result<u32, StoreError> {
+        let node = node_id.to_string();
+        let mut granted = Vec::with_capacity(count as usize);
+        let mut attempts = 0u32;
+        {
+            let mut stmt = self.conn.prepare_cached(
+                "INSERT OR IGNORE INTO tracking_ids (id, node_id, granted_at_ms) VALUES (?1, ?2, ?3)",
+            )?;
+            while granted.len() < count as usize {
+                attempts += 1;
+                if attempts > count.saturating_mul(TRACKING_ID_ATTEMPTS_PER_ID) + 16 {
+                    return Err(StoreError::Random(
+                        "could not draw unused tracking ids (id space nearly exhausted?)".into(),
+                    ));
+                }
+                let mut bytes = [0u8; 8];
+                getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+                let id = TrackingId::from_index(u64::from_le_bytes(bytes));
+                if stmt.execute(params![id.as_str(), node, i64_of(self.now_ms)])? == 1 {
+                    granted.push(id.as_str().to_owned());
+                }
+            }
+        }
+        self.append_record(
+            &CentralRecord::PoolGrant {
+                node_id: node,
+                tracking_ids: granted,
+            },
+            uuid::Uuid::nil(),
+            Audience::Node(node_id),
+            None,
+        )?;
+        Ok(count)
+    }
+
+    /// Applies verified, contiguous entries of `node_id` after its acked head: node-log rows,
+    /// actions (idempotent by id), events, merge documents (each loaded and saved once per
+    /// event), derived indexes and one `relay` record per entry. Stops at the first entry refused
+    /// for its content. Returns the new acked head and that refusal.
+    pub fn apply_entries(
+        &mut self,
+        node_id: NodeId,
+        entries: &[LogEntry],
+    ) -> Result<(LogHead, Vec<Reject>), StoreError> {
+        let node = self
+            .reader()
+            .node(node_id)?
+            .ok_or_else(|| StoreError::Invalid(format!("no enrolled node {node_id}")))?;
+        let mut head = node.acked;
+        let mut docs: BTreeMap<uuid::Uuid, EventCrdt> = BTreeMap::new();
+        let mut rejects = Vec::new();
+        for entry in entries {
+            // Another session of the same node may have applied these since the caller looked.
+            if entry.seq <= head.seq {
+                continue;
+            }
+            if entry.seq != head.seq + 1 || entry.prev_hash != head.hash {
+                break;
+            }
+            match self.apply_one(node_id, node.admin_area_id, entry, &mut docs)? {
+                Ok(()) => {
+                    head = LogHead {
+                        seq: entry.seq,
+                        hash: entry.hash(),
+                    };
+                }
+                Err(reject) => {
+                    rejects.push(reject);
+                    break;
+                }
+            }
+        }
+        for (event_id, crdt) in &docs {
+            self.refresh_index(*event_id, crdt)?;
+        }
+        self.conn
+            .prepare_cached("UPDATE nodes SET acked_seq = ?1, acked_hash = ?2 WHERE id = ?3")?
+            .execute(params![
+                i64_of(head.seq),
+                head.hash.0.as_slice(),
+                node_id.to_string()
+            ])?;
+        Ok((head, rejects))
+    }
+
+    /// Applies one entry; `Ok(Err(reject))` when its content is refused (nothing written).
+    fn apply_one(
+        &mut self,
+        node_id: NodeId,
+        node_area: Option<uuid::Uuid>,
+        entry: &LogEntry,
+        docs: &mut BTreeMap<uuid::Uuid, EventCrdt>,
+    ) -> Result<Result<(), Reject>, StoreError> {
+        let seq = entry.seq;
+        let payload: EntryPayload = match serde_json::from_slice(&entry.action) {
+            Ok(p) => p,
+            Err(e) => return Ok(Err(content_reject(seq, "malformed-payload", e.to_string()))),
+        };
+        if payload.event_id != entry.event_id || payload.actions.is_empty() {
+            return Ok(Err(content_reject(
+                seq,
+                "malformed-payload",
+                "the payload must carry actions of the entry's event",
+            )));
+        }
+        let event_key = payload.event_id.to_string();
+        let node_hex = node_id.to_string();
+        let existing: Option<(String, String, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT event_type, tracking_id, admin_area_id FROM events WHERE id = ?1",
+            )?
+            .query_row(params![event_key], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+            })
+            .optional()?;
+        let is_new = existing.is_none();
+        let area: Option<String> = match existing {
+            Some((event_type, tracking_id, area)) => {
+                if event_type != payload.event_type || tracking_id != payload.tracking_id {
+                    return Ok(Err(content_reject(
+                        seq,
+                        "event-mismatch",
+                        format!("event {event_key} has another type or tracking id at central"),
+                    )));
+                }
+                area
+            }
+            None => {
+                let Some(create) = payload
+                    .actions
+                    .iter()
+                    .find(|a| a.action_type == ActionType::Create)
+                else {
+                    return Ok(Err(content_reject(
+                        seq,
+                        "unknown-event",
+                        format!(
+                            "event {event_key} is unknown at central and the entry does not create it"
+                        ),
+                    )));
+                };
+                let lease: Option<(String, Option<String>)> = self
+                    .conn
+                    .prepare_cached("SELECT node_id, event_id FROM tracking_ids WHERE id = ?1")?
+                    .query_row(params![payload.tracking_id], |r| Ok((r.get(0)?, r.get(1)?)))
+                    .optional()?;
+                if !matches!(&lease, Some((holder, None)) if *holder == node_hex) {
+                    return Ok(Err(content_reject(
+                        seq,
+                        "tracking-id",
+                        format!(
+                            "tracking id {:?} was not leased to this node or is already used",
+                            payload.tracking_id
+                        ),
+                    )));
+                }
+                let location_area = match create.created_at_location {
+                    Some(loc) => self.reader().location_area(loc)?.flatten(),
+                    None => None,
+                };
+                location_area.or_else(|| node_area.map(|a| a.to_string()))
+            }
+        };
+        let doc = match docs.entry(payload.event_id) {
+            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
+            std::collections::btree_map::Entry::Vacant(v) => {
+                v.insert(self.load_crdt(payload.event_id)?)
+            }
+        };
+        if let Some(change) = &entry.crdt_change
+            && let Err(e) = doc.apply_change(change)
+        {
+            return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
+        }
+        if is_new {
+            self.conn
+                .prepare_cached(
+                    "INSERT INTO events (id, event_type, tracking_id, created_at, updated_at, origin,
+                                         admin_area_id, status, index_json)
+                     VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, 'CREATED', '{}')",
+                )?
+                .execute(params![
+                    event_key,
+                    payload.event_type,
+                    payload.tracking_id,
+                    payload.event_created_at,
+                    node_hex,
+                    area
+                ])?;
+            self.conn
+                .prepare_cached("UPDATE tracking_ids SET event_id = ?1 WHERE id = ?2")?
+                .execute(params![event_key, payload.tracking_id])?;
+        }
+        for action in &payload.actions {
+            let body =
+                serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.conn
+                .prepare_cached(
+                    "INSERT OR IGNORE INTO actions (id, event_id, action_type, status, created_at, origin, origin_seq, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    action.id.to_string(),
+                    event_key,
+                    action.action_type.as_str(),
+                    action.status.as_str(),
+                    action.created_at,
+                    node_hex,
+                    i64_of(seq),
+                    body
+                ])?;
+        }
+        let encoded = entry.encode();
+        self.conn
+            .prepare_cached(
+                "INSERT INTO node_log (node_id, seq, hash, entry, applied_at_ms) VALUES (?1, ?2, ?3, ?4, ?5)",
+            )?
+            .execute(params![
+                node_hex,
+                i64_of(seq),
+                entry.hash().0.as_slice(),
+                encoded,
+                i64_of(self.now_ms)
+            ])?;
+        let area = area.as_deref().map(super::read::parse_uuid).transpose()?;
+        let relay = CentralRecord::Relay {
+            origin: node_hex,
+            entry: hex::encode(&encoded),
+        };
+        match self.append_record(&relay, entry.event_id, Audience::Area(area), Some(node_id)) {
+            Ok(_) => {}
+            // Hex doubles the entry: one near the entry bound cannot be relayed in one central
+            // entry. It is applied at central all the same; other nodes miss it until the feed
+            // carries raw bytes.
+            Err(StoreError::Log(e)) => {
+                tracing::warn!(node = %node_id.fmt_short(), seq, error = %e, "entry applied but too large to relay");
+            }
+            Err(e) => return Err(e),
+        }
+        Ok(Ok(()))
+    }
+
+    fn load_crdt(&self, event_id: uuid::Uuid) -> Result<EventCrdt, StoreError> {
+        let actor = actor_for(self.key.node_id().as_bytes());
+        let stored: Option<Vec<u8>> = self
+            .conn
+            .prepare_cached("SELECT crdt FROM events WHERE id = ?1")?
+            .query_row(params![event_id.to_string()], |r| r.get(0))
+            .optional()?
+            .flatten();
+        match stored {
+            Some(bytes) => EventCrdt::load(&bytes, actor)
+                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}"))),
+            None => Ok(EventCrdt::new(actor)),
+        }
+    }
+
+    /// Saves the merge document and re-derives the index from the actions and the document.
+    fn refresh_index(&mut self, event_id: uuid::Uuid, crdt: &EventCrdt) -> Result<(), StoreError> {
+        let Some(doc) = self.reader().event_document(event_id)? else {
+            // Every entry touching a document was refused before its event was stored.
+            return Ok(());
+        };
+        let mut index = EventIndex::from_document(&doc);
+        // Entries without an automerge change (none since issue "Sync") leave the document
+        // empty; the aggregate of the actions is then the declaration.
+        if !crdt.heads().is_empty() {
+            index.declaration = crdt
+                .declaration()
+                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
+            index.conflicts = crdt
+                .conflicts()
+                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
+        }
+        let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "UPDATE events SET status = ?1, index_json = ?2, updated_at = ?3, conflicts = ?4, crdt = ?5
+                 WHERE id = ?6",
+            )?
+            .execute(params![
+                index.status.as_str(),
+                json,
+                index.updated_at,
+                index.conflicts.len() as i64,
+                crdt.save(),
+                event_id.to_string()
+            ])?;
+        Ok(())
+    }
+}
+
+/// A location set in a canonical order, to tell whether a reload changes anything.
+fn sorted(set: &LocationSet) -> (Vec<String>, Vec<String>) {
+    let mut areas: Vec<String> = set
+        .administrative_areas
+        .iter()
+        .map(|a| serde_json::to_string(a).unwrap_or_default())
+        .collect();
+    let mut locations: Vec<String> = set
+        .locations
+        .iter()
+        .map(|l| serde_json::to_string(l).unwrap_or_default())
+        .collect();
+    areas.sort();
+    locations.sort();
+    (areas, locations)
+}

@@ -292,3 +292,47 @@ pub async fn wait_synced(node: &crate::NodeProcess, timeout: Duration) -> anyhow
     })
     .await
 }
+
+/// Number of events of `event_type` central's search sees.
+pub async fn central_event_count(api: &Api, event_type: &str) -> anyhow::Result<u64> {
+    let reply = api
+        .search(&serde_json::json!({
+            "query": {"type": "and", "clauses": [{"eventType": {"type": "exact", "term": event_type}}]},
+            "limit": 1
+        }))
+        .await?;
+    anyhow::ensure!(reply.status == 200, "central search: {} {}", reply.status, reply.body);
+    reply.body["total"].as_u64().context("search answer has no total")
+}
+
+/// A small seeded generator (splitmix64) for fault timing in tests.
+#[derive(Debug, Clone)]
+pub struct TestRng(u64);
+
+impl TestRng {
+    /// A generator from `seed`.
+    pub fn new(seed: u64) -> Self {
+        Self(seed)
+    }
+
+    /// The seed from `CRVS_TEST_SEED`, or `default`; printed so a failure can be replayed.
+    pub fn from_env(default: u64) -> Self {
+        let seed = std::env::var("CRVS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+        eprintln!("test seed: {seed} (replay with CRVS_TEST_SEED={seed})");
+        Self(seed)
+    }
+
+    /// Next 64 random bits.
+    pub fn next_u64(&mut self) -> u64 {
+        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.0;
+        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
+        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
+        z ^ (z >> 31)
+    }
+
+    /// Uniform in `0..n` (n > 0).
+    pub fn below(&mut self, n: u64) -> u64 {
+        self.next_u64() % n.max(1)
+    }
+}

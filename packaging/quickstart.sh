@@ -1,53 +1,73 @@
 #!/usr/bin/env bash
-# Quick start: builds the clinic node, starts it on 127.0.0.1 with demo data, writes
-# demo/credentials.json, prints a curl walk-through, and stops everything on Ctrl-C.
+# Quick start: builds central and the clinic node, starts both on 127.0.0.1 with demo data, enrolls
+# the node with central, writes demo/credentials.json, prints a curl walk-through, and stops
+# everything it started on Ctrl-C.
 #
-#   packaging/quickstart.sh            # node on 127.0.0.1:7070
-#   NODE_PORT=7171 packaging/quickstart.sh
+#   packaging/quickstart.sh                    # central on :7000 (QUIC :7001), node on :7070
+#   NODE_PORT=7171 CENTRAL_PORT=7100 CENTRAL_QUIC_PORT=7101 packaging/quickstart.sh
 #
-# Stand-alone mode: with no central registry yet, the node fills its own tracking-id pool
-# (unique per node only). The demo data (database, keys, credentials) lives in demo/ (git-ignored)
-# and is reused by the next run; delete demo/ to start afresh.
+# The demo data (databases, keys, certificates, credentials) lives in demo/ (git-ignored) and is
+# reused by the next run; delete demo/ to start afresh.
 set -euo pipefail
 
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 cd "$ROOT"
 NODE_PORT="${NODE_PORT:-7070}"
+CENTRAL_PORT="${CENTRAL_PORT:-7000}"
+CENTRAL_QUIC_PORT="${CENTRAL_QUIC_PORT:-7001}"
 DEMO="$ROOT/demo"
-DATA="$DEMO/node"
+NODE_DATA="$DEMO/node"
+CENTRAL_DATA="$DEMO/central"
 NODE_URL="http://127.0.0.1:${NODE_PORT}"
+CENTRAL_URL="http://127.0.0.1:${CENTRAL_PORT}"
+CENTRAL_QUIC="127.0.0.1:${CENTRAL_QUIC_PORT}"
 OFFICE_ID="7b8d2f30-0002-4000-8000-000000000001"   # Ibombo District Office (demo locations)
 FACILITY_ID="7b8d2f30-0002-4000-8000-000000000011" # Ibombo District Hospital (demo locations)
 
-echo "==> building crvs-node (release; the first build takes a few minutes)" >&2
-cargo build --release --locked -p crvs-node --bin crvs-node >&2
-BIN="${CARGO_TARGET_DIR:-$ROOT/target}/release/crvs-node"
+echo "==> building crvs-central and crvs-node (release; the first build takes a few minutes)" >&2
+cargo build --release --locked -p crvs-central -p crvs-node --bin crvs-central --bin crvs-node >&2
+TARGET="${CARGO_TARGET_DIR:-$ROOT/target}/release"
+NODE="$TARGET/crvs-node"
+CENTRAL=("$TARGET/crvs-central" --data-dir "$CENTRAL_DATA"
+         --public-quic-addr "$CENTRAL_QUIC" --public-http-url "$CENTRAL_URL")
 
 mkdir -p "$DEMO"
 json_field() { # json_field FILE KEY: the string value of "KEY": "..." in our own JSON output
     grep -o "\"$2\": *\"[^\"]*\"" "$1" | head -n1 | sed 's/.*: *"\(.*\)"/\1/'
 }
 
-"$BIN" --data-dir "$DATA" init --demo-locations > "$DEMO/init.json"
+# Central: keys, CA, demo locations, and the demo health facility's system client.
+"${CENTRAL[@]}" init --demo-locations > "$DEMO/central-init.json"
 CREDS="$DEMO/credentials.json"
 CLIENT_ID=""
 if [[ -f "$CREDS" ]]; then
     CLIENT_ID="$(json_field "$CREDS" client_id)"
     CLIENT_SECRET="$(json_field "$CREDS" client_secret)"
-    if ! "$BIN" --data-dir "$DATA" client list | grep "\"$CLIENT_ID\"" > /dev/null; then
+    if ! "${CENTRAL[@]}" client list | grep "\"$CLIENT_ID\"" > /dev/null; then
         CLIENT_ID=""
     fi
 fi
 if [[ -z "$CLIENT_ID" ]]; then
-    "$BIN" --data-dir "$DATA" client add --name "Demo health facility" --health > "$DEMO/client.json"
+    "${CENTRAL[@]}" client add --name "Demo health facility" --health > "$DEMO/client.json"
     CLIENT_ID="$(json_field "$DEMO/client.json" clientId)"
     CLIENT_SECRET="$(json_field "$DEMO/client.json" clientSecret)"
     rm -f "$DEMO/client.json"
 fi
+
+# Node: keys and database, then enrollment with central (the node's key never leaves it).
+"$NODE" --data-dir "$NODE_DATA" init --demo-locations > "$DEMO/node-init.json"
+if [[ ! -f "$NODE_DATA/enrollment.json" ]]; then
+    NODE_ID="$(json_field "$DEMO/node-init.json" nodeId)"
+    "${CENTRAL[@]}" node enroll --node-id "$NODE_ID" --location "$FACILITY_ID" \
+        --name "Ibombo District Hospital" --out "$DEMO/bundle.json" > /dev/null
+    "$NODE" --data-dir "$NODE_DATA" enroll --bundle "$DEMO/bundle.json" > /dev/null
+fi
+
 umask 077
 cat > "$CREDS" <<JSON
 {
   "node_url": "$NODE_URL",
+  "central_url": "$CENTRAL_URL",
   "client_id": "$CLIENT_ID",
   "client_secret": "$CLIENT_SECRET",
   "office_id": "$OFFICE_ID",
@@ -55,41 +75,64 @@ cat > "$CREDS" <<JSON
 }
 JSON
 
-# Start the node; its first stdout line says where it listens (no polling, no sleeping).
-FIFO="$(mktemp -u)"
-mkfifo "$FIFO"
-"$BIN" --data-dir "$DATA" --listen "127.0.0.1:${NODE_PORT}" run > "$FIFO" 2> "$DEMO/node.log" &
-NODE_PID=$!
+PIDS=()
+FIFOS=()
 cleanup() {
     trap - INT TERM EXIT
-    if kill -0 "$NODE_PID" 2>/dev/null; then
-        kill -TERM "$NODE_PID" 2>/dev/null || true
-        wait "$NODE_PID" 2>/dev/null || true
-    fi
-    rm -f "$FIFO"
+    for pid in "${PIDS[@]}"; do
+        kill -TERM "$pid" 2>/dev/null || true
+    done
+    for pid in "${PIDS[@]}"; do
+        wait "$pid" 2>/dev/null || true
+    done
+    rm -f "${FIFOS[@]}"
     echo "==> stopped" >&2
 }
 trap cleanup INT TERM EXIT
-exec 3< "$FIFO"
-if ! read -r LISTENING <&3; then
-    echo "node failed to start; see $DEMO/node.log:" >&2
-    tail -n 20 "$DEMO/node.log" >&2
-    exit 1
-fi
-echo "==> node up: $LISTENING (logs: demo/node.log, credentials: demo/credentials.json)" >&2
+
+# start NAME LOGFILE CMD...: runs CMD, waits for its first stdout line (where it listens).
+start() {
+    local name="$1" log="$2"; shift 2
+    local fifo; fifo="$(mktemp -u)"; mkfifo "$fifo"; FIFOS+=("$fifo")
+    "$@" > "$fifo" 2> "$log" &
+    PIDS+=("$!")
+    local fd
+    exec {fd}< "$fifo"
+    local line
+    if ! read -r line <&"$fd"; then
+        echo "$name failed to start; see $log:" >&2
+        tail -n 20 "$log" >&2
+        exit 1
+    fi
+    echo "==> $name up: $line" >&2
+}
+start central "$DEMO/central.log" "${CENTRAL[@]}" --http-listen "127.0.0.1:${CENTRAL_PORT}" \
+    --quic-listen "$CENTRAL_QUIC" run
+start node "$DEMO/node.log" "$NODE" --data-dir "$NODE_DATA" --listen "127.0.0.1:${NODE_PORT}" run
+
+# The first sync brings the node its tracking-id lease and the demo client (created at central).
+for _ in $(seq 1 300); do
+    if curl -s -X POST "$NODE_URL/auth/token?grant_type=client_credentials&client_id=$CLIENT_ID&client_secret=$CLIENT_SECRET" \
+        | grep -q access_token \
+        && curl -s "$NODE_URL/api/sync/status" | grep -q '"poolFree":[1-9]'; then
+        break
+    fi
+    sleep 0.1
+done
+echo "==> node enrolled and in sync (logs: demo/central.log, demo/node.log; credentials: demo/credentials.json)" >&2
 
 cat <<WALK
 
 Walk-through (copy and paste in another terminal):
 
-  # 1. Token (OAuth2 client credentials, as OpenCRVS does)
+  # 1. Token at the clinic node (OAuth2 client credentials, as OpenCRVS does)
   TOKEN=\$(curl -s -X POST "$NODE_URL/auth/token?grant_type=client_credentials&client_id=$CLIENT_ID&client_secret=$CLIENT_SECRET" \\
           | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
 
   # 2. Find the office and the hospital by name
   curl -s -H "Authorization: Bearer \$TOKEN" "$NODE_URL/api/events/locations?locationType=CRVS_OFFICE"
 
-  # 3. Create a birth event
+  # 3. Create a birth event at the node (works with the link down too)
   EVENT=\$(curl -s -X POST "$NODE_URL/api/events/events" -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
           -d '{"type":"birth","transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'","createdAtLocation":"$OFFICE_ID"}')
   EVENT_ID=\$(echo "\$EVENT" | sed 's/^{"id":"\\([^"]*\\)".*/\\1/'); echo "\$EVENT"
@@ -101,13 +144,22 @@ Walk-through (copy and paste in another terminal):
                            "child.placeOfBirth":"HEALTH_FACILITY","child.birthLocation":"$FACILITY_ID",
                            "informant.relation":"MOTHER","mother.name":{"firstname":"Grace","surname":"Banda"}},"annotation":{}}'
 
-  # 5. Read it back, and search by its tracking id
+  # 5. Read it back at the node, and search by its tracking id
   curl -s -H "Authorization: Bearer \$TOKEN" "$NODE_URL/api/events/events/\$EVENT_ID"
   TRACKING=\$(echo "\$EVENT" | sed 's/.*"trackingId":"\\([^"]*\\)".*/\\1/')
   curl -s -X POST "$NODE_URL/api/events/events/search" -H "Authorization: Bearer \$TOKEN" -H 'Content-Type: application/json' \\
        -d '{"query":{"type":"and","clauses":[{"trackingId":{"type":"exact","term":"'\$TRACKING'"}}]}}'
 
-Press Ctrl-C to stop the node.
+  # 6. The notification has travelled to central (over QUIC, signed): same client, central's token
+  CTOKEN=\$(curl -s -X POST "$CENTRAL_URL/auth/token?grant_type=client_credentials&client_id=$CLIENT_ID&client_secret=$CLIENT_SECRET" \\
+          | sed 's/.*"access_token":"\\([^"]*\\)".*/\\1/')
+  curl -s -X POST "$CENTRAL_URL/api/events/events/search" -H "Authorization: Bearer \$CTOKEN" -H 'Content-Type: application/json' \\
+       -d '{"query":{"type":"and","clauses":[{"trackingId":{"type":"exact","term":"'\$TRACKING'"}}]}}'
+
+  # 7. Ops: the node's backlog, and every node as central sees it
+  curl -s "$NODE_URL/api/sync/status"; echo; curl -s "$CENTRAL_URL/api/sync/status"
+
+Press Ctrl-C to stop central and the node.
 WALK
 
-wait "$NODE_PID"
+wait "${PIDS[@]}"

@@ -501,6 +501,15 @@ impl CentralStore for Store {
             .map_err(fault)
     }
 
+    fn refill_pool(&mut self, node_id: NodeId) -> Result<(), StoreFault> {
+        self.write(|w| {
+            let unused = w.reader().unused_tracking_ids(node_id)?;
+            w.ensure_pool(node_id, u32::try_from(unused).unwrap_or(u32::MAX))
+                .map(|_| ())
+        })
+        .map_err(fault)
+    }
+
     fn feed_after(
         &self,
         node_id: NodeId,

@@ -52,6 +52,14 @@ pub trait CentralStore {
     /// Leases more tracking ids to the node when it reported fewer than the low-water mark
     /// (appending a grant to its feed).
     fn ensure_pool(&mut self, node_id: NodeId, pool_free: u32) -> Result<(), StoreFault>;
+    /// Tops up the node's tracking-id lease from central's own count of the ids it leased and saw
+    /// unused, after the node's entries used some (so a busy node is refilled before it runs dry,
+    /// without waiting for its next `Hello`). The default does nothing.
+    fn refill_pool(&mut self, node_id: NodeId) -> Result<(), StoreFault> {
+        let _ = node_id;
+        Ok(())
+    }
+
     /// Central's entries for this node after `cursor`: at most `max_items` / about `max_bytes`,
     /// the cursor after them, and whether more wait.
     fn feed_after(
@@ -267,9 +275,11 @@ impl CentralSession {
                 }
             }
             rejects.splice(0..0, content_rejects);
+            store.refill_pool(self.node_id)?;
         }
         self.outbox.push_back(Message::Ack(Ack { acked, rejects }));
-        Ok(())
+        // A refill (or any other feed growth) goes down right away.
+        self.push_down(store)
     }
 
     fn push_down(&mut self, store: &dyn CentralStore) -> Result<(), SyncError> {

@@ -226,6 +226,8 @@ impl NodeSession {
                     }
                     self.in_flight.retain(|f| f.last_seq > a.acked.seq);
                     self.acked = a.acked;
+                    // Never re-send what central already holds.
+                    self.next_seq = self.next_seq.max(a.acked.seq + 1);
                     self.status.last_success_ms = Some(now_ms);
                 }
                 store.record_ack(self.acked, &a.rejects, now_ms)?;

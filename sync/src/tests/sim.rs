@@ -3,9 +3,11 @@
 //! Everything runs in one thread on a virtual clock: a priority queue of events keyed by
 //! (virtual ms, sequence number), one seeded RNG per concern, `BTreeMap`s only. Messages travel
 //! as bytes through [`Message::encode`] / [`Message::decode`] and may be dropped, duplicated,
-//! delayed and reordered; links are partitioned (both ways or one way); nodes and central
-//! restart (sessions and in-flight messages are lost, stores survive and reload their merge
-//! documents from bytes). The nodes write throughout. Then everything heals and the loop runs
+//! delayed and reordered; links are partitioned (both ways or one way, and a partition longer
+//! than the idle timeout closes the connection); clocks jump; nodes and central restart (their
+//! sessions and the messages addressed to them are lost, messages they already sent still
+//! arrive, stores survive and reload their merge documents from bytes; the peer notices the
+//! dead connection only later). The nodes write throughout, also while cut off. Then everything heals and the loop runs
 //! until quiescent (bounded), and the checks run: convergence of every replica, no
 //! acknowledged entry lost, no duplicates, unique tracking ids.
 //!
@@ -31,7 +33,11 @@ const IDLE_TIMEOUT_MS: u64 = 30_000;
 const HEAL_BOUND_MS: u64 = 600_000;
 
 /// Most events one seed may process.
-const STEP_BOUND: u64 = 2_000_000;
+const STEP_BOUND: u64 = 50_000;
+
+/// Most messages one link may carry in one virtual second (both ways, duplicates included).
+/// A healthy session sends a few per round trip; more means messages beget messages (a storm).
+const LINK_MESSAGES_PER_SECOND_MAX: u64 = 100;
 
 /// Seeds per `cargo test` run.
 const SEEDS_PER_RUN: u64 = 1_000;
@@ -52,6 +58,9 @@ struct Link {
     /// Central → node messages are lost.
     down_blocked: bool,
     partition: u64,
+    /// The current virtual second and the messages sent on the link in it.
+    second: u64,
+    sent_in_second: u64,
 }
 
 #[derive(Debug)]
@@ -178,6 +187,8 @@ pub(crate) struct Outcome {
     pub(crate) partitions: u64,
     pub(crate) clock_jumps: u64,
     pub(crate) connections: u64,
+    /// Most messages one link carried in one virtual second.
+    pub(crate) peak_link_rate: u64,
 }
 
 #[derive(Debug)]
@@ -267,6 +278,8 @@ impl Sim {
                 up_blocked: false,
                 down_blocked: false,
                 partition: 0,
+                second: 0,
+                sent_in_second: 0,
             });
             let at = setup.range(0, 2_000);
             sim.schedule(at, Ev::Connect { node: i });
@@ -348,6 +361,20 @@ impl Sim {
     fn send(&mut self, node: usize, conn: u64, to_central: bool, msg: &Message) {
         let bytes = msg.encode();
         self.out.sent += 1;
+        let link = &mut self.links[node];
+        if link.second != self.now / 1000 {
+            link.second = self.now / 1000;
+            link.sent_in_second = 0;
+        }
+        link.sent_in_second += 1;
+        let rate = link.sent_in_second;
+        self.out.peak_link_rate = self.out.peak_link_rate.max(rate);
+        if rate == LINK_MESSAGES_PER_SECOND_MAX + 1 {
+            self.error(format!(
+                "message storm: more than {LINK_MESSAGES_PER_SECOND_MAX} messages in one second \
+                 on the link of n{node}"
+            ));
+        }
         let link = &self.links[node];
         let blocked = if to_central {
             link.up_blocked
@@ -1152,7 +1179,7 @@ fn sim_many_seeds() {
     eprintln!(
         "sim: {} seeds ok; writes {}, events {}, conflicts {}, messages sent {} (dropped {}, \
          duplicated {}), restarts {}, partitions {}, clock jumps {}, connections {}; \
-         slowest heal {} ms, most steps {}, most messages {}",
+         slowest heal {} ms, most steps {}, most messages {}, peak link rate {}/s",
         outs.len(),
         sum(|o| o.writes),
         sum(|o| o.events as u64),
@@ -1167,6 +1194,7 @@ fn sim_many_seeds() {
         outs.iter().map(|o| o.heal_ms).max().unwrap_or(0),
         outs.iter().map(|o| o.steps).max().unwrap_or(0),
         outs.iter().map(|o| o.sent).max().unwrap_or(0),
+        outs.iter().map(|o| o.peak_link_rate).max().unwrap_or(0),
     );
     let failures: Vec<(u64, String)> = results
         .into_iter()

@@ -82,21 +82,36 @@ pub fn central_cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
         String::from_utf8_lossy(&output.stderr)
     );
     serde_json::from_slice(&output.stdout).with_context(|| {
-        format!("crvs-central {} printed no JSON: {}", args.join(" "), String::from_utf8_lossy(&output.stdout))
+        format!(
+            "crvs-central {} printed no JSON: {}",
+            args.join(" "),
+            String::from_utf8_lossy(&output.stdout)
+        )
     })
 }
 
 impl CentralProcess {
     /// Initialises central with the demo locations and a health client, and runs it.
     pub fn start() -> anyhow::Result<Self> {
-        let dir = tempfile::Builder::new().prefix("crvs-central-test-").tempdir()?;
+        let dir = tempfile::Builder::new()
+            .prefix("crvs-central-test-")
+            .tempdir()?;
         let data_dir = dir.path().join("data");
         central_cli(&data_dir, &["init", "--demo-locations"])?;
-        let health: Credentials =
-            serde_json::from_value(central_cli(&data_dir, &["client", "add", "--name", "health", "--health"])?)
-                .context("decoding client add output")?;
+        let health: Credentials = serde_json::from_value(central_cli(
+            &data_dir,
+            &["client", "add", "--name", "health", "--health"],
+        )?)
+        .context("decoding client add output")?;
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
-        let mut central = Self { dir, child: None, http: any, quic: any, health, starts: 0 };
+        let mut central = Self {
+            dir,
+            child: None,
+            http: any,
+            quic: any,
+            health,
+            starts: 0,
+        };
         central.spawn_run(any, any)?;
         Ok(central)
     }
@@ -124,7 +139,9 @@ impl CentralProcess {
     /// An HTTP client for central's API with a token of the health client.
     pub async fn health_api(&self) -> anyhow::Result<Api> {
         let anonymous = Api::new(format!("http://{}", self.http), None);
-        let reply = anonymous.token_by_query("/auth/token", &self.health).await?;
+        let reply = anonymous
+            .token_by_query("/auth/token", &self.health)
+            .await?;
         let token = reply.body["access_token"]
             .as_str()
             .with_context(|| format!("central token: {} {}", reply.status, reply.body))?
@@ -135,7 +152,13 @@ impl CentralProcess {
     /// Enrolls a node for `location` and writes its bundle into `node_data_dir`; the bundle
     /// points the node at `quic_addr` (central itself, or a proxy in front of it). Returns the
     /// bundle path.
-    pub fn enroll(&self, node_id: &str, location: &str, quic_addr: SocketAddr, node_data_dir: &Path) -> anyhow::Result<PathBuf> {
+    pub fn enroll(
+        &self,
+        node_id: &str,
+        location: &str,
+        quic_addr: SocketAddr,
+        node_data_dir: &Path,
+    ) -> anyhow::Result<PathBuf> {
         std::fs::create_dir_all(node_data_dir)?;
         let bundle = node_data_dir.join("bundle.json");
         let bundle_arg = bundle.to_string_lossy().into_owned();
@@ -149,7 +172,16 @@ impl CentralProcess {
             .arg("--data-dir")
             .arg(self.data_dir())
             .args(["--public-quic-addr", &quic, "--public-http-url", &http])
-            .args(["node", "enroll", "--node-id", node_id, "--location", location, "--name", "test node"])
+            .args([
+                "node",
+                "enroll",
+                "--node-id",
+                node_id,
+                "--location",
+                location,
+                "--name",
+                "test node",
+            ])
             .args(["--out", &bundle_arg])
             .stdin(Stdio::null())
             .output()?;
@@ -170,7 +202,12 @@ impl CentralProcess {
     pub async fn sync_status(&self) -> anyhow::Result<Value> {
         let api = Api::new(format!("http://{}", self.http), None);
         let reply = api.get("/api/sync/status").await?;
-        anyhow::ensure!(reply.status == 200, "sync status: {} {}", reply.status, reply.body);
+        anyhow::ensure!(
+            reply.status == 200,
+            "sync status: {} {}",
+            reply.status,
+            reply.body
+        );
         Ok(reply.body)
     }
 
@@ -192,7 +229,9 @@ impl CentralProcess {
 
     /// Whether the process is still alive.
     pub fn is_running(&mut self) -> bool {
-        self.child.as_mut().is_some_and(|c| matches!(c.try_wait(), Ok(None)))
+        self.child
+            .as_mut()
+            .is_some_and(|c| matches!(c.try_wait(), Ok(None)))
     }
 
     /// Where central's stderr goes.
@@ -203,7 +242,10 @@ impl CentralProcess {
     fn spawn_run(&mut self, http: SocketAddr, quic: SocketAddr) -> anyhow::Result<()> {
         self.starts += 1;
         let log_path = self.stderr_log();
-        let mut log = OpenOptions::new().create(true).append(true).open(&log_path)?;
+        let mut log = OpenOptions::new()
+            .create(true)
+            .append(true)
+            .open(&log_path)?;
         writeln!(log, "===== crvs-central run, start {} =====", self.starts)?;
         let mut cmd = Command::new(central_bin());
         for var in CENTRAL_ENV_VARS {
@@ -212,7 +254,13 @@ impl CentralProcess {
         let mut child = cmd
             .arg("--data-dir")
             .arg(self.data_dir())
-            .args(["--http-listen", &http.to_string(), "--quic-listen", &quic.to_string(), "run"])
+            .args([
+                "--http-listen",
+                &http.to_string(),
+                "--quic-listen",
+                &quic.to_string(),
+                "run",
+            ])
             .env("NO_COLOR", "1")
             .stdin(Stdio::null())
             .stdout(Stdio::piped())
@@ -228,11 +276,18 @@ impl CentralProcess {
         });
         let line = rx.recv_timeout(STARTUP_TIMEOUT).map_err(|_| {
             let _ = child.kill();
-            anyhow::anyhow!("crvs-central printed no listening line; see {}", log_path.display())
+            anyhow::anyhow!(
+                "crvs-central printed no listening line; see {}",
+                log_path.display()
+            )
         })?;
-        let value: Value = serde_json::from_str(line.trim())
-            .with_context(|| format!("crvs-central printed {line:?}; see {}", log_path.display()))?;
-        self.http = value["listening"].as_str().context("no http address")?.parse()?;
+        let value: Value = serde_json::from_str(line.trim()).with_context(|| {
+            format!("crvs-central printed {line:?}; see {}", log_path.display())
+        })?;
+        self.http = value["listening"]
+            .as_str()
+            .context("no http address")?
+            .parse()?;
         self.quic = value["quic"].as_str().context("no quic address")?.parse()?;
         self.child = Some(child);
         Ok(())
@@ -266,7 +321,12 @@ where
 /// A node's `GET /api/sync/status`.
 pub async fn node_sync_status(node: &crate::NodeProcess) -> anyhow::Result<Value> {
     let reply = node.anonymous().get("/api/sync/status").await?;
-    anyhow::ensure!(reply.status == 200, "node sync status: {} {}", reply.status, reply.body);
+    anyhow::ensure!(
+        reply.status == 200,
+        "node sync status: {} {}",
+        reply.status,
+        reply.body
+    );
     Ok(reply.body)
 }
 
@@ -301,8 +361,15 @@ pub async fn central_event_count(api: &Api, event_type: &str) -> anyhow::Result<
             "limit": 1
         }))
         .await?;
-    anyhow::ensure!(reply.status == 200, "central search: {} {}", reply.status, reply.body);
-    reply.body["total"].as_u64().context("search answer has no total")
+    anyhow::ensure!(
+        reply.status == 200,
+        "central search: {} {}",
+        reply.status,
+        reply.body
+    );
+    reply.body["total"]
+        .as_u64()
+        .context("search answer has no total")
 }
 
 /// A small seeded generator (splitmix64) for fault timing in tests.
@@ -317,7 +384,10 @@ impl TestRng {
 
     /// The seed from `CRVS_TEST_SEED`, or `default`; printed so a failure can be replayed.
     pub fn from_env(default: u64) -> Self {
-        let seed = std::env::var("CRVS_TEST_SEED").ok().and_then(|s| s.parse().ok()).unwrap_or(default);
+        let seed = std::env::var("CRVS_TEST_SEED")
+            .ok()
+            .and_then(|s| s.parse().ok())
+            .unwrap_or(default);
         eprintln!("test seed: {seed} (replay with CRVS_TEST_SEED={seed})");
         Self(seed)
     }

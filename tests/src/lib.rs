@@ -57,7 +57,8 @@ pub fn node_bin() -> &'static Path {
     static BIN: OnceLock<PathBuf> = OnceLock::new();
     BIN.get_or_init(|| match std::env::var_os("CRVS_NODE_BIN") {
         Some(path) => PathBuf::from(path),
-        None => build_bin("crvs-node", "crvs-node").unwrap_or_else(|e| panic!("building crvs-node: {e:#}")),
+        None => build_bin("crvs-node", "crvs-node")
+            .unwrap_or_else(|e| panic!("building crvs-node: {e:#}")),
     })
 }
 

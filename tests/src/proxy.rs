@@ -44,12 +44,23 @@ pub struct LinkFaults {
 impl LinkFaults {
     /// A perfect link.
     pub fn clean() -> Self {
-        Self { drop: 0.0, duplicate: 0.0, reorder: 0.0, delay: Duration::ZERO, jitter: Duration::ZERO, rate_bps: 0 }
+        Self {
+            drop: 0.0,
+            duplicate: 0.0,
+            reorder: 0.0,
+            delay: Duration::ZERO,
+            jitter: Duration::ZERO,
+            rate_bps: 0,
+        }
     }
 
     /// Loss and delay only.
     pub fn lossy(drop: f64, delay: Duration) -> Self {
-        Self { drop, delay, ..Self::clean() }
+        Self {
+            drop,
+            delay,
+            ..Self::clean()
+        }
     }
 }
 
@@ -100,12 +111,20 @@ impl Shared {
     }
 
     fn stats_mut(&mut self, dir: usize) -> &mut ProxyStats {
-        if dir == 0 { &mut self.up } else { &mut self.down }
+        if dir == 0 {
+            &mut self.up
+        } else {
+            &mut self.down
+        }
     }
 
     /// Decides the fate of one packet: the delivery times (empty when dropped).
     fn schedule(&mut self, dir: usize, len: usize, now: Instant) -> Vec<Instant> {
-        let faults = if dir == 0 { self.config.up.clone() } else { self.config.down.clone() };
+        let faults = if dir == 0 {
+            self.config.up.clone()
+        } else {
+            self.config.down.clone()
+        };
         self.stats_mut(dir).packets_in += 1;
         if self.blackout || self.next_f64() < faults.drop {
             self.stats_mut(dir).dropped += 1;
@@ -113,16 +132,17 @@ impl Shared {
         }
         // Serialisation at the capped rate: the wire is busy for len*8/rate seconds.
         let start = self.wire_free[dir].max(now);
-        let busy = if faults.rate_bps == 0 {
-            Duration::ZERO
-        } else {
-            Duration::from_nanos((len as u64 * 8).saturating_mul(1_000_000_000) / faults.rate_bps)
-        };
+        let busy = ((len as u64 * 8).saturating_mul(1_000_000_000))
+            .checked_div(faults.rate_bps)
+            .map_or(Duration::ZERO, Duration::from_nanos);
         self.wire_free[dir] = start + busy;
         let jitter = faults.jitter.mul_f64(self.next_f64());
         let mut at = start + busy + faults.delay + jitter;
         if self.next_f64() < faults.reorder {
-            at += faults.delay.max(Duration::from_millis(5)).mul_f64(0.5 + self.next_f64());
+            at += faults
+                .delay
+                .max(Duration::from_millis(5))
+                .mul_f64(0.5 + self.next_f64());
         }
         let mut times = vec![at];
         if self.next_f64() < faults.duplicate {
@@ -167,7 +187,10 @@ struct Pending {
 impl LossyProxy {
     /// Starts a proxy on `127.0.0.1:0` forwarding to `upstream` (which must be on loopback).
     pub async fn start(upstream: SocketAddr, config: ProxyConfig) -> anyhow::Result<Self> {
-        anyhow::ensure!(upstream.ip().is_loopback(), "the proxy only forwards to loopback addresses");
+        anyhow::ensure!(
+            upstream.ip().is_loopback(),
+            "the proxy only forwards to loopback addresses"
+        );
         let front = Arc::new(UdpSocket::bind("127.0.0.1:0").await?);
         let addr = front.local_addr()?;
         let now = Instant::now();
@@ -181,17 +204,27 @@ impl LossyProxy {
         }));
         let (tx, rx) = mpsc::channel::<Pending>(QUEUE_PACKETS_MAX);
         let backs: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
-        let mut tasks = Vec::new();
-        tasks.push(tokio::spawn(Self::deliver(rx, Arc::clone(&front), Arc::clone(&backs), upstream, Arc::clone(&shared))));
-        tasks.push(tokio::spawn(Self::front_loop(
-            Arc::clone(&front),
-            Arc::clone(&shared),
-            tx.clone(),
-            Arc::clone(&backs),
-        )));
+        let tasks = vec![
+            tokio::spawn(Self::deliver(
+                rx,
+                Arc::clone(&front),
+                Arc::clone(&backs),
+                upstream,
+                Arc::clone(&shared),
+            )),
+            tokio::spawn(Self::front_loop(
+                Arc::clone(&front),
+                Arc::clone(&shared),
+                tx,
+                Arc::clone(&backs),
+            )),
+        ];
         // Each per-client upstream socket's receive loop is spawned by front_loop.
-        let _ = tx;
-        Ok(Self { addr, shared, tasks })
+        Ok(Self {
+            addr,
+            shared,
+            tasks,
+        })
     }
 
     /// The address clients should dial instead of the upstream.
@@ -216,7 +249,10 @@ impl LossyProxy {
 
     /// Counters: (client → upstream, upstream → client).
     pub fn stats(&self) -> (ProxyStats, ProxyStats) {
-        self.shared.lock().map(|s| (s.up, s.down)).unwrap_or_default()
+        self.shared
+            .lock()
+            .map(|s| (s.up, s.down))
+            .unwrap_or_default()
     }
 
     async fn front_loop(
@@ -228,15 +264,27 @@ impl LossyProxy {
         let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
         let mut seq = 0u64;
         loop {
-            let Ok((len, client)) = front.recv_from(&mut buf).await else { return };
-            let known = backs.lock().map(|b| b.contains_key(&client)).unwrap_or(true);
+            let Ok((len, client)) = front.recv_from(&mut buf).await else {
+                return;
+            };
+            let known = backs
+                .lock()
+                .map(|b| b.contains_key(&client))
+                .unwrap_or(true);
             if !known {
-                let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else { continue };
+                let Ok(back) = UdpSocket::bind("127.0.0.1:0").await else {
+                    continue;
+                };
                 let back = Arc::new(back);
                 if let Ok(mut b) = backs.lock() {
                     b.insert(client, Arc::clone(&back));
                 }
-                tokio::spawn(Self::back_loop(back, client, Arc::clone(&shared), tx.clone()));
+                tokio::spawn(Self::back_loop(
+                    back,
+                    client,
+                    Arc::clone(&shared),
+                    tx.clone(),
+                ));
             }
             let times = match shared.lock() {
                 Ok(mut s) => s.schedule(0, len, Instant::now()),
@@ -244,33 +292,52 @@ impl LossyProxy {
             };
             for at in times {
                 seq += 1;
-                let pending = Pending { at, seq, dir: 0, client, bytes: buf[..len].to_vec() };
-                if tx.try_send(pending).is_err() {
-                    if let Ok(mut s) = shared.lock() {
-                        s.up.dropped += 1;
-                    }
+                let pending = Pending {
+                    at,
+                    seq,
+                    dir: 0,
+                    client,
+                    bytes: buf[..len].to_vec(),
+                };
+                if tx.try_send(pending).is_err()
+                    && let Ok(mut s) = shared.lock()
+                {
+                    s.up.dropped += 1;
                 }
             }
         }
     }
 
-    async fn back_loop(back: Arc<UdpSocket>, client: SocketAddr, shared: Arc<Mutex<Shared>>, tx: mpsc::Sender<Pending>) {
+    async fn back_loop(
+        back: Arc<UdpSocket>,
+        client: SocketAddr,
+        shared: Arc<Mutex<Shared>>,
+        tx: mpsc::Sender<Pending>,
+    ) {
         let mut buf = vec![0u8; DATAGRAM_BYTES_MAX];
         // Sequence numbers for this direction start high so they never collide with the front's.
         let mut seq = 1u64 << 62;
         loop {
-            let Ok((len, _)) = back.recv_from(&mut buf).await else { return };
+            let Ok((len, _)) = back.recv_from(&mut buf).await else {
+                return;
+            };
             let times = match shared.lock() {
                 Ok(mut s) => s.schedule(1, len, Instant::now()),
                 Err(_) => return,
             };
             for at in times {
                 seq += 1;
-                let pending = Pending { at, seq, dir: 1, client, bytes: buf[..len].to_vec() };
-                if tx.try_send(pending).is_err() {
-                    if let Ok(mut s) = shared.lock() {
-                        s.down.dropped += 1;
-                    }
+                let pending = Pending {
+                    at,
+                    seq,
+                    dir: 1,
+                    client,
+                    bytes: buf[..len].to_vec(),
+                };
+                if tx.try_send(pending).is_err()
+                    && let Ok(mut s) = shared.lock()
+                {
+                    s.down.dropped += 1;
                 }
             }
         }

@@ -42,12 +42,28 @@ async fn round_trip(proxy: &LossyProxy, count: u32, size: usize, quiet: Duration
 async fn clean_link_delivers_everything_with_the_configured_delay() {
     let upstream = echo_server().await;
     let delay = Duration::from_millis(40);
-    let faults = LinkFaults { delay, ..LinkFaults::clean() };
-    let proxy = LossyProxy::start(upstream, ProxyConfig { up: faults.clone(), down: faults, seed: 1 }).await.unwrap();
+    let faults = LinkFaults {
+        delay,
+        ..LinkFaults::clean()
+    };
+    let proxy = LossyProxy::start(
+        upstream,
+        ProxyConfig {
+            up: faults.clone(),
+            down: faults,
+            seed: 1,
+        },
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
     let got = round_trip(&proxy, 1, 32, Duration::from_millis(500)).await;
     assert_eq!(got, vec![0]);
-    assert!(start.elapsed() >= delay * 2, "round trip {:?} shorter than 2 × {delay:?}", start.elapsed());
+    assert!(
+        start.elapsed() >= delay * 2,
+        "round trip {:?} shorter than 2 × {delay:?}",
+        start.elapsed()
+    );
     let got = round_trip(&proxy, 200, 32, Duration::from_millis(300)).await;
     assert_eq!(got.len(), 200);
 }
@@ -55,8 +71,21 @@ async fn clean_link_delivers_everything_with_the_configured_delay() {
 #[tokio::test]
 async fn loss_and_duplication_rates_follow_the_settings() {
     let upstream = echo_server().await;
-    let up = LinkFaults { drop: 0.2, duplicate: 0.1, ..LinkFaults::clean() };
-    let proxy = LossyProxy::start(upstream, ProxyConfig { up, down: LinkFaults::clean(), seed: 7 }).await.unwrap();
+    let up = LinkFaults {
+        drop: 0.2,
+        duplicate: 0.1,
+        ..LinkFaults::clean()
+    };
+    let proxy = LossyProxy::start(
+        upstream,
+        ProxyConfig {
+            up,
+            down: LinkFaults::clean(),
+            seed: 7,
+        },
+    )
+    .await
+    .unwrap();
     let got = round_trip(&proxy, 2000, 16, Duration::from_millis(300)).await;
     let (up_stats, _) = proxy.stats();
     assert_eq!(up_stats.packets_in, 2000);
@@ -72,34 +101,83 @@ async fn loss_and_duplication_rates_follow_the_settings() {
 #[tokio::test]
 async fn reordering_lets_later_packets_overtake() {
     let upstream = echo_server().await;
-    let up = LinkFaults { reorder: 0.3, delay: Duration::from_millis(10), ..LinkFaults::clean() };
-    let proxy = LossyProxy::start(upstream, ProxyConfig { up, down: LinkFaults::clean(), seed: 3 }).await.unwrap();
+    let up = LinkFaults {
+        reorder: 0.3,
+        delay: Duration::from_millis(10),
+        ..LinkFaults::clean()
+    };
+    let proxy = LossyProxy::start(
+        upstream,
+        ProxyConfig {
+            up,
+            down: LinkFaults::clean(),
+            seed: 3,
+        },
+    )
+    .await
+    .unwrap();
     let got = round_trip(&proxy, 300, 16, Duration::from_millis(300)).await;
     assert_eq!(got.len(), 300);
-    assert!(got.windows(2).any(|w| w[1] < w[0]), "expected some packets out of order");
+    assert!(
+        got.windows(2).any(|w| w[1] < w[0]),
+        "expected some packets out of order"
+    );
 }
 
 #[tokio::test]
 async fn bandwidth_cap_paces_delivery() {
     let upstream = echo_server().await;
     // 80 kbit/s: 100 packets of 1000 bytes = 800 kbit = about 10 s... too slow; use 50 packets at 400 kbit/s = 1 s.
-    let up = LinkFaults { rate_bps: 400_000, ..LinkFaults::clean() };
-    let proxy = LossyProxy::start(upstream, ProxyConfig { up, down: LinkFaults::clean(), seed: 5 }).await.unwrap();
+    let up = LinkFaults {
+        rate_bps: 400_000,
+        ..LinkFaults::clean()
+    };
+    let proxy = LossyProxy::start(
+        upstream,
+        ProxyConfig {
+            up,
+            down: LinkFaults::clean(),
+            seed: 5,
+        },
+    )
+    .await
+    .unwrap();
     let start = Instant::now();
     let got = round_trip(&proxy, 50, 1000, Duration::from_millis(400)).await;
     let elapsed = start.elapsed().saturating_sub(Duration::from_millis(400));
     assert_eq!(got.len(), 50);
-    assert!(elapsed >= Duration::from_millis(900), "50 kB at 400 kbit/s took only {elapsed:?}");
+    assert!(
+        elapsed >= Duration::from_millis(900),
+        "50 kB at 400 kbit/s took only {elapsed:?}"
+    );
 }
 
 #[tokio::test]
 async fn blackout_drops_everything_until_lifted() {
     let upstream = echo_server().await;
-    let proxy = LossyProxy::start(upstream, ProxyConfig { up: LinkFaults::clean(), down: LinkFaults::clean(), seed: 9 }).await.unwrap();
+    let proxy = LossyProxy::start(
+        upstream,
+        ProxyConfig {
+            up: LinkFaults::clean(),
+            down: LinkFaults::clean(),
+            seed: 9,
+        },
+    )
+    .await
+    .unwrap();
     proxy.set_blackout(true);
-    assert!(round_trip(&proxy, 20, 16, Duration::from_millis(200)).await.is_empty());
+    assert!(
+        round_trip(&proxy, 20, 16, Duration::from_millis(200))
+            .await
+            .is_empty()
+    );
     proxy.set_blackout(false);
-    assert_eq!(round_trip(&proxy, 20, 16, Duration::from_millis(200)).await.len(), 20);
+    assert_eq!(
+        round_trip(&proxy, 20, 16, Duration::from_millis(200))
+            .await
+            .len(),
+        20
+    );
 }
 
 #[tokio::test]
@@ -107,8 +185,20 @@ async fn the_same_seed_gives_the_same_fault_pattern() {
     let upstream = echo_server().await;
     let mut patterns = Vec::new();
     for _ in 0..2 {
-        let up = LinkFaults { drop: 0.3, ..LinkFaults::clean() };
-        let proxy = LossyProxy::start(upstream, ProxyConfig { up, down: LinkFaults::clean(), seed: 42 }).await.unwrap();
+        let up = LinkFaults {
+            drop: 0.3,
+            ..LinkFaults::clean()
+        };
+        let proxy = LossyProxy::start(
+            upstream,
+            ProxyConfig {
+                up,
+                down: LinkFaults::clean(),
+                seed: 42,
+            },
+        )
+        .await
+        .unwrap();
         let mut got = round_trip(&proxy, 300, 16, Duration::from_millis(300)).await;
         got.sort_unstable();
         patterns.push(got);

@@ -5,7 +5,9 @@
 
 use std::time::Duration;
 
-use crvs_tests::central::{CentralProcess, node_sync_status, start_enrolled_node, wait_synced, eventually};
+use crvs_tests::central::{
+    CentralProcess, eventually, node_sync_status, start_enrolled_node, wait_synced,
+};
 use crvs_tests::{HOSPITAL_ID, OFFICE_ID, sample_birth_declaration};
 
 /// Chikobo Rural Health Centre, same district (Ibombo) as the hospital.
@@ -37,7 +39,12 @@ async fn a_notification_travels_from_a_clinic_to_central_and_to_its_district() {
     let event_id = created.body["id"].as_str().unwrap().to_owned();
     let tracking = created.body["trackingId"].as_str().unwrap().to_owned();
     let notified = api
-        .notify(&event_id, &uuid::Uuid::new_v4().to_string(), OFFICE_ID, &sample_birth_declaration())
+        .notify(
+            &event_id,
+            &uuid::Uuid::new_v4().to_string(),
+            OFFICE_ID,
+            &sample_birth_declaration(),
+        )
         .await
         .unwrap();
     assert_eq!(notified.status, 200, "{}", notified.body);
@@ -52,7 +59,12 @@ async fn a_notification_travels_from_a_clinic_to_central_and_to_its_district() {
     assert_eq!(found.body["results"][0]["id"], event_id.as_str());
     let read = central_api.read(&event_id).await.unwrap();
     assert_eq!(read.status, 200, "{}", read.body);
-    let types: Vec<&str> = read.body["actions"].as_array().unwrap().iter().map(|a| a["type"].as_str().unwrap()).collect();
+    let types: Vec<&str> = read.body["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| a["type"].as_str().unwrap())
+        .collect();
     assert_eq!(&types[..3], ["CREATE", "NOTIFY", "NOTIFY"]);
 
     // Node B (same district) receives it; node C (another district) does not.
@@ -64,7 +76,9 @@ async fn a_notification_travels_from_a_clinic_to_central_and_to_its_district() {
     .await
     .unwrap();
     let c_status = wait_synced(&c, SYNC_TIMEOUT).await.unwrap();
-    let b_cursor = node_sync_status(&b).await.unwrap()["downCursor"].as_u64().unwrap();
+    let b_cursor = node_sync_status(&b).await.unwrap()["downCursor"]
+        .as_u64()
+        .unwrap();
     eventually("node C to catch up with the feed", SYNC_TIMEOUT, || async {
         let s = node_sync_status(&c).await?;
         Ok((s["downCursor"].as_u64().unwrap_or(0) >= b_cursor).then_some(()))
@@ -73,7 +87,11 @@ async fn a_notification_travels_from_a_clinic_to_central_and_to_its_district() {
     .unwrap();
     let c_api = c.health_api().await.unwrap();
     let at_c = c_api.search_tracking_id(&tracking).await.unwrap();
-    assert_eq!(at_c.body["total"], 0, "node C must not see another district's record: {}", at_c.body);
+    assert_eq!(
+        at_c.body["total"], 0,
+        "node C must not see another district's record: {}",
+        at_c.body
+    );
     assert_eq!(c_status["enrolled"], true);
 
     // The client created at central authenticates at the node (its secret hash synced down).
@@ -85,7 +103,11 @@ async fn a_notification_travels_from_a_clinic_to_central_and_to_its_district() {
     let status = central.sync_status().await.unwrap();
     let text = status.to_string();
     for node in [&a, &b, &c] {
-        assert!(text.contains(node.node_id()), "central status lacks node {}: {text}", node.node_id());
+        assert!(
+            text.contains(node.node_id()),
+            "central status lacks node {}: {text}",
+            node.node_id()
+        );
     }
     let metrics = a.anonymous().get("/metrics").await.unwrap();
     assert_eq!(metrics.status, 200);

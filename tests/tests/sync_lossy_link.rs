@@ -5,7 +5,10 @@
 use std::sync::Arc;
 use std::time::Duration;
 
-use crvs_tests::central::{CentralProcess, TestRng, central_event_count, eventually, node_sync_status, start_enrolled_node, wait_synced};
+use crvs_tests::central::{
+    CentralProcess, TestRng, central_event_count, eventually, node_sync_status,
+    start_enrolled_node, wait_synced,
+};
 use crvs_tests::proxy::{LinkFaults, LossyProxy, ProxyConfig};
 use crvs_tests::{HOSPITAL_ID, sample_birth_declaration};
 
@@ -16,11 +19,22 @@ const CLIENTS: usize = 8;
 async fn a_thousand_notifications_cross_a_lossy_link_exactly_once() {
     let mut rng = TestRng::from_env(20261126);
     let central = CentralProcess::start().unwrap();
-    let link = LinkFaults { drop: 0.05, delay: Duration::from_millis(150), ..LinkFaults::clean() };
+    let link = LinkFaults {
+        drop: 0.05,
+        delay: Duration::from_millis(150),
+        ..LinkFaults::clean()
+    };
     let proxy = Arc::new(
-        LossyProxy::start(central.quic(), ProxyConfig { up: link.clone(), down: link, seed: rng.next_u64() })
-            .await
-            .unwrap(),
+        LossyProxy::start(
+            central.quic(),
+            ProxyConfig {
+                up: link.clone(),
+                down: link,
+                seed: rng.next_u64(),
+            },
+        )
+        .await
+        .unwrap(),
     );
     let node = start_enrolled_node(&central, HOSPITAL_ID, proxy.addr()).unwrap();
 
@@ -55,7 +69,10 @@ async fn a_thousand_notifications_cross_a_lossy_link_exactly_once() {
             let mut ids = Vec::new();
             for i in (c..NOTIFICATIONS).step_by(CLIENTS) {
                 let tx = format!("lossy-{i}");
-                let reply = api.create_and_notify("birth", &tx, HOSPITAL_ID, &sample_birth_declaration()).await.unwrap();
+                let reply = api
+                    .create_and_notify("birth", &tx, HOSPITAL_ID, &sample_birth_declaration())
+                    .await
+                    .unwrap();
                 assert_eq!(reply.status, 200, "{}", reply.body);
                 ids.push(reply.body["id"].as_str().unwrap().to_owned());
             }
@@ -73,17 +90,36 @@ async fn a_thousand_notifications_cross_a_lossy_link_exactly_once() {
     eprintln!("node status after sync: {status}");
     let (up, down) = proxy.stats();
     eprintln!("proxy up {up:?} down {down:?}");
-    assert!(up.dropped > 0 && down.dropped > 0, "the link must actually have lost packets");
+    assert!(
+        up.dropped > 0 && down.dropped > 0,
+        "the link must actually have lost packets"
+    );
 
     // Exactly once at central: a thousand events, each with its three actions.
     let central_api = central.health_api().await.unwrap();
-    assert_eq!(central_event_count(&central_api, "birth").await.unwrap(), NOTIFICATIONS as u64);
+    assert_eq!(
+        central_event_count(&central_api, "birth").await.unwrap(),
+        NOTIFICATIONS as u64
+    );
     for id in event_ids.iter().step_by(97) {
         let doc = central_api.read(id).await.unwrap();
         assert_eq!(doc.status, 200, "{}", doc.body);
-        let types: Vec<&str> = doc.body["actions"].as_array().unwrap().iter().map(|a| a["type"].as_str().unwrap()).collect();
-        assert_eq!(types.iter().filter(|t| **t == "CREATE").count(), 1, "{types:?}");
-        assert_eq!(types.iter().filter(|t| **t == "NOTIFY").count(), 2, "{types:?}");
+        let types: Vec<&str> = doc.body["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .map(|a| a["type"].as_str().unwrap())
+            .collect();
+        assert_eq!(
+            types.iter().filter(|t| **t == "CREATE").count(),
+            1,
+            "{types:?}"
+        );
+        assert_eq!(
+            types.iter().filter(|t| **t == "NOTIFY").count(),
+            2,
+            "{types:?}"
+        );
     }
     // Central acknowledged the node's whole log and recorded no reject.
     let central_status = central.sync_status().await.unwrap().to_string();

@@ -5,7 +5,10 @@ use std::collections::BTreeMap;
 use std::sync::Arc;
 use std::time::Duration;
 
-use crvs_tests::central::{CentralProcess, TestRng, central_event_count, eventually, node_sync_status, start_enrolled_node, wait_synced};
+use crvs_tests::central::{
+    CentralProcess, TestRng, central_event_count, eventually, node_sync_status,
+    start_enrolled_node, wait_synced,
+};
 use crvs_tests::{HOSPITAL_ID, sample_birth_declaration};
 
 const ROUNDS: usize = 50;
@@ -13,7 +16,7 @@ const CLIENTS: usize = 4;
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn acknowledged_actions_survive_kills_of_node_and_central_during_sync() {
-    let mut rng = TestRng::from_env(0x5EED_0F_5107);
+    let mut rng = TestRng::from_env(0x005E_ED0F_5107);
     let mut central = CentralProcess::start().unwrap();
     let mut node = start_enrolled_node(&central, HOSPITAL_ID, central.quic()).unwrap();
     eventually("a tracking-id lease", Duration::from_secs(60), || async {
@@ -37,9 +40,15 @@ async fn acknowledged_actions_survive_kills_of_node_and_central_during_sync() {
                 let mut done = Vec::new();
                 for i in 0..per_client {
                     let tx = format!("kill-{round}-{c}-{i}");
-                    match api.create_and_notify("birth", &tx, HOSPITAL_ID, &sample_birth_declaration()).await {
+                    match api
+                        .create_and_notify("birth", &tx, HOSPITAL_ID, &sample_birth_declaration())
+                        .await
+                    {
                         Ok(reply) if reply.status == 200 => {
-                            done.push((tx, reply.body["id"].as_str().unwrap_or_default().to_owned()));
+                            done.push((
+                                tx,
+                                reply.body["id"].as_str().unwrap_or_default().to_owned(),
+                            ));
                         }
                         // Refused because the node is dying, or the pool ran dry mid-round: not acknowledged.
                         _ => {}
@@ -67,7 +76,10 @@ async fn acknowledged_actions_survive_kills_of_node_and_central_during_sync() {
             central.restart().unwrap();
         }
     }
-    eprintln!("{ROUNDS} rounds: {node_kills} node kills, {central_kills} central kills, {} acknowledged", acknowledged.len());
+    eprintln!(
+        "{ROUNDS} rounds: {node_kills} node kills, {central_kills} central kills, {} acknowledged",
+        acknowledged.len()
+    );
     assert!(node_kills > 0 && central_kills > 0);
     assert!(!acknowledged.is_empty());
 
@@ -79,17 +91,33 @@ async fn acknowledged_actions_survive_kills_of_node_and_central_during_sync() {
     let node_api = node.health_api().await.unwrap();
     for (tx, event_id) in &acknowledged {
         let doc = central_api.read(event_id).await.unwrap();
-        assert_eq!(doc.status, 200, "acknowledged {tx} ({event_id}) missing at central: {}", doc.body);
-        let notifies = doc.body["actions"].as_array().unwrap().iter().filter(|a| a["type"] == "NOTIFY").count();
+        assert_eq!(
+            doc.status, 200,
+            "acknowledged {tx} ({event_id}) missing at central: {}",
+            doc.body
+        );
+        let notifies = doc.body["actions"]
+            .as_array()
+            .unwrap()
+            .iter()
+            .filter(|a| a["type"] == "NOTIFY")
+            .count();
         assert_eq!(notifies, 2, "{tx}: {}", doc.body);
         // And still at the node after its restarts.
-        let replay = node_api.create_and_notify("birth", tx, HOSPITAL_ID, &sample_birth_declaration()).await.unwrap();
+        let replay = node_api
+            .create_and_notify("birth", tx, HOSPITAL_ID, &sample_birth_declaration())
+            .await
+            .unwrap();
         assert_eq!(replay.status, 200, "{}", replay.body);
         assert_eq!(replay.body["id"], event_id.as_str());
     }
     // Same number of events on both sides (nothing duplicated, nothing half-applied).
     let at_node = node.status().unwrap();
     let at_central = central_event_count(&central_api, "birth").await.unwrap();
-    assert_eq!(at_central, at_node.events, "node has {} events, central {at_central}", at_node.events);
+    assert_eq!(
+        at_central, at_node.events,
+        "node has {} events, central {at_central}",
+        at_node.events
+    );
     assert!(node.verify_log().is_ok());
 }

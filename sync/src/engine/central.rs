@@ -255,11 +255,10 @@ impl CentralSession {
                         reason: e.reason().to_owned(),
                         detail: e.to_string(),
                     };
-                    // A gap is the only refusal honest nodes cause (lost or reordered batches);
-                    // everything else is evidence and is recorded.
-                    if !matches!(e, VerifyError::Gap { .. }) {
-                        store.record_reject(self.node_id, entry, &reject)?;
-                    }
+                    // Every refusal is recorded and visible to ops. A gap is the only one an honest
+                    // node can cause (a lost batch); it is recorded but never quarantines, and the
+                    // node simply resends from what central acknowledged.
+                    store.record_reject(self.node_id, entry, &reject)?;
                     rejects.push(reject);
                     break;
                 }

@@ -49,6 +49,9 @@ const SETTLE: Duration = Duration::from_millis(500);
 
 const MIB: f64 = 1024.0 * 1024.0;
 
+/// Busy CPU time above this fraction while both servers idle means something else is running.
+const BUSY_CPU: f64 = 0.15;
+
 /// The issue's targets.
 const TARGET_RATIO: f64 = 3.0;
 const TARGET_IDLE_RSS_MIB: f64 = 30.0;
@@ -739,6 +742,32 @@ fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
     Ok((field("VmRSS:")?, field("VmHWM:")?))
 }
 
+/// `(busy, total)` CPU time of the whole machine so far, from the first line of `/proc/stat`.
+fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = fields.iter().sum();
+    // idle and iowait
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The fraction of CPU time the machine spent busy over `window` (both servers idle then).
+async fn cpu_busy(window: Duration) -> Option<f64> {
+    let (busy0, total0) = cpu_times()?;
+    tokio::time::sleep(window).await;
+    let (busy1, total1) = cpu_times()?;
+    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / total as f64)
+}
+
 fn mib(bytes: u64) -> f64 {
     bytes as f64 / MIB
 }
@@ -869,6 +898,18 @@ async fn measure(
     let high = options.concurrency.iter().copied().max().unwrap_or(16);
 
     println!("crvs-bench");
+    match cpu_busy(Duration::from_secs(2)).await {
+        Some(busy) if busy > BUSY_CPU => println!(
+            "  WARNING: the CPUs were {:.0} % busy just before the bench: other work is running \
+             on this machine and will lower both servers' figures",
+            busy * 100.0
+        ),
+        Some(busy) => println!(
+            "  CPUs {:.0} % busy just before the bench (nothing else running)",
+            busy * 100.0
+        ),
+        None => {}
+    }
     println!("  node:    {}", options.node_url);
     match &options.pouch_url {
         Some(url) => println!("  PouchDB: {url}"),
@@ -1111,6 +1152,11 @@ async fn measure(
             "  {} node RSS after 100,000 notifications <= {TARGET_FILLED_RSS_MIB} MiB: {:.1} MiB \
              ({node_total} sent)",
             verdict(mib(rss) <= TARGET_FILLED_RSS_MIB),
+            mib(rss)
+        ),
+        Some((rss, _)) if any_cut => println!(
+            "  FAIL node RSS after 100,000 notifications: not reached, runs were cut by \
+             --max-run-secs at {node_total} notifications ({:.1} MiB then)",
             mib(rss)
         ),
         Some((rss, _)) => println!(

@@ -2,9 +2,12 @@
 //! with or without a link, and turns every accepted action into an ed25519-signed, hash-chained
 //! log entry committed in the same SQLite transaction as the action itself.
 //!
-//! Entry points: [`init`] prepares a data directory (keys, database, pool, locations) and
-//! [`run`] serves HTTP on an already-bound listener until `shutdown` resolves. `main.rs` only
-//! parses the command line and configuration, sets up tracing, binds and calls these.
+//! Entry points: [`init`] prepares a data directory (keys, database, pool, locations),
+//! [`enroll::enroll`] turns it into a node enrolled with central (from central's bundle), and
+//! [`run`] serves HTTP on an already-bound listener until `shutdown` resolves; when the node is
+//! enrolled, [`run`] also starts the [`sync_driver`], which pushes the log to central over QUIC
+//! and applies central's feed. `main.rs` only parses the command line and configuration, sets up
+//! tracing, binds and calls these.
 //!
 //! Position in the dependency graph: depends on `crvs-common` and `crvs-sync`; never on
 //! `crvs-central`.
@@ -193,8 +196,10 @@ pub async fn run_with(
     }
     if let Some((_, task)) = driver {
         // The server future (and with it the stop sender) is gone: the driver is stopping.
+        let abort = task.abort_handle();
         if tokio::time::timeout(SYNC_STOP_GRACE, task).await.is_err() {
-            tracing::warn!("sync driver did not stop in time");
+            tracing::warn!("sync driver did not stop in time; aborted");
+            abort.abort();
         }
     }
     Ok(())

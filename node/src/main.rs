@@ -270,14 +270,24 @@ async fn check_entry_actions(
 ) -> anyhow::Result<u64> {
     let payload: crvs_common::event::EntryPayload = serde_json::from_slice(&entry.action)
         .map_err(|e| anyhow::anyhow!("log entry {}: payload does not decode: {e}", entry.seq))?;
-    anyhow::ensure!(payload.event_id == entry.event_id, "log entry {}: event id mismatch", entry.seq);
+    anyhow::ensure!(
+        payload.event_id == entry.event_id,
+        "log entry {}: event id mismatch",
+        entry.seq
+    );
     for action in &payload.actions {
         let id = action.id;
         let stored = store.read(move |r| r.action_document(id)).await?;
         match stored {
             Some((event_id, doc)) if event_id == payload.event_id && doc == *action => {}
-            Some(_) => anyhow::bail!("log entry {}: stored action {id} differs from the signed one", entry.seq),
-            None => anyhow::bail!("log entry {}: action {id} is missing from the database", entry.seq),
+            Some(_) => anyhow::bail!(
+                "log entry {}: stored action {id} differs from the signed one",
+                entry.seq
+            ),
+            None => anyhow::bail!(
+                "log entry {}: action {id} is missing from the database",
+                entry.seq
+            ),
         }
     }
     Ok(payload.actions.len() as u64)

@@ -30,7 +30,7 @@ pub struct Metrics {
     pub requests: Family<RequestLabels, Counter>,
     /// 1 when enrolled with central.
     pub enrolled: Gauge,
-    /// 1 while a sync session with central is open.
+    /// 1 while a sync session with central is open and central welcomed this node.
     pub connected: Gauge,
     /// Log entries central has not acknowledged.
     pub backlog_entries: Gauge,

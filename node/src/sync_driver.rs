@@ -37,6 +37,11 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 /// How long a closing connection may take to tell central (shutdown), before the socket goes.
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
+/// Longest time one frame may take to be accepted by the stream. A batch is at most
+/// `SyncConfig::batch_bytes_max` before compression (96 KiB on links): seconds at 200 kbit/s. A
+/// central that stops reading must not park the driver where no timer runs.
+pub const FRAME_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
+
 /// QUIC application close codes.
 mod close_code {
     /// Orderly end (shutdown).
@@ -88,7 +93,8 @@ impl DriverOptions {
 /// The link as the driver sees it (the persisted side is in [`crate::store::SyncState`]).
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct LinkStatus {
-    /// A session with central is open (handshake done, stream open).
+    /// A session with central is open and central welcomed this node (mutual TLS done, `Hello`
+    /// answered): the link works end to end.
     pub connected: bool,
     /// Central refused this node or one of its entries; the driver waits for an operator.
     pub refused: bool,
@@ -316,7 +322,8 @@ impl Driver {
         };
         let (endpoint, conn) = match connected {
             Ok(pair) => pair,
-            Err(error) => {
+            Err(DialError::Refused(error)) => return SessionEnd::Refused(error),
+            Err(DialError::Failed(error)) => {
                 return SessionEnd::Failed {
                     error,
                     welcomed: false,
@@ -340,9 +347,20 @@ impl Driver {
 
     /// The session loop on an open connection.
     async fn converse(&mut self, conn: &quinn::Connection, started_ms: u64) -> SessionEnd {
-        let failed = |error: String, status: &SessionStatus| SessionEnd::Failed {
-            error,
-            welcomed: status.last_success_ms.is_some_and(|t| t >= started_ms),
+        let welcomed =
+            |status: &SessionStatus| status.last_success_ms.is_some_and(|t| t >= started_ms);
+        let failed = |error: String, status: &SessionStatus| {
+            // With TLS 1.3 the client finishes its handshake before central has checked its
+            // certificate: a refusal arrives as the connection's close.
+            match conn.close_reason() {
+                Some(e) if refused_certificate(&e) => {
+                    SessionEnd::Refused(format!("central refused this node's certificate: {e}"))
+                }
+                _ => SessionEnd::Failed {
+                    error,
+                    welcomed: welcomed(status),
+                },
+            }
         };
         let (mut send, recv) = match conn.open_bi().await {
             Ok(pair) => pair,
@@ -350,7 +368,6 @@ impl Driver {
         };
         let (frames_tx, mut frames) = mpsc::channel(FRAMES_QUEUED_MAX);
         let _reader = AbortOnDrop(tokio::spawn(read_frames(recv, frames_tx)));
-        self.set_link(|l| l.connected = true);
         let mut wake = None;
         loop {
             let stepped = match self.dispatch(wake.take()).await {
@@ -358,11 +375,12 @@ impl Driver {
                 Err(error) => return failed(error, &Default::default()),
             };
             for msg in &stepped.transmit {
-                if let Err(e) = send.write_all(&msg.encode_frame()).await {
-                    return failed(format!("sending to central: {e}"), &stepped.status);
+                if let Err(e) = write_frame(&mut send, msg, FRAME_WRITE_TIMEOUT).await {
+                    return failed(e, &stepped.status);
                 }
             }
             self.set_link(|l| {
+                l.connected = welcomed(&stepped.status);
                 l.rtt_ms = Some(conn.rtt().as_millis() as u64);
                 l.round_trip_ms = stepped.status.rtt_ms.or(l.round_trip_ms);
             });
@@ -381,7 +399,7 @@ impl Driver {
                         reason: "protocol".into(),
                         detail: e.to_string(),
                     });
-                    let _ = send.write_all(&goodbye.encode_frame()).await;
+                    let _ = write_frame(&mut send, &goodbye, CLOSE_GRACE).await;
                     return failed(e.to_string(), &stepped.status);
                 }
                 Err(e) => return failed(e.to_string(), &stepped.status),
@@ -399,7 +417,10 @@ impl Driver {
             let sleep_ms = stepped
                 .timeout_ms
                 .map(|t| t.saturating_sub(self.clock.now_ms()));
+            // Biased: a frame already read (a `Goodbye` saying why) wins over the connection's
+            // close that follows it.
             let next = tokio::select! {
+                biased;
                 _ = self.shutdown.changed() => Wake::Shutdown,
                 frame = frames.recv() => Wake::Frame(frame.unwrap_or_else(|| Err("reading from central ended".into()))),
                 () = self.store.appended().notified() => Wake::Appended,
@@ -412,7 +433,7 @@ impl Driver {
                         reason: "shutdown".into(),
                         detail: "the node is stopping".into(),
                     });
-                    let _ = send.write_all(&goodbye.encode_frame()).await;
+                    let _ = write_frame(&mut send, &goodbye, CLOSE_GRACE).await;
                     let _ = send.finish();
                     return SessionEnd::Shutdown;
                 }
@@ -448,36 +469,64 @@ impl Driver {
     }
 }
 
+/// Why dialling failed.
+enum DialError {
+    /// Central refused this node's certificate (revoked, expired, unknown CA): only an operator
+    /// can fix that.
+    Refused(String),
+    /// Anything else (no route, timeout, central down, central's certificate not trusted).
+    Failed(String),
+}
+
+/// TLS alerts central sends about this node's certificate (RFC 8446 §6.2): bad_certificate,
+/// unsupported_certificate, certificate_revoked, certificate_expired, certificate_unknown,
+/// unknown_ca.
+const CERTIFICATE_REFUSED_ALERTS: [u8; 6] = [42, 43, 44, 45, 46, 48];
+
+fn refused_certificate(e: &quinn::ConnectionError) -> bool {
+    match e {
+        quinn::ConnectionError::ConnectionClosed(close) => CERTIFICATE_REFUSED_ALERTS
+            .iter()
+            .any(|alert| close.error_code == quinn::TransportErrorCode::crypto(*alert)),
+        _ => false,
+    }
+}
+
 /// Resolves central's address and completes the QUIC handshake (bounded by [`CONNECT_TIMEOUT`]).
 async fn dial(
     enrollment: &Enrollment,
     client_config: quinn::ClientConfig,
-) -> Result<(quinn::Endpoint, quinn::Connection), String> {
+) -> Result<(quinn::Endpoint, quinn::Connection), DialError> {
     let target = enrollment.central_quic_addr().to_owned();
     let attempt = async {
         let addr = tokio::net::lookup_host(&target)
             .await
-            .map_err(|e| format!("resolving {target}: {e}"))?
+            .map_err(|e| DialError::Failed(format!("resolving {target}: {e}")))?
             .next()
-            .ok_or_else(|| format!("{target} resolves to no address"))?;
+            .ok_or_else(|| DialError::Failed(format!("{target} resolves to no address")))?;
         let bind: SocketAddr = if addr.is_ipv4() {
             (Ipv4Addr::UNSPECIFIED, 0).into()
         } else {
             (Ipv6Addr::UNSPECIFIED, 0).into()
         };
-        let endpoint =
-            quinn::Endpoint::client(bind).map_err(|e| format!("opening a UDP socket: {e}"))?;
+        let endpoint = quinn::Endpoint::client(bind)
+            .map_err(|e| DialError::Failed(format!("opening a UDP socket: {e}")))?;
         let connecting = endpoint
             .connect_with(client_config, addr, enrollment.server_name())
-            .map_err(|e| format!("connecting to central at {addr}: {e}"))?;
-        let conn = connecting
-            .await
-            .map_err(|e| format!("connecting to central at {addr}: {e}"))?;
+            .map_err(|e| DialError::Failed(format!("connecting to central at {addr}: {e}")))?;
+        let conn = connecting.await.map_err(|e| {
+            let text = format!("connecting to central at {addr}: {e}");
+            if refused_certificate(&e) {
+                DialError::Refused(format!("{text} (central refused this node's certificate)"))
+            } else {
+                DialError::Failed(text)
+            }
+        })?;
         Ok((endpoint, conn))
     };
     tokio::time::timeout(CONNECT_TIMEOUT, attempt)
         .await
-        .map_err(|_| format!("connecting to central at {target}: timed out"))?
+        .map_err(|_| DialError::Failed(format!("connecting to central at {target}: timed out")))?
 }
 
 /// Goodbye reasons that only an operator can change: retrying soon cannot help.
@@ -492,6 +541,22 @@ async fn sleep_opt(ms: Option<u64>) {
     match ms {
         Some(ms) => tokio::time::sleep(Duration::from_millis(ms)).await,
         None => std::future::pending().await,
+    }
+}
+
+/// Writes one frame, bounded by `timeout`.
+async fn write_frame(
+    send: &mut quinn::SendStream,
+    msg: &Message,
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, send.write_all(&msg.encode_frame())).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(e)) => Err(format!("sending to central: {e}")),
+        Err(_) => Err(format!(
+            "sending to central: no progress for {} s",
+            timeout.as_secs()
+        )),
     }
 }
 

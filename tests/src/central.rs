@@ -343,11 +343,16 @@ pub fn start_enrolled_node(
     })
 }
 
-/// Waits until the node has no unacknowledged entries and is connected.
+/// Waits until the node is connected, has been welcomed, and has no unacknowledged entries.
 pub async fn wait_synced(node: &crate::NodeProcess, timeout: Duration) -> anyhow::Result<Value> {
     eventually("the node to be fully acknowledged", timeout, || async {
         let status = node_sync_status(node).await?;
-        let done = status["unacknowledgedEntries"] == 0 && status["ackedSeq"] == status["logSeq"];
+        // Connected and welcomed at least once: a node that never reached central also shows
+        // 0 == 0 before its first contact.
+        let done = status["unacknowledgedEntries"] == 0
+            && status["ackedSeq"] == status["logSeq"]
+            && status["connected"] == true
+            && status["lastSuccess"].is_string();
         Ok(done.then_some(status))
     })
     .await

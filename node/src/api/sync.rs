@@ -31,7 +31,7 @@ pub struct SyncStatus {
     pub central_id: Option<String>,
     /// Central's QUIC address (when enrolled).
     pub central_quic_addr: Option<String>,
-    /// A session with central is open.
+    /// A session with central is open and central welcomed this node.
     pub connected: bool,
     /// Central refused this node or one of its entries; sync waits for an operator.
     pub refused: bool,

@@ -76,7 +76,11 @@ fn bundle_checks() {
         ("centralQuicAddr", "central".into(), "centralQuicAddr"),
         ("centralHttpUrl", "ftp://x".into(), "centralHttpUrl"),
         ("serverName", "not a name!".into(), "serverName"),
-        ("caCertPem", "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(), "caCertPem"),
+        (
+            "caCertPem",
+            "-----BEGIN CERTIFICATE-----\nAAAA\n-----END CERTIFICATE-----\n".into(),
+            "caCertPem",
+        ),
         ("nodeCertPem", "".into(), "nodeCertPem"),
     ];
     for (field, value, expected) in cases {
@@ -84,7 +88,12 @@ fn bundle_checks() {
         assert!(err.to_string().contains(expected), "{field}: {err}");
     }
     // A host name is a valid address too (resolved when dialling).
-    Enrollment::parse(&with(&good, "centralQuicAddr", "central.example.org:7443".into())).unwrap();
+    Enrollment::parse(&with(
+        &good,
+        "centralQuicAddr",
+        "central.example.org:7443".into(),
+    ))
+    .unwrap();
     // Unknown fields are refused, so a typo is not silently ignored.
     assert!(Enrollment::parse(&with(&good, "extra", 1.into())).is_err());
 
@@ -95,7 +104,10 @@ fn bundle_checks() {
     let elsewhere = Pki::new("another CA");
     let (pem, _) = elsewhere.node_cert(node);
     let mixed = Enrollment::parse(&with(&good, "nodeCertPem", pem.into())).unwrap();
-    assert!(mixed.check_for(node).is_err(), "a certificate from another CA is refused");
+    assert!(
+        mixed.check_for(node).is_err(),
+        "a certificate from another CA is refused"
+    );
 }
 
 #[tokio::test]
@@ -106,7 +118,10 @@ async fn enrolling_stores_the_bundle_and_turns_the_standalone_pool_off() {
     let bundle = bundle_for(&pki, node_id(&config));
     let report = enroll(&config, &bundle).await.unwrap();
     assert!(!report.renewed);
-    assert_eq!(report.discarded_pool_ids, 1000, "init filled the stand-alone pool");
+    assert_eq!(
+        report.discarded_pool_ids, 1000,
+        "init filled the stand-alone pool"
+    );
     #[cfg(unix)]
     {
         use std::os::unix::fs::PermissionsExt as _;
@@ -124,10 +139,7 @@ async fn enrolling_stores_the_bundle_and_turns_the_standalone_pool_off() {
     let key = crate::keys::load_key_file(&config.node_key_path()).unwrap();
     let store = crate::open_store(&config, key).unwrap();
     assert_eq!(store.read(|r| r.pool_free()).await.unwrap(), 0);
-    let none = store
-        .write(|ctx| ctx.take_tracking_id())
-        .await
-        .unwrap();
+    let none = store.write(|ctx| ctx.take_tracking_id()).await.unwrap();
     assert_eq!(none, None, "an enrolled node waits for central's lease");
     drop(store);
 

@@ -7,7 +7,7 @@
 //! A failing job rolls back only its own savepoint. Reads use a small pool of read connections.
 //! After every commit that appended to the log, the writer pokes [`Store::appended`], so the sync
 //! driver sends new entries without polling. The sync side of the store (what the sync engine
-//! reads and writes) is in [`sync`].
+//! reads and writes) is in `store::sync`, behind [`SyncStore`].
 
 mod schema;
 mod sync;
@@ -29,7 +29,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use schema::SCHEMA_VERSION;
 pub use sync::{
-    DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,
+    ActionOrigin, DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,
     SYNCED_EVENT_TRANSACTION_PREFIX, SyncState, SyncStore,
 };
 
@@ -1059,9 +1059,11 @@ impl ReadCtx<'_> {
 
     /// Actions this node recorded itself (not synced down from others).
     pub fn own_action_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn
-            .query_row("SELECT count(*) FROM actions WHERE origin IS NULL", [], |r| r.get(0))?;
+        let n: i64 = self.conn.query_row(
+            "SELECT count(*) FROM actions WHERE origin IS NULL",
+            [],
+            |r| r.get(0),
+        )?;
         Ok(n as u64)
     }
 

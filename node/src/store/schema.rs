@@ -246,7 +246,10 @@ mod tests {
                 rusqlite::params![id, origin],
             )
         };
-        assert!(insert("a2", None).is_err(), "a local duplicate key is refused");
+        assert!(
+            insert("a2", None).is_err(),
+            "a local duplicate key is refused"
+        );
         insert("a3", Some("other node")).unwrap();
         insert("a4", Some("third node")).unwrap();
         let tables: Vec<String> = conn
@@ -267,7 +270,8 @@ mod tests {
         conn.execute_batch(V1).unwrap();
         conn.pragma_update(None, "user_version", 1).unwrap();
         // A table in the way makes V2 fail half-way.
-        conn.execute_batch("CREATE TABLE revoked_nodes (x)").unwrap();
+        conn.execute_batch("CREATE TABLE revoked_nodes (x)")
+            .unwrap();
         assert!(migrate(&mut conn).is_err());
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))

@@ -60,6 +60,15 @@ pub struct SyncState {
     pub down_rejects_total: u64,
 }
 
+/// Where a stored action came from.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ActionOrigin {
+    /// `None` for this node's own actions, else the writer's id (hex): another node, or central.
+    pub origin: Option<String>,
+    /// The entry of this node's log that carried it (own actions only).
+    pub log_seq: Option<u64>,
+}
+
 /// What applying one `Down` batch did.
 #[derive(Debug, Clone, Default, PartialEq, Eq)]
 pub struct DownReport {
@@ -330,12 +339,8 @@ impl ReadCtx<'_> {
         Ok(rows.collect::<Result<_, _>>()?)
     }
 
-    /// Where an action came from: `None` for this node's own actions, else the writer's hex id,
-    /// and the log entry that carried it here (only for own actions).
-    pub fn action_origin(
-        &self,
-        action_id: uuid::Uuid,
-    ) -> Result<Option<(Option<String>, Option<u64>)>, StoreError> {
+    /// Where an action came from (`None` if there is no such action).
+    pub fn action_origin(&self, action_id: uuid::Uuid) -> Result<Option<ActionOrigin>, StoreError> {
         let row: Option<(Option<String>, Option<i64>)> = self
             .conn
             .prepare_cached("SELECT origin, log_seq FROM actions WHERE id = ?1")?
@@ -343,7 +348,10 @@ impl ReadCtx<'_> {
                 Ok((r.get(0)?, r.get(1)?))
             })
             .optional()?;
-        Ok(row.map(|(origin, seq)| (origin, seq.map(|s| s as u64))))
+        Ok(row.map(|(origin, seq)| ActionOrigin {
+            origin,
+            log_seq: seq.map(|s| s as u64),
+        }))
     }
 }
 

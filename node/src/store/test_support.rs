@@ -112,7 +112,11 @@ pub(crate) async fn create_event(store: &Store, tx: &str, declaration: Declarati
 }
 
 /// Creates and notifies an event (two log entries), from a blocking thread.
-pub(crate) fn create_event_blocking(store: &Store, tx: &str, declaration: Declaration) -> uuid::Uuid {
+pub(crate) fn create_event_blocking(
+    store: &Store,
+    tx: &str,
+    declaration: Declaration,
+) -> uuid::Uuid {
     let tx = tx.to_owned();
     store
         .write_blocking(move |ctx| create_and_notify_job(ctx, &tx, declaration))

@@ -3,6 +3,7 @@
 //! resumes from the acknowledged point, downstream records are applied, a wrong CA or server name
 //! fails the handshake, and `run` serves `/api/sync/status` and `/metrics` reflecting it all.
 
+use std::future::Future;
 use std::io::{Read as _, Write as _};
 use std::net::SocketAddr;
 use std::sync::Arc;
@@ -25,7 +26,10 @@ const NODE: u8 = 11;
 async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check() {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -34,11 +38,14 @@ async fn eventually(what: &str, mut check: impl FnMut() -> bool) {
 async fn eventually_async<F, Fut>(what: &str, mut check: F)
 where
     F: FnMut() -> Fut,
-    Fut: std::future::Future<Output = bool>,
+    Fut: Future<Output = bool>,
 {
     let deadline = tokio::time::Instant::now() + Duration::from_secs(20);
     while !check().await {
-        assert!(tokio::time::Instant::now() < deadline, "timed out waiting for {what}");
+        assert!(
+            tokio::time::Instant::now() < deadline,
+            "timed out waiting for {what}"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
 }
@@ -95,7 +102,12 @@ async fn the_backlog_is_pushed_acknowledged_and_new_writes_follow() {
     let store = open(dir.path(), NODE, false);
     fill_pool(&store, 30).await;
     for i in 0..10 {
-        create_event(&store, &format!("b{i}"), decl(json!({"child.dob": "2024-01-01"}))).await;
+        create_event(
+            &store,
+            &format!("b{i}"),
+            decl(json!({"child.dob": "2024-01-01"})),
+        )
+        .await;
     }
     assert_eq!(head(&store).await, 20);
     let running = start_driver(&store, &bundle);
@@ -134,7 +146,12 @@ async fn a_cut_connection_resumes_from_the_acknowledged_point() {
     let store = open(dir.path(), NODE, false);
     fill_pool(&store, 40).await;
     for i in 0..30 {
-        create_event(&store, &format!("c{i}"), decl(json!({"child.dob": "2024-01-01"}))).await;
+        create_event(
+            &store,
+            &format!("c{i}"),
+            decl(json!({"child.dob": "2024-01-01"})),
+        )
+        .await;
     }
     // Slow central down so the cut lands mid-backlog.
     *central.apply_delay.lock().unwrap() = Duration::from_millis(40);
@@ -150,23 +167,30 @@ async fn a_cut_connection_resumes_from_the_acknowledged_point() {
     })
     .await;
     assert!(central.connections() >= 2, "the driver reconnected");
-    let state = central.state.lock().unwrap();
-    // Each connection resent from exactly the entry after what central had acknowledged.
-    for (idx, connection) in state.connections.iter().enumerate() {
-        if let (Some(acked), Some(first_seq)) = *connection {
-            assert_eq!(first_seq, acked + 1, "connection {idx} resumed at the acked point");
+    {
+        let state = central.state.lock().unwrap();
+        // Each connection resent from exactly the entry after what central had acknowledged.
+        for (idx, connection) in state.connections.iter().enumerate() {
+            if let (Some(acked), Some(first_seq)) = *connection {
+                assert_eq!(
+                    first_seq,
+                    acked + 1,
+                    "connection {idx} resumed at the acked point"
+                );
+            }
         }
+        assert!(
+            state.connections[1..]
+                .iter()
+                .any(|c| c.0.is_some_and(|a| a >= 8)),
+            "a later connection started from the acknowledged part: {:?}",
+            state.connections
+        );
+        // Re-sent data is bounded by the window in flight at the cut.
+        let resent = state.entries_received - 60;
+        assert!(resent <= 32, "{resent} entries re-sent");
+        assert_eq!(verify_chain(node, &state.applied(node)).unwrap().seq, 60);
     }
-    assert!(
-        state.connections[1..].iter().any(|c| c.0.is_some_and(|a| a >= 8)),
-        "a later connection started from the acknowledged part: {:?}",
-        state.connections
-    );
-    // Re-sent data is bounded by the window in flight at the cut.
-    let resent = state.entries_received - 60;
-    assert!(resent <= 32, "{resent} entries re-sent");
-    assert_eq!(verify_chain(node, &state.applied(node)).unwrap().seq, 60);
-    drop(state);
     eventually_async("the node to record the final ack", || async {
         sync_state(&store).await.acked.seq == 60
     })
@@ -200,7 +224,11 @@ fn publish_downstream(central: &TestCentral, secret_hash: &str) -> uuid::Uuid {
     register.registration_number = Some("2024REL0001".into());
     let register_payload = payload(event_id, "REL001", vec![register]);
     let change = crdt
-        .record(&register_payload.actions, &Declaration::new(), 1_700_000_001_000)
+        .record(
+            &register_payload.actions,
+            &Declaration::new(),
+            1_700_000_001_000,
+        )
         .unwrap();
     state.publish(
         None,
@@ -261,10 +289,9 @@ async fn downstream_records_are_applied() {
         state.down_cursor > 0 && state.down_cursor == feed_len()
     })
     .await;
-    assert_eq!(
-        central.state.lock().unwrap().down_acks.get(&node),
-        Some(&feed_len())
-    );
+    let feed_len = feed_len();
+    let down_ack = central.state.lock().unwrap().down_acks.get(&node).copied();
+    assert_eq!(down_ack, Some(feed_len));
     let pool = store.read(|r| r.pool_free()).await.unwrap();
     assert_eq!(pool, 25, "the lease arrived");
     let client = store
@@ -299,7 +326,11 @@ async fn downstream_records_are_applied() {
         store.read(|r| r.revoked_nodes()).await.unwrap().len() == 1
     })
     .await;
-    assert_eq!(head(&store).await, 0, "applying the feed writes nothing to our log");
+    assert_eq!(
+        head(&store).await,
+        0,
+        "applying the feed writes nothing to our log"
+    );
     running.stop().await;
 }
 
@@ -360,7 +391,32 @@ async fn a_central_certificate_for_another_name_is_refused() {
     })
     .await;
     let error = sync_state(&store).await.last_error.unwrap();
-    assert!(error.contains("NotValidForName"), "{error}");
+    assert!(error.contains("not valid for name"), "{error}");
+    assert!(central.state.lock().unwrap().hellos.is_empty());
+    running.stop().await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_node_certificate_central_does_not_accept_is_a_refusal() {
+    let central = TestCentral::start();
+    let node = key(NODE).node_id();
+    central.enroll(node);
+    // The node trusts central, but its own certificate comes from another CA.
+    let (pem, _) = Pki::new("another CA").node_cert(node);
+    let bundle = bundle_json(
+        node,
+        central.central_id(),
+        central.addr,
+        SERVER_NAME,
+        &central.pki.ca_pem,
+        &pem,
+    );
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(dir.path(), NODE, false);
+    let running = start_driver(&store, &bundle);
+    eventually("the refusal to show", || running.handle.link().refused).await;
+    let error = sync_state(&store).await.last_error.unwrap();
+    assert!(error.contains("refused this node's certificate"), "{error}");
     assert!(central.state.lock().unwrap().hellos.is_empty());
     running.stop().await;
 }
@@ -386,18 +442,26 @@ async fn a_revoked_node_backs_off_and_reports_it() {
     assert!(error.contains("revoked"), "{error}");
     // The long wait applies: no second attempt within the test preset's short backoff.
     tokio::time::sleep(Duration::from_millis(250)).await;
-    assert_eq!(central.state.lock().unwrap().hellos.len(), 1);
+    assert_eq!(central.connections(), 1);
     running.stop().await;
 }
 
 // ---- `run`: status, metrics and a synced client's token over HTTP ----
 
 /// One HTTP/1.1 request over a plain socket (the node's own dependencies have no HTTP client).
-async fn http(addr: SocketAddr, method: &str, path: &str, token: Option<&str>, body: &str) -> (u16, String) {
+async fn http(
+    addr: SocketAddr,
+    method: &str,
+    path: &str,
+    token: Option<&str>,
+    body: &str,
+) -> (u16, String) {
     let request = format!(
         "{method} {path} HTTP/1.1\r\nHost: node\r\nConnection: close\r\nContent-Type: application/json\r\nContent-Length: {}\r\n{}\r\n{body}",
         body.len(),
-        token.map(|t| format!("Authorization: Bearer {t}\r\n")).unwrap_or_default(),
+        token
+            .map(|t| format!("Authorization: Bearer {t}\r\n"))
+            .unwrap_or_default(),
     );
     tokio::task::spawn_blocking(move || {
         let mut stream = std::net::TcpStream::connect(addr).unwrap();
@@ -493,7 +557,14 @@ async fn run_syncs_and_reports_status_and_metrics() {
         .locations[0]
         .id;
     let create = json!({"type": "birth", "transactionId": "run-1", "createdAtLocation": location});
-    let (code, body) = http(addr, "POST", "/api/events/events", Some(&token), &create.to_string()).await;
+    let (code, body) = http(
+        addr,
+        "POST",
+        "/api/events/events",
+        Some(&token),
+        &create.to_string(),
+    )
+    .await;
     assert_eq!(code, 200, "{body}");
     let s = status(addr).await;
     assert_eq!(s["logSeq"], 1);
@@ -503,9 +574,15 @@ async fn run_syncs_and_reports_status_and_metrics() {
     assert_eq!(s["poolFree"], 24);
     let (code, metrics) = http(addr, "GET", "/metrics", None, "").await;
     assert_eq!(code, 200);
-    assert!(metrics.contains("crvs_node_sync_backlog_entries 1"), "{metrics}");
+    assert!(
+        metrics.contains("crvs_node_sync_backlog_entries 1"),
+        "{metrics}"
+    );
     assert!(metrics.contains("crvs_node_sync_connected 1"), "{metrics}");
-    assert!(metrics.contains("crvs_node_tracking_pool_free 24"), "{metrics}");
+    assert!(
+        metrics.contains("crvs_node_tracking_pool_free 24"),
+        "{metrics}"
+    );
     assert!(
         metrics.contains(r#"route="/api/events/events",method="POST",status="200""#),
         "{metrics}"

@@ -70,7 +70,8 @@ pub(crate) fn transport_config() -> TransportConfig {
 }
 
 /// The quinn client configuration for dialling central.
-pub(crate) fn client_config(
+/// Public so cross-crate tests can speak the protocol as an enrolled node would.
+pub fn client_config(
     enrollment: &Enrollment,
     key: &NodeSecretKey,
 ) -> anyhow::Result<quinn::ClientConfig> {

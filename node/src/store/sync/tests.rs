@@ -28,7 +28,12 @@ fn sync_store(store: &Store) -> SyncStore {
 }
 
 /// Central's entry carrying `record`.
-fn central(w: &mut Writer, record: &CentralRecord, event_id: uuid::Uuid, change: Option<Vec<u8>>) -> LogEntry {
+fn central(
+    w: &mut Writer,
+    record: &CentralRecord,
+    event_id: uuid::Uuid,
+    change: Option<Vec<u8>>,
+) -> LogEntry {
     let entry = LogEntry::sign(
         &w.key,
         w.head.seq + 1,
@@ -137,13 +142,26 @@ fn every_record_kind_applies_once_however_often_it_arrives() {
     );
     // Central confirms: its change depends on the other node's, so it merges after them.
     let mut central_crdt = EventCrdt::new(actor_for(central_w.key.node_id().as_bytes()));
-    central_crdt.apply_change(e1.crdt_change.as_ref().unwrap()).unwrap();
-    central_crdt.apply_change(e2.crdt_change.as_ref().unwrap()).unwrap();
-    let mut register = action(ActionType::Register, "central-1", Declaration::new(), "central");
+    central_crdt
+        .apply_change(e1.crdt_change.as_ref().unwrap())
+        .unwrap();
+    central_crdt
+        .apply_change(e2.crdt_change.as_ref().unwrap())
+        .unwrap();
+    let mut register = action(
+        ActionType::Register,
+        "central-1",
+        Declaration::new(),
+        "central",
+    );
     register.registration_number = Some("2024BCAAAA0001".into());
     let register_payload = payload(event_id, "ABC123", vec![register.clone()]);
     let register_change = central_crdt
-        .record(&register_payload.actions, &Declaration::new(), 1_700_000_002_000)
+        .record(
+            &register_payload.actions,
+            &Declaration::new(),
+            1_700_000_002_000,
+        )
         .unwrap();
     let secret_hash = crate::auth::hash_secret("s3cret").unwrap();
     let items = vec![
@@ -188,9 +206,7 @@ fn every_record_kind_applies_once_however_often_it_arrives() {
         ),
         central(
             &mut central_w,
-            &CentralRecord::Locations(
-                LocationSet::from_json(crate::DEMO_LOCATIONS_JSON).unwrap(),
-            ),
+            &CentralRecord::Locations(LocationSet::from_json(crate::DEMO_LOCATIONS_JSON).unwrap()),
             uuid::Uuid::nil(),
             None,
         ),
@@ -215,7 +231,10 @@ fn every_record_kind_applies_once_however_often_it_arrives() {
     assert_eq!(r.sync_state().unwrap().down_cursor, to);
     assert_eq!(r.pool_free().unwrap(), 3, "only this node's grant is used");
     let client = r.client("client-1").unwrap().unwrap();
-    assert_eq!((client.secret_hash, client.status), (secret_hash, "active".into()));
+    assert_eq!(
+        (client.secret_hash, client.status),
+        (secret_hash, "active".into())
+    );
     assert!(!r.locations().unwrap().is_empty());
     assert_eq!(r.revoked_nodes().unwrap(), vec![node_hex(THIRD)]);
     let doc = r.event_document(event_id).unwrap().unwrap();
@@ -227,22 +246,35 @@ fn every_record_kind_applies_once_however_often_it_arrives() {
     );
     assert_eq!(
         r.action_origin(notify.id).unwrap(),
-        Some((Some(node_hex(OTHER)), None)),
+        Some(ActionOrigin {
+            origin: Some(node_hex(OTHER)),
+            log_seq: None
+        }),
         "a synced action names its writer and has no entry in this node's log"
     );
     assert_eq!(
         r.action_origin(register.id).unwrap(),
-        Some((Some(central_w.key.node_id().to_string()), None))
+        Some(ActionOrigin {
+            origin: Some(central_w.key.node_id().to_string()),
+            log_seq: None
+        })
     );
     let index = r.index_entries(Some("ABC123")).unwrap();
     assert_eq!(index.len(), 1);
     assert_eq!(index[0].status, EventStatus::Registered);
-    assert_eq!(index[0].registration_number.as_deref(), Some("2024BCAAAA0001"));
+    assert_eq!(
+        index[0].registration_number.as_deref(),
+        Some("2024BCAAAA0001")
+    );
     assert_eq!(
         serde_json::Value::Object(index[0].declaration.clone()),
         json!({"child.name": {"firstname": "Ada"}})
     );
-    assert_eq!(r.log_head().unwrap(), LogHead::GENESIS, "nothing synced lands in our log");
+    assert_eq!(
+        r.log_head().unwrap(),
+        LogHead::GENESIS,
+        "nothing synced lands in our log"
+    );
 }
 
 #[test]
@@ -254,20 +286,34 @@ fn concurrent_writes_elsewhere_show_as_a_conflict() {
     let event_id = uuid::Uuid::new_v4();
     let mut x = Writer::new(OTHER);
     let base = x.write(
-        &payload(event_id, "ABC124", vec![action(ActionType::Create, "1", Declaration::new(), "x")]),
+        &payload(
+            event_id,
+            "ABC124",
+            vec![action(ActionType::Create, "1", Declaration::new(), "x")],
+        ),
         &decl(json!({"child.gender": "unknown"})),
         1,
     );
     let mut y = Writer::new(THIRD);
-    y.crdt.apply_change(base.crdt_change.as_ref().unwrap()).unwrap();
+    y.crdt
+        .apply_change(base.crdt_change.as_ref().unwrap())
+        .unwrap();
     let gender = |g: &str| decl(json!({"child.gender": g}));
     let ex = x.write(
-        &payload(event_id, "ABC124", vec![action(ActionType::Notify, "2", gender("male"), "x")]),
+        &payload(
+            event_id,
+            "ABC124",
+            vec![action(ActionType::Notify, "2", gender("male"), "x")],
+        ),
         &gender("male"),
         2,
     );
     let ey = y.write(
-        &payload(event_id, "ABC124", vec![action(ActionType::Notify, "2", gender("female"), "y")]),
+        &payload(
+            event_id,
+            "ABC124",
+            vec![action(ActionType::Notify, "2", gender("female"), "y")],
+        ),
         &gender("female"),
         2,
     );
@@ -295,7 +341,11 @@ fn a_bad_item_is_skipped_kept_as_evidence_and_the_cursor_moves() {
     let mut other = Writer::new(OTHER);
     let event_id = uuid::Uuid::new_v4();
     let mut forged = other.write(
-        &payload(event_id, "ABC125", vec![action(ActionType::Create, "1", Declaration::new(), "o")]),
+        &payload(
+            event_id,
+            "ABC125",
+            vec![action(ActionType::Create, "1", Declaration::new(), "o")],
+        ),
         &Declaration::new(),
         1,
     );
@@ -321,10 +371,22 @@ fn a_bad_item_is_skipped_kept_as_evidence_and_the_cursor_moves() {
     let r = s.reader();
     assert_eq!(r.sync_state().unwrap().down_cursor, 3);
     assert_eq!(r.sync_state().unwrap().down_rejects_total, 2);
-    let rejected: Vec<u64> = r.down_rejects().unwrap().iter().map(|(seq, _)| *seq).collect();
+    let rejected: Vec<u64> = r
+        .down_rejects()
+        .unwrap()
+        .iter()
+        .map(|(seq, _)| *seq)
+        .collect();
     assert_eq!(rejected, [2, 1]);
-    assert!(r.event_document(event_id).unwrap().is_none(), "the forged relay changed nothing");
-    assert_eq!(r.pool_free().unwrap(), 1, "the half-valid grant rolled back whole");
+    assert!(
+        r.event_document(event_id).unwrap().is_none(),
+        "the forged relay changed nothing"
+    );
+    assert_eq!(
+        r.pool_free().unwrap(),
+        1,
+        "the half-valid grant rolled back whole"
+    );
 }
 
 #[test]
@@ -354,7 +416,11 @@ fn backlog_acks_and_bounds() {
     let mut s = sync_store(&store);
     fill_pool_blocking(&store, 5);
     for i in 0..3 {
-        create_event_blocking(&store, &format!("t{i}"), decl(json!({"child.dob": "2024-01-01"})));
+        create_event_blocking(
+            &store,
+            &format!("t{i}"),
+            decl(json!({"child.dob": "2024-01-01"})),
+        );
     }
     let head = s.log_head().unwrap();
     assert_eq!(head.seq, 6);
@@ -387,14 +453,20 @@ fn backlog_acks_and_bounds() {
         reason: "bad-signature".into(),
         detail: "signature does not verify".into(),
     };
-    s.record_ack(acked, &[reject.clone()], now + 1).unwrap();
+    s.record_ack(acked, std::slice::from_ref(&reject), now + 1)
+        .unwrap();
     let state = s.reader().sync_state().unwrap();
     assert_eq!(state.rejects_total, 1);
-    assert_eq!(state.last_success_ms, Some(now), "a refusal is not a success");
+    assert_eq!(
+        state.last_success_ms,
+        Some(now),
+        "a refusal is not a success"
+    );
     assert!(state.last_error.unwrap().contains("bad-signature"));
     assert_eq!(s.reader().sync_rejects().unwrap(), [reject]);
 
-    s.record_error("connecting: timed out".into(), now + 2).unwrap();
+    s.record_error("connecting: timed out".into(), now + 2)
+        .unwrap();
     let state = s.reader().sync_state().unwrap();
     assert_eq!(state.last_error.as_deref(), Some("connecting: timed out"));
     assert_eq!(state.last_error_ms, Some(now + 2));
@@ -411,7 +483,16 @@ fn local_idempotency_ignores_synced_actions() {
     let mut other = Writer::new(OTHER);
     let remote = uuid::Uuid::new_v4();
     let entry = other.write(
-        &payload(remote, "EEE001", vec![action(ActionType::Notify, "same-tx", Declaration::new(), "o")]),
+        &payload(
+            remote,
+            "EEE001",
+            vec![action(
+                ActionType::Notify,
+                "same-tx",
+                Declaration::new(),
+                "o",
+            )],
+        ),
         &Declaration::new(),
         1,
     );

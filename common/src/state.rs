@@ -345,7 +345,11 @@ pub struct LegalStatuses {
     #[serde(rename = "DECLARED", default, skip_serializing_if = "Option::is_none")]
     pub declared: Option<LegalStatus>,
     /// Set by the Accepted REGISTER.
-    #[serde(rename = "REGISTERED", default, skip_serializing_if = "Option::is_none")]
+    #[serde(
+        rename = "REGISTERED",
+        default,
+        skip_serializing_if = "Option::is_none"
+    )]
     pub registered: Option<LegalStatus>,
 }
 
@@ -353,7 +357,9 @@ impl LegalStatuses {
     /// Derives them from the actions.
     pub fn from_actions(actions: &[ActionDocument]) -> Self {
         let status_of = |t: ActionType| {
-            let accepted = actions.iter().find(|a| a.action_type == t && a.status == ActionStatus::Accepted)?;
+            let accepted = actions
+                .iter()
+                .find(|a| a.action_type == t && a.status == ActionStatus::Accepted)?;
             let requested = accepted
                 .original_action_id
                 .and_then(|id| actions.iter().find(|a| a.id == id))
@@ -368,7 +374,10 @@ impl LegalStatuses {
                 registration_number: accepted.registration_number.clone(),
             })
         };
-        Self { declared: status_of(ActionType::Declare), registered: status_of(ActionType::Register) }
+        Self {
+            declared: status_of(ActionType::Declare),
+            registered: status_of(ActionType::Register),
+        }
     }
 }
 

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -160,6 +160,13 @@ CREATE UNIQUE INDEX actions_local_transaction
     ON actions(transaction_id, action_type, status) WHERE origin IS NULL;
 "#;
 
+/// Version 3: an index on `actions.log_seq`. Without it every log insert settles the deferred
+/// foreign key `actions.log_seq → log.seq` by scanning all actions, and writes slow down as the
+/// store grows (quadratic over a node's life).
+const V3: &str = r#"
+CREATE INDEX actions_log ON actions(log_seq);
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -178,6 +185,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 2 {
         tx.execute_batch(V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(V3)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -221,7 +231,15 @@ mod tests {
         let v: i64 = conn
             .query_row("PRAGMA user_version", [], |r| r.get(0))
             .unwrap();
-        assert_eq!(v, 2);
+        assert_eq!(v, SCHEMA_VERSION);
+        let index: i64 = conn
+            .query_row(
+                "SELECT count(*) FROM sqlite_master WHERE type = 'index' AND name = 'actions_log'",
+                [],
+                |r| r.get(0),
+            )
+            .unwrap();
+        assert_eq!(index, 1, "v3 indexes actions.log_seq");
         let action: (String, String, Option<i64>, Option<String>) = conn
             .query_row(
                 "SELECT id, event_id, log_seq, origin FROM actions",

@@ -1,10 +1,13 @@
 //! `crvs-sync`: the node ⇄ central sync protocol, kept sans-IO and deterministic.
 //!
-//! Modules: [`merge`] (per-event automerge documents: how concurrent writes from different places
-//! merge and how conflicts are recorded). The wire messages and the engine follow.
+//! Modules: [`wire`] (the versioned messages and their bounded codec), [`engine`] (the node and
+//! central sessions, driven by `handle_*` / `poll_*` calls with `now_ms` passed in, reaching
+//! storage through the `NodeStore` / `CentralStore` traits) and [`merge`] (per-event automerge
+//! documents: how concurrent writes from different places merge and how conflicts are recorded).
+//! A seeded simulator over these lives in `src/tests/`.
 //!
-//! Position in the dependency graph: depends only on `crvs-common` and automerge; never on
-//! tokio, quinn, rusqlite or axum, and never reads a clock (times are passed in).
+//! Position in the dependency graph: depends only on `crvs-common`, automerge and flate2; never
+//! on tokio, quinn, rusqlite or axum, and never reads a clock (times are passed in).
 #![warn(missing_docs)]
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 

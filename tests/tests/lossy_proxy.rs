@@ -103,7 +103,11 @@ async fn loss_and_duplication_rates_follow_the_settings() {
     // Everything the proxy forwarded comes back (allowing the host a handful of its own drops).
     let forwarded = 2000 - up_stats.dropped;
     assert!(unique.len() as u64 <= forwarded);
-    assert!(unique.len() as u64 + 10 >= forwarded, "{} of {forwarded} came back", unique.len());
+    assert!(
+        unique.len() as u64 + 10 >= forwarded,
+        "{} of {forwarded} came back",
+        unique.len()
+    );
 }
 
 #[tokio::test]

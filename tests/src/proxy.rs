@@ -92,7 +92,9 @@ pub struct ProxyStats {
 struct Shared {
     config: ProxyConfig,
     blackout: bool,
-    rng: u64,
+    /// One generator per direction, so each direction's fault pattern depends only on its own
+    /// packet order (not on how the two directions interleave).
+    rng: [u64; 2],
     up: ProxyStats,
     down: ProxyStats,
     /// When each direction's wire is free again (bandwidth cap).
@@ -100,10 +102,10 @@ struct Shared {
 }
 
 impl Shared {
-    fn next_f64(&mut self) -> f64 {
+    fn next_f64(&mut self, dir: usize) -> f64 {
         // splitmix64
-        self.rng = self.rng.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.rng;
+        self.rng[dir] = self.rng[dir].wrapping_add(0x9E37_79B9_7F4A_7C15);
+        let mut z = self.rng[dir];
         z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
         z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
         z ^= z >> 31;
@@ -126,7 +128,7 @@ impl Shared {
             self.config.down.clone()
         };
         self.stats_mut(dir).packets_in += 1;
-        if self.blackout || self.next_f64() < faults.drop {
+        if self.blackout || self.next_f64(dir) < faults.drop {
             self.stats_mut(dir).dropped += 1;
             return Vec::new();
         }
@@ -136,16 +138,16 @@ impl Shared {
             .checked_div(faults.rate_bps)
             .map_or(Duration::ZERO, Duration::from_nanos);
         self.wire_free[dir] = start + busy;
-        let jitter = faults.jitter.mul_f64(self.next_f64());
+        let jitter = faults.jitter.mul_f64(self.next_f64(dir));
         let mut at = start + busy + faults.delay + jitter;
-        if self.next_f64() < faults.reorder {
+        if self.next_f64(dir) < faults.reorder {
             at += faults
                 .delay
                 .max(Duration::from_millis(5))
-                .mul_f64(0.5 + self.next_f64());
+                .mul_f64(0.5 + self.next_f64(dir));
         }
         let mut times = vec![at];
-        if self.next_f64() < faults.duplicate {
+        if self.next_f64(dir) < faults.duplicate {
             times.push(at + Duration::from_millis(1));
         }
         times
@@ -195,7 +197,7 @@ impl LossyProxy {
         let addr = front.local_addr()?;
         let now = Instant::now();
         let shared = Arc::new(Mutex::new(Shared {
-            rng: config.seed,
+            rng: [config.seed, config.seed ^ 0xD1B5_4A32_D192_ED03],
             config,
             blackout: false,
             up: ProxyStats::default(),

@@ -160,6 +160,93 @@ impl LocationSet {
     }
 }
 
+/// The query filters of `GET /locations` (§7), as sent.
+#[derive(Debug, Clone, Default, Deserialize)]
+#[serde(rename_all = "camelCase", deny_unknown_fields)]
+pub struct LocationQuery {
+    /// Keep only this `locationType`.
+    pub location_type: Option<String>,
+    /// `true` or `false`: keep only active (or inactive) locations.
+    pub is_active: Option<String>,
+    /// Keep only this `externalId`.
+    pub external_id: Option<String>,
+    /// Comma-separated UUIDs.
+    pub location_ids: Option<String>,
+}
+
+impl LocationQuery {
+    /// Checks the filters and keeps the locations that pass them. `now` is an ISO timestamp in
+    /// the format of `validUntil` (those compare as strings).
+    pub fn apply(
+        &self,
+        all: Vec<Location>,
+        now: &str,
+    ) -> Result<Vec<Location>, crate::error::ErrorEnvelope> {
+        let issue = |code: &str, message: String, path: &str| {
+            crate::error::ErrorEnvelope::input_validation(vec![crate::error::Issue {
+                code: code.to_owned(),
+                message,
+                path: vec![path.to_owned()],
+            }])
+        };
+        let is_active = match self.is_active.as_deref() {
+            None => None,
+            Some("true") => Some(true),
+            Some("false") => Some(false),
+            Some(_) => {
+                return Err(issue(
+                    "invalid_type",
+                    "isActive must be true or false".into(),
+                    "isActive",
+                ));
+            }
+        };
+        let ids: Option<Vec<Uuid>> = match self.location_ids.as_deref() {
+            None => None,
+            Some(list) => {
+                let ids = list
+                    .split(',')
+                    .filter(|s| !s.is_empty())
+                    .map(|s| s.trim().parse::<Uuid>())
+                    .collect::<Result<Vec<_>, _>>()
+                    .map_err(|_| issue("invalid_string", "Invalid uuid".into(), "locationIds"))?;
+                if ids.len() > crate::limits::LOCATION_IDS_FILTER_MAX {
+                    return Err(issue(
+                        "too_big",
+                        format!(
+                            "At most {} location ids",
+                            crate::limits::LOCATION_IDS_FILTER_MAX
+                        ),
+                        "locationIds",
+                    ));
+                }
+                Some(ids)
+            }
+        };
+        Ok(all
+            .into_iter()
+            .filter(|l| {
+                self.location_type
+                    .as_ref()
+                    .is_none_or(|t| l.location_type.as_ref() == Some(t))
+            })
+            .filter(|l| {
+                self.external_id
+                    .as_ref()
+                    .is_none_or(|x| l.external_id.as_ref() == Some(x))
+            })
+            .filter(|l| ids.as_ref().is_none_or(|ids| ids.contains(&l.id)))
+            .filter(|l| {
+                let active = l
+                    .valid_until
+                    .as_ref()
+                    .is_none_or(|until| until.as_str() > now);
+                is_active.is_none_or(|want| want == active)
+            })
+            .collect())
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

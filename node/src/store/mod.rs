@@ -565,14 +565,28 @@ impl WriteCtx<'_> {
         ReadCtx { conn: self.conn }
     }
 
+    /// Whether at least `n` tracking ids are free: walks at most `n` entries of the free-id index
+    /// instead of counting the whole pool on every create.
+    fn pool_has_at_least(&self, n: u32) -> Result<bool, StoreError> {
+        if n == 0 {
+            return Ok(true);
+        }
+        Ok(self
+            .conn
+            .prepare_cached(
+                "SELECT 1 FROM tracking_pool WHERE event_id IS NULL ORDER BY tracking_id LIMIT 1 OFFSET ?1",
+            )?
+            .query_row(params![i64::from(n) - 1], |_| Ok(()))
+            .optional()?
+            .is_some())
+    }
+
     /// Takes a free tracking id from the pool; `None` when the pool is empty. In stand-alone
     /// mode the pool is refilled first when it is below its low-water mark.
     pub fn take_tracking_id(&mut self) -> Result<Option<String>, StoreError> {
-        if self.pool.standalone {
+        if self.pool.standalone && !self.pool_has_at_least(self.pool.low_water)? {
             let free = self.reader().pool_free()?;
-            if free < u64::from(self.pool.low_water) {
-                fill_pool(self.conn, self.pool.size.saturating_sub(free as u32))?;
-            }
+            fill_pool(self.conn, self.pool.size.saturating_sub(free as u32))?;
         }
         // Start at a random point of the id space so ids do not reveal creation order, then take
         // the next free one (wrapping to the smallest).

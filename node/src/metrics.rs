@@ -54,6 +54,18 @@ pub struct Metrics {
     pub down_rejected_items: Gauge,
     /// Seconds since the last successful exchange with central (-1 when never).
     pub last_success_age_seconds: Gauge,
+    /// Sync stream frames sent to central since start.
+    pub frames_sent: Gauge,
+    /// Their bytes (QUIC stream payload).
+    pub frame_bytes_sent: Gauge,
+    /// Sync stream frames received from central since start.
+    pub frames_received: Gauge,
+    /// Their bytes (QUIC stream payload).
+    pub frame_bytes_received: Gauge,
+    /// Log entries sent again after a connection ended before central acknowledged them.
+    pub entries_resent: Gauge,
+    /// Stream bytes of those re-sent entries.
+    pub entries_resent_bytes: Gauge,
 }
 
 impl Metrics {
@@ -114,6 +126,30 @@ impl Metrics {
             "sync_last_success_age_seconds",
             "Seconds since central last acknowledged or welcomed this node (-1 when never)",
         );
+        let frames_sent = gauge(
+            "sync_frames_sent",
+            "Sync stream frames sent to central since start",
+        );
+        let frame_bytes_sent = gauge(
+            "sync_frame_bytes_sent",
+            "Bytes of sync stream frames sent to central since start",
+        );
+        let frames_received = gauge(
+            "sync_frames_received",
+            "Sync stream frames received from central since start",
+        );
+        let frame_bytes_received = gauge(
+            "sync_frame_bytes_received",
+            "Bytes of sync stream frames received from central since start",
+        );
+        let entries_resent = gauge(
+            "sync_entries_resent",
+            "Log entries sent again after a connection ended before central acknowledged them",
+        );
+        let entries_resent_bytes = gauge(
+            "sync_entries_resent_bytes",
+            "Sync stream bytes of log entries sent again after a connection ended",
+        );
         Self {
             registry,
             requests,
@@ -130,6 +166,12 @@ impl Metrics {
             rejected_entries,
             down_rejected_items,
             last_success_age_seconds,
+            frames_sent,
+            frame_bytes_sent,
+            frames_received,
+            frame_bytes_received,
+            entries_resent,
+            entries_resent_bytes,
         }
     }
 

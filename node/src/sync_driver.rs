@@ -107,6 +107,28 @@ pub struct LinkStatus {
     pub connects_total: u64,
     /// Sessions that ended in an error since start.
     pub failures_total: u64,
+    /// Frames written to and read from central's stream since start (for the sync benchmark
+    /// and ops): counts and bytes, length prefixes included.
+    pub wire: WireCounters,
+}
+
+/// Application-level traffic of the sync stream since start (QUIC stream payload: the frames,
+/// not UDP, QUIC headers or retransmissions).
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct WireCounters {
+    /// Frames sent to central.
+    pub frames_sent: u64,
+    /// Their bytes.
+    pub bytes_sent: u64,
+    /// Frames received from central.
+    pub frames_received: u64,
+    /// Their bytes.
+    pub bytes_received: u64,
+    /// Log entries sent again after a connection ended before central acknowledged them.
+    pub entries_resent: u64,
+    /// Bytes of those re-sent entries on the stream: each `Entries` frame's size is attributed
+    /// to its entries in proportion to their number.
+    pub entries_resent_bytes: u64,
 }
 
 /// Handle on a running driver, for ops.
@@ -160,6 +182,7 @@ pub fn start(
         link,
         shutdown,
         clock: Clock::new(),
+        max_seq_sent: 0,
     };
     Ok((handle, tokio::spawn(driver.run())))
 }
@@ -180,6 +203,8 @@ struct Driver {
     shutdown: watch::Receiver<bool>,
     backoff: Backoff,
     clock: Clock,
+    /// Highest log entry sent on any connection since start (re-sent entries are counted).
+    max_seq_sent: u64,
 }
 
 /// How a connection ended.
@@ -198,7 +223,7 @@ enum SessionEnd {
 /// What woke the session loop.
 enum Wake {
     Shutdown,
-    Frame(Result<Message, String>),
+    Frame(Result<(Message, usize), String>),
     Appended,
     Timer,
     Closed(quinn::ConnectionError),
@@ -375,7 +400,9 @@ impl Driver {
                 Err(error) => return failed(error, &Default::default()),
             };
             for msg in &stepped.transmit {
-                if let Err(e) = write_frame(&mut send, msg, FRAME_WRITE_TIMEOUT).await {
+                let frame = msg.encode_frame();
+                self.count_sent(msg, frame.len());
+                if let Err(e) = write_bytes(&mut send, &frame, FRAME_WRITE_TIMEOUT).await {
                     return failed(e, &stepped.status);
                 }
             }
@@ -438,6 +465,13 @@ impl Driver {
                     return SessionEnd::Shutdown;
                 }
                 Wake::Frame(Err(e)) => return failed(e, &stepped.status),
+                Wake::Frame(Ok((_, len))) => {
+                    self.set_link(|l| {
+                        l.wire.frames_received += 1;
+                        l.wire.bytes_received += len as u64;
+                    });
+                    wake = Some(next);
+                }
                 Wake::Closed(e) => {
                     return failed(format!("connection closed: {e}"), &stepped.status);
                 }
@@ -446,11 +480,35 @@ impl Driver {
         }
     }
 
+    /// Counts one frame about to be written; entries already sent once are counted as re-sent.
+    fn count_sent(&mut self, msg: &Message, frame_len: usize) {
+        let mut resent = 0u64;
+        let mut resent_bytes = 0u64;
+        if let Message::Entries(batch) = msg {
+            let count = batch.entries.len() as u64;
+            resent = batch
+                .entries
+                .iter()
+                .filter(|e| e.seq <= self.max_seq_sent)
+                .count() as u64;
+            resent_bytes = (frame_len as u64 * resent).checked_div(count).unwrap_or(0);
+            if let Some(last) = batch.entries.last() {
+                self.max_seq_sent = self.max_seq_sent.max(last.seq);
+            }
+        }
+        self.set_link(|l| {
+            l.wire.frames_sent += 1;
+            l.wire.bytes_sent += frame_len as u64;
+            l.wire.entries_resent += resent;
+            l.wire.entries_resent_bytes += resent_bytes;
+        });
+    }
+
     /// Feeds one input to the session (`None`: the connection just opened).
     async fn dispatch(&self, wake: Option<Wake>) -> Result<Stepped<()>, String> {
         match wake {
             None => self.step(|e, now| e.session.connect(now, &e.store)).await,
-            Some(Wake::Frame(Ok(msg))) => {
+            Some(Wake::Frame(Ok((msg, _)))) => {
                 self.step(move |e, now| e.session.handle_message(now, msg, &mut e.store))
                     .await
             }
@@ -550,7 +608,16 @@ async fn write_frame(
     msg: &Message,
     timeout: Duration,
 ) -> Result<(), String> {
-    match tokio::time::timeout(timeout, send.write_all(&msg.encode_frame())).await {
+    write_bytes(send, &msg.encode_frame(), timeout).await
+}
+
+/// Writes an encoded frame, bounded by `timeout`.
+async fn write_bytes(
+    send: &mut quinn::SendStream,
+    frame: &[u8],
+    timeout: Duration,
+) -> Result<(), String> {
+    match tokio::time::timeout(timeout, send.write_all(frame)).await {
         Ok(Ok(())) => Ok(()),
         Ok(Err(e)) => Err(format!("sending to central: {e}")),
         Err(_) => Err(format!(
@@ -560,9 +627,13 @@ async fn write_frame(
     }
 }
 
-/// Reads frames until the stream ends or breaks, and forwards them decoded. The length is
-/// checked against [`wire::FRAME_BYTES_MAX`] before the body is read (or allocated).
-async fn read_frames(mut recv: quinn::RecvStream, frames: mpsc::Sender<Result<Message, String>>) {
+/// Reads frames until the stream ends or breaks, and forwards them decoded with their size on
+/// the stream. The length is checked against [`wire::FRAME_BYTES_MAX`] before the body is read
+/// (or allocated).
+async fn read_frames(
+    mut recv: quinn::RecvStream,
+    frames: mpsc::Sender<Result<(Message, usize), String>>,
+) {
     loop {
         let result = read_frame(&mut recv).await;
         let stop = result.is_err();
@@ -572,7 +643,7 @@ async fn read_frames(mut recv: quinn::RecvStream, frames: mpsc::Sender<Result<Me
     }
 }
 
-async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Message, String> {
+async fn read_frame(recv: &mut quinn::RecvStream) -> Result<(Message, usize), String> {
     let mut len = [0u8; 4];
     recv.read_exact(&mut len)
         .await
@@ -588,7 +659,9 @@ async fn read_frame(recv: &mut quinn::RecvStream) -> Result<Message, String> {
     recv.read_exact(&mut body)
         .await
         .map_err(|e| format!("reading from central: {e}"))?;
-    Message::decode(&body).map_err(|e| format!("central sent a malformed message: {e}"))
+    Message::decode(&body)
+        .map(|msg| (msg, len + 4))
+        .map_err(|e| format!("central sent a malformed message: {e}"))
 }
 
 /// Aborts the task when dropped, so a reader never outlives its connection.

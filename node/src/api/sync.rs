@@ -126,6 +126,18 @@ pub(crate) async fn metrics(State(state): State<Arc<AppState>>) -> Result<Respon
     m.rejected_entries.set(gauge_value(status.rejected_entries));
     m.down_rejected_items
         .set(gauge_value(status.down_rejected_items));
+    let wire = state
+        .sync
+        .as_ref()
+        .map(|s| s.link().wire)
+        .unwrap_or_default();
+    m.frames_sent.set(gauge_value(wire.frames_sent));
+    m.frame_bytes_sent.set(gauge_value(wire.bytes_sent));
+    m.frames_received.set(gauge_value(wire.frames_received));
+    m.frame_bytes_received.set(gauge_value(wire.bytes_received));
+    m.entries_resent.set(gauge_value(wire.entries_resent));
+    m.entries_resent_bytes
+        .set(gauge_value(wire.entries_resent_bytes));
     let success_ms = state
         .store
         .read(|r| Ok(r.sync_state()?.last_success_ms))

@@ -486,7 +486,7 @@ async fn serve(conn: quinn::Connection, ctx: ServerCtx) {
     loop {
         let msg = tokio::select! {
             m = rx.recv() => match m {
-                Some(Ok(m)) => Some(m),
+                Some(Ok((m, _))) => Some(m),
                 _ => return,
             },
             () = ctx.feed_grew.notified() => None,

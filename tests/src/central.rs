@@ -49,6 +49,8 @@ pub struct CentralProcess {
     quic: SocketAddr,
     health: Credentials,
     starts: u32,
+    /// `central.toml` passed to `run` (`--config`), when started with one.
+    config: Option<PathBuf>,
 }
 
 impl Drop for CentralProcess {
@@ -93,6 +95,12 @@ pub fn central_cli(data_dir: &Path, args: &[&str]) -> anyhow::Result<Value> {
 impl CentralProcess {
     /// Initialises central with the demo locations and a health client, and runs it.
     pub fn start() -> anyhow::Result<Self> {
+        Self::start_with_config(None)
+    }
+
+    /// Like [`Self::start`], with `config_toml` (the text of a `central.toml`, e.g.
+    /// `pool_lease_size = 10000`) given to every `run`; command-line addresses still win.
+    pub fn start_with_config(config_toml: Option<&str>) -> anyhow::Result<Self> {
         let dir = tempfile::Builder::new()
             .prefix("crvs-central-test-")
             .tempdir()?;
@@ -103,6 +111,14 @@ impl CentralProcess {
             &["client", "add", "--name", "health", "--health"],
         )?)
         .context("decoding client add output")?;
+        let config = match config_toml {
+            Some(text) => {
+                let path = dir.path().join("central.toml");
+                std::fs::write(&path, text)?;
+                Some(path)
+            }
+            None => None,
+        };
         let any = SocketAddr::from(([127, 0, 0, 1], 0));
         let mut central = Self {
             dir,
@@ -111,6 +127,7 @@ impl CentralProcess {
             quic: any,
             health,
             starts: 0,
+            config,
         };
         central.spawn_run(any, any)?;
         Ok(central)
@@ -250,6 +267,9 @@ impl CentralProcess {
         let mut cmd = Command::new(central_bin());
         for var in CENTRAL_ENV_VARS {
             cmd.env_remove(var);
+        }
+        if let Some(config) = &self.config {
+            cmd.arg("--config").arg(config);
         }
         let mut child = cmd
             .arg("--data-dir")

@@ -75,6 +75,20 @@ pub struct ProxyConfig {
     pub seed: u64,
 }
 
+/// One delivered datagram, recorded while tracing is on ([`LossyProxy::set_trace`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct TracedPacket {
+    /// Delivery time, since the proxy started.
+    pub at: Duration,
+    /// Client → upstream (`true`) or upstream → client.
+    pub up: bool,
+    /// UDP payload bytes.
+    pub bytes: usize,
+}
+
+/// Most datagrams a trace holds; later ones are not recorded.
+pub const TRACE_PACKETS_MAX: usize = 100_000;
+
 /// Counters, per direction.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct ProxyStats {
@@ -99,6 +113,9 @@ struct Shared {
     down: ProxyStats,
     /// When each direction's wire is free again (bandwidth cap).
     wire_free: [Instant; 2],
+    started: Instant,
+    /// Delivered datagrams, while tracing.
+    trace: Option<Vec<TracedPacket>>,
 }
 
 impl Shared {
@@ -153,10 +170,20 @@ impl Shared {
         times
     }
 
-    fn delivered(&mut self, dir: usize, len: usize) {
+    fn delivered(&mut self, dir: usize, len: usize, now: Instant) {
         let stats = self.stats_mut(dir);
         stats.packets_out += 1;
         stats.bytes_out += len as u64;
+        let at = now.saturating_duration_since(self.started);
+        if let Some(trace) = &mut self.trace
+            && trace.len() < TRACE_PACKETS_MAX
+        {
+            trace.push(TracedPacket {
+                at,
+                up: dir == 0,
+                bytes: len,
+            });
+        }
     }
 }
 
@@ -203,6 +230,8 @@ impl LossyProxy {
             up: ProxyStats::default(),
             down: ProxyStats::default(),
             wire_free: [now, now],
+            started: now,
+            trace: None,
         }));
         let (tx, rx) = mpsc::channel::<Pending>(QUEUE_PACKETS_MAX);
         let backs: Arc<Mutex<HashMap<SocketAddr, Arc<UdpSocket>>>> = Arc::default();
@@ -247,6 +276,30 @@ impl LossyProxy {
             s.config.up = up;
             s.config.down = down;
         }
+    }
+
+    /// Starts recording every delivered datagram (a fresh trace), or stops and discards it.
+    pub fn set_trace(&self, on: bool) {
+        if let Ok(mut s) = self.shared.lock() {
+            s.trace = on.then(Vec::new);
+        }
+    }
+
+    /// The datagrams delivered since tracing started, leaving an empty trace running.
+    pub fn take_trace(&self) -> Vec<TracedPacket> {
+        self.shared
+            .lock()
+            .ok()
+            .and_then(|mut s| s.trace.as_mut().map(std::mem::take))
+            .unwrap_or_default()
+    }
+
+    /// Time since the proxy started, on the clock of [`TracedPacket::at`].
+    pub fn elapsed(&self) -> Duration {
+        self.shared
+            .lock()
+            .map(|s| s.started.elapsed())
+            .unwrap_or_default()
     }
 
     /// Counters: (client → upstream, upstream → client).
@@ -375,7 +428,7 @@ impl LossyProxy {
                     while heap.peek().is_some_and(|p| p.0.at <= now) {
                         let Some(std::cmp::Reverse(p)) = heap.pop() else { break };
                         if let Ok(mut s) = shared.lock() {
-                            s.delivered(p.dir, p.bytes.len());
+                            s.delivered(p.dir, p.bytes.len(), now);
                         }
                         if p.dir == 0 {
                             let back = backs.lock().ok().and_then(|b| b.get(&p.client).cloned());

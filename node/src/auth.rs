@@ -4,6 +4,8 @@
 //! signed with the node's token key, so a token from another node or from central does not
 //! validate here; `iss` names the node so the two are distinguishable by eye too.
 
+use std::collections::HashMap;
+use std::sync::Mutex;
 use std::time::Duration;
 
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
@@ -11,6 +13,7 @@ use argon2::{Algorithm as ArgonAlgorithm, Argon2, Params, Version};
 use crvs_common::log::NodeSecretKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
+use sha2::{Digest as _, Sha256};
 
 /// Audiences OpenCRVS puts in a system token; the events API requires `opencrvs:events-user`.
 pub const TOKEN_AUDIENCES: [&str; 2] = ["opencrvs:gateway-user", "opencrvs:events-user"];
@@ -90,6 +93,10 @@ pub struct Claims {
 #[error("invalid token: {0}")]
 pub struct TokenError(String);
 
+/// Tokens whose signature and claims were checked, remembered so a client reusing its token
+/// (as integrations do for its whole lifetime) is not re-verified on every request.
+pub const VERIFIED_TOKENS_MAX: usize = 4096;
+
 /// Mints and validates this node's tokens.
 pub struct TokenKeys {
     encoding: EncodingKey,
@@ -97,6 +104,8 @@ pub struct TokenKeys {
     validation: Validation,
     issuer: String,
     ttl: Duration,
+    /// SHA-256 of a token → its verified claims. Expiry is still checked on every use.
+    verified: Mutex<HashMap<[u8; 32], Claims>>,
 }
 
 impl std::fmt::Debug for TokenKeys {
@@ -145,6 +154,7 @@ impl TokenKeys {
             validation,
             issuer,
             ttl,
+            verified: Mutex::new(HashMap::new()),
         }
     }
 
@@ -181,11 +191,42 @@ impl TokenKeys {
             .map_err(|e| TokenError(e.to_string()))
     }
 
-    /// Validates a token: signature, algorithm, issuer, audience, expiry.
+    /// Validates a token: signature, algorithm, issuer, audience, expiry. A token verified
+    /// before is looked up instead of verified again; its expiry is checked against `now`.
     pub fn validate(&self, token: &str) -> Result<Claims, TokenError> {
-        jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
+        self.validate_at(token, jsonwebtoken::get_current_timestamp())
+    }
+
+    /// [`Self::validate`] with the time a remembered token's expiry is checked against.
+    fn validate_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if let Some(claims) = self.verified_lock().get(&digest)
+            && claims.exp.saturating_add(TOKEN_LEEWAY_SECS) > now
+        {
+            return Ok(claims.clone());
+        }
+        let claims = jsonwebtoken::decode::<Claims>(token, &self.decoding, &self.validation)
             .map(|data| data.claims)
-            .map_err(|e| TokenError(e.to_string()))
+            .map_err(|e| TokenError(e.to_string()))?;
+        if claims.exp.saturating_add(TOKEN_LEEWAY_SECS) <= now {
+            return Err(TokenError("token expired".into()));
+        }
+        let mut verified = self.verified_lock();
+        if verified.len() >= VERIFIED_TOKENS_MAX {
+            verified.retain(|_, c| c.exp.saturating_add(TOKEN_LEEWAY_SECS) > now);
+            if verified.len() >= VERIFIED_TOKENS_MAX {
+                verified.clear();
+            }
+        }
+        verified.insert(digest, claims.clone());
+        Ok(claims)
+    }
+
+    fn verified_lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
+        // The map holds only verified claims; a panic elsewhere cannot leave it half-written.
+        self.verified
+            .lock()
+            .unwrap_or_else(std::sync::PoisonError::into_inner)
     }
 }
 
@@ -239,6 +280,22 @@ mod tests {
         let none = format!("eyJhbGciOiJub25lIiwidHlwIjoiSldUIn0.{payload}.");
         assert!(k.validate(&none).is_err());
         assert!(k.validate("foobar").is_err());
+    }
+
+    #[test]
+    fn a_remembered_token_still_expires_and_others_are_still_verified() {
+        let k = keys(1);
+        let token = k.mint("c", vec![], TokenUserType::System, now()).unwrap();
+        let claims = k.validate(&token).unwrap();
+        assert_eq!(k.validate(&token).unwrap().sub, "c");
+        let after = claims.exp + TOKEN_LEEWAY_SECS;
+        assert!(k.validate_at(&token, after).is_err());
+        assert!(k.validate_at(&token, after - 1).is_ok());
+        // A token that differs in one signature byte is not the remembered one.
+        let mut forged = token.clone().into_bytes();
+        let last = forged.len() - 2;
+        forged[last] = if forged[last] == b'A' { b'B' } else { b'A' };
+        assert!(k.validate(&String::from_utf8(forged).unwrap()).is_err());
     }
 
     #[test]

@@ -1,14 +1,17 @@
 //! Per-event automerge documents: how concurrent writes from different places merge.
 //!
-//! Each event is one automerge document: `actions` maps action id → the action's JSON, and `decl`
-//! maps field id → the field's JSON value. A write records its actions and its declaration
+//! Each event is one automerge document: `actions` maps action id → its type and status, and
+//! `decl` maps field id → the field's JSON value. A write records its actions and its declaration
 //! delta as one automerge change, which travels in the log entry (`crdt_change`). Applying the
 //! same changes in any order gives the same document, so every replica shows the same winner for
 //! a field written concurrently at two places, and both values stay visible as a conflict.
 
-use automerge::transaction::{CommitOptions, Transactable as _};
+use std::collections::HashMap;
 
-use automerge::{ActorId, Automerge, Change, ObjType, ROOT, ReadDoc as _, ScalarValue, Value};
+use automerge::transaction::{CommitOptions, Transactable as _};
+use automerge::{
+    ActorId, Automerge, Change, ObjType, ROOT, ReadDoc as _, ScalarValue, Value, hydrate,
+};
 use crvs_common::event::{ActionDocument, Declaration};
 use crvs_common::state::FieldConflict;
 
@@ -28,6 +31,9 @@ pub enum MergeError {
     #[error("bad value at {0}")]
     BadValue(String),
 }
+
+/// Stored documents grow by appended changes up to this size, then are saved whole (compressed).
+pub const APPEND_MAX_BYTES: usize = 16 * 1024;
 
 /// One event's merge document.
 #[derive(Debug, Clone)]
@@ -60,6 +66,18 @@ impl EventCrdt {
         self.doc.save()
     }
 
+    /// What to store for this document after `change` was recorded in it, given the bytes stored
+    /// before: those bytes with the change appended while they are under [`APPEND_MAX_BYTES`]
+    /// (no re-encoding on the write path), else one compressed [`Self::save`]. Automerge loads a
+    /// sequence of chunks, so both forms load back to this document.
+    pub fn stored_after(&self, before: Option<&[u8]>, change: &[u8]) -> Vec<u8> {
+        match before {
+            Some(old) if old.len() + change.len() <= APPEND_MAX_BYTES => [old, change].concat(),
+            None if change.len() <= APPEND_MAX_BYTES => change.to_vec(),
+            _ => self.save(),
+        }
+    }
+
     /// Records `actions` and the declaration `delta` (`null` clears a field) as one change with
     /// the given timestamp, and returns that change's bytes (for the log entry).
     pub fn record(
@@ -68,15 +86,51 @@ impl EventCrdt {
         delta: &Declaration,
         time_ms: i64,
     ) -> Result<Vec<u8>, MergeError> {
+        // The action itself travels in the signed entry; the document only needs its id (the
+        // merged set of actions) and a short label for people reading a document dump.
         let encoded: Vec<(String, String)> = actions
             .iter()
-            .map(|a| serde_json::to_string(a).map(|json| (a.id.to_string(), json)))
-            .collect::<Result<_, _>>()
-            .map_err(|e| MergeError::BadValue(e.to_string()))?;
+            .map(|a| {
+                (
+                    a.id.to_string(),
+                    format!("{} {}", a.action_type.as_str(), a.status.as_str()),
+                )
+            })
+            .collect();
+        // A fresh document (the event's first write, which always carries its CREATE) creates
+        // both maps in one batch: two op-set splices instead of one per key. Later writes find the
+        // maps and put key by key, so no replica ever creates a second `decl` map concurrently.
+        let fresh = self.doc.get_heads().is_empty() && self.pending_changes() == 0;
         self.doc
             .transact_with(
                 |_| CommitOptions::default().with_time(time_ms),
                 |tx| -> Result<(), automerge::AutomergeError> {
+                    if fresh {
+                        let actions_map: HashMap<String, hydrate::Value> = encoded
+                            .iter()
+                            .map(|(id, json)| (id.clone(), hydrate::Value::from(json.as_str())))
+                            .collect();
+                        let decl_map: HashMap<String, hydrate::Value> = delta
+                            .iter()
+                            .filter(|(_, value)| !value.is_null())
+                            .map(|(field, value)| {
+                                (field.clone(), hydrate::Value::scalar(value.to_string()))
+                            })
+                            .collect();
+                        tx.batch_create_object(
+                            ROOT,
+                            ACTIONS,
+                            &hydrate::Value::from(hydrate::Map::from(actions_map)),
+                            false,
+                        )?;
+                        tx.batch_create_object(
+                            ROOT,
+                            DECLARATION,
+                            &hydrate::Value::from(hydrate::Map::from(decl_map)),
+                            false,
+                        )?;
+                        return Ok(());
+                    }
                     let actions_obj = match tx.get(ROOT, ACTIONS)? {
                         Some((Value::Object(ObjType::Map), id)) => id,
                         _ => tx.put_object(ROOT, ACTIONS, ObjType::Map)?,
@@ -235,6 +289,75 @@ mod tests {
             json!({"child.name": {"firstname": "Liam"}, "child.gender": "male"})
         );
         assert!(b.conflicts().unwrap().is_empty());
+    }
+
+    #[test]
+    fn a_fresh_document_records_in_one_batch_and_later_writes_key_by_key() {
+        let action: ActionDocument = serde_json::from_value(json!({
+            "id": "2f0c5a1e-8d4b-4c3a-9e61-0d5f1b2a3c4d",
+            "type": "CREATE",
+            "status": "Accepted",
+            "transactionId": "tx-1",
+            "createdAt": "2024-06-03T10:00:00.000Z",
+            "createdBy": "client-1",
+            "createdByUserType": "system",
+            "createdByRole": "HEALTH",
+        }))
+        .unwrap();
+        let mut a = EventCrdt::new(actor(1));
+        let c1 = a
+            .record(
+                std::slice::from_ref(&action),
+                &decl(json!({"child.name": {"firstname": "Liam"}, "child.dob": "2024-06-03", "child.gender": null})),
+                1,
+            )
+            .unwrap();
+        assert_eq!(
+            serde_json::Value::Object(a.declaration().unwrap()),
+            json!({"child.name": {"firstname": "Liam"}, "child.dob": "2024-06-03"})
+        );
+        assert_eq!(a.action_ids().unwrap(), vec![action.id.to_string()]);
+        let c2 = a
+            .record(&[], &decl(json!({"child.dob": "2024-06-04"})), 2)
+            .unwrap();
+        // Another replica sees the same document from the changes alone.
+        let mut b = EventCrdt::new(actor(2));
+        b.apply_change(&c1).unwrap();
+        b.apply_change(&c2).unwrap();
+        assert_eq!(b.declaration().unwrap(), a.declaration().unwrap());
+        assert_eq!(b.heads(), a.heads());
+        // A concurrent write on top of the batch-created map conflicts as usual.
+        let mut c = EventCrdt::new(actor(3));
+        c.apply_change(&c1).unwrap();
+        let c3 = c
+            .record(&[], &decl(json!({"child.dob": "2024-06-05"})), 2)
+            .unwrap();
+        a.apply_change(&c3).unwrap();
+        b.apply_change(&c3).unwrap();
+        assert_eq!(a.conflicts().unwrap(), b.conflicts().unwrap());
+        assert_eq!(a.conflicts().unwrap().len(), 1);
+    }
+
+    #[test]
+    fn stored_bytes_load_back_whether_appended_or_saved_whole() {
+        let mut a = EventCrdt::new(actor(1));
+        let mut stored: Option<Vec<u8>> = None;
+        for i in 0..200 {
+            let change = a
+                .record(
+                    &[],
+                    &decl(json!({format!("f{}", i % 7): "x".repeat(300), "n": i})),
+                    i,
+                )
+                .unwrap();
+            stored = Some(a.stored_after(stored.as_deref(), &change));
+            let loaded = EventCrdt::load(stored.as_deref().unwrap(), actor(1)).unwrap();
+            assert_eq!(loaded.heads(), a.heads(), "after write {i}");
+            assert_eq!(loaded.declaration().unwrap(), a.declaration().unwrap());
+            // A reloaded document keeps writing with the same actor: its sequence continues.
+            a = loaded;
+        }
+        assert!(stored.unwrap().len() <= APPEND_MAX_BYTES + 4096);
     }
 
     #[test]

@@ -242,7 +242,8 @@ impl Actor {
         now_ms: u64,
     ) -> ActionDocument {
         ActionDocument {
-            id: Uuid::new_v4(),
+            // Time-ordered ids keep the actions' id index appending at its right edge.
+            id: Uuid::now_v7(),
             action_type,
             transaction_id: transaction_id.to_owned(),
             status,
@@ -275,6 +276,24 @@ fn create_in_job(
     transaction_id: &str,
     hash: &[u8],
 ) -> Result<EventDocument, ApiError> {
+    let (id, created) = stage_create(ctx, actor, event_type, transaction_id, hash)?;
+    if created {
+        return Ok(ctx.finish_event()?);
+    }
+    ctx.reader()
+        .event_document(id)?
+        .ok_or_else(|| ApiError::event_not_found(id))
+}
+
+/// Stages the CREATE of a new event (its entry is signed by whoever finishes the job), or finds
+/// the event this transaction id created before. Returns the event id and whether it is new.
+fn stage_create(
+    ctx: &mut WriteCtx<'_>,
+    actor: &Actor,
+    event_type: &str,
+    transaction_id: &str,
+    hash: &[u8],
+) -> Result<(Uuid, bool), ApiError> {
     if let Some((id, stored)) = ctx
         .reader()
         .event_by_transaction(transaction_id, event_type)?
@@ -282,10 +301,7 @@ fn create_in_job(
         if stored != hash {
             return Err(replay_conflict());
         }
-        return ctx
-            .reader()
-            .event_document(id)?
-            .ok_or_else(|| ApiError::event_not_found(id));
+        return Ok((id, false));
     }
     let tracking_id = ctx.take_tracking_id()?.ok_or_else(|| {
         ApiError::new(
@@ -293,7 +309,8 @@ fn create_in_job(
             "No tracking ids left at this node; it needs to sync with central to get more",
         )
     })?;
-    let id = Uuid::new_v4();
+    // Time-ordered: new events append to the right edge of the events table's key index.
+    let id = Uuid::now_v7();
     let now_ms = ctx.now_ms();
     let created_at = format_timestamp_ms(now_ms);
     ctx.insert_event(&NewEvent {
@@ -317,7 +334,7 @@ fn create_in_job(
         now_ms,
     );
     ctx.append_action(&meta, create, Some(hash))?;
-    Ok(ctx.finish_event()?)
+    Ok((id, true))
 }
 
 /// The notify step, run inside a write job. Idempotent on `transactionId`. With no confirmation
@@ -340,14 +357,17 @@ fn notify_in_job(
         if existing_event != event_id || stored.as_deref() != Some(hash) {
             return Err(replay_conflict());
         }
+        if ctx.has_staged() {
+            // Only reachable if a create staged in this job met an old notify: sign the create.
+            return Ok(ctx.finish_event()?);
+        }
         return ctx
             .reader()
             .event_document(event_id)?
             .ok_or_else(|| ApiError::event_not_found(event_id));
     }
     let doc = ctx
-        .reader()
-        .event_document(event_id)?
+        .document(event_id)?
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
     if let Some(assignee) = assigned_to(&doc.actions)
         && (actor.user_type == UserType::System || assignee != actor.id)
@@ -516,11 +536,14 @@ pub(crate) async fn create_and_notify(
     let doc = state
         .store
         .write(move |ctx| {
-            let created = create_in_job(ctx, &actor, &input.event_type, &create_tx, &create_hash)?;
+            // One job, one signed entry: CREATE and the NOTIFY pair of a new event travel
+            // together (a replayed create is found and only the notify is new).
+            let (event_id, _) =
+                stage_create(ctx, &actor, &input.event_type, &create_tx, &create_hash)?;
             notify_in_job(
                 ctx,
                 &actor,
-                created.id,
+                event_id,
                 &input.transaction_id,
                 input.declaration,
                 input.annotation,

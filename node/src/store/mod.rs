@@ -453,18 +453,21 @@ impl Writer {
                 pool: self.pool,
                 now_ms,
                 pending: None,
+                known: None,
             };
             let outcome = std::panic::catch_unwind(AssertUnwindSafe(|| job(&mut ctx)));
-            // A job that staged actions but did not finish its entry is a bug: never commit
-            // actions without their signed entry.
-            let unfinished = ctx.pending.is_some();
+            // A job that succeeded with actions staged but no entry signed is a bug: never
+            // commit actions without their signed entry. (A failing job may stop half-way; its
+            // savepoint is rolled back and it answers with its own error.)
+            let staged = ctx.pending.is_some();
+            let unfinished = staged && matches!(outcome, Ok((true, _)));
             if unfinished {
                 tracing::error!(
                     "store: a write job staged actions without finishing its log entry; rolled back"
                 );
             }
             let (ok, reply) = match outcome {
-                Ok((ok, reply)) => (ok && ok_sp && !unfinished, Some(reply)),
+                Ok((ok, reply)) => (ok && ok_sp && !staged, Some(reply)),
                 Err(_) => {
                     tracing::error!("store: a write job panicked; its savepoint is rolled back");
                     (false, None)
@@ -522,6 +525,9 @@ pub struct WriteCtx<'a> {
     pool: PoolSettings,
     now_ms: u64,
     pending: Option<PendingEntry>,
+    /// An event as it stood before this job staged actions on it (read or created in this
+    /// job), so the job does not read and decode it again.
+    known: Option<EventDocument>,
 }
 
 /// Actions staged by a job, waiting for [`WriteCtx::finish_event`] to sign their entry.
@@ -558,6 +564,35 @@ impl WriteCtx<'_> {
     /// Wall-clock time of this job, ms since the epoch.
     pub fn now_ms(&self) -> u64 {
         self.now_ms
+    }
+
+    /// The event as this job sees it: stored actions and the ones it staged. Read from the
+    /// database once per job; later calls reuse it.
+    pub fn document(&mut self, event_id: uuid::Uuid) -> Result<Option<EventDocument>, StoreError> {
+        if let Some(known) = self.known.as_ref().filter(|k| k.id == event_id) {
+            let mut doc = known.clone();
+            if let Some(pending) = self
+                .pending
+                .as_ref()
+                .filter(|p| p.payload.event_id == event_id)
+            {
+                doc.actions.extend(pending.payload.actions.iter().cloned());
+            }
+            return Ok(Some(doc));
+        }
+        let doc = self.reader().event_document(event_id)?;
+        // Staged rows are in the database too: remember only a document read before staging.
+        if self.pending.is_none()
+            && let Some(doc) = &doc
+        {
+            self.known = Some(doc.clone());
+        }
+        Ok(doc)
+    }
+
+    /// Whether this job staged actions that no entry signed yet.
+    pub fn has_staged(&self) -> bool {
+        self.pending.is_some()
     }
 
     /// Read access inside the write transaction (sees this job's own writes).
@@ -641,6 +676,14 @@ impl WriteCtx<'_> {
                 event.tracking_id
             )));
         }
+        self.known = Some(EventDocument {
+            id: event.id,
+            event_type: event.event_type.to_owned(),
+            created_at: event.created_at.to_owned(),
+            updated_at: event.created_at.to_owned(),
+            actions: Vec::new(),
+            tracking_id: event.tracking_id.to_owned(),
+        });
         Ok(())
     }
 
@@ -699,21 +742,42 @@ impl WriteCtx<'_> {
         };
         let payload = pending.payload;
         let event_id = payload.event_id;
+        // Put back for `document`, then read the event with its staged actions.
+        self.pending = Some(PendingEntry { payload });
         let doc = self
-            .reader()
-            .event_document(event_id)?
+            .document(event_id)?
             .ok_or_else(|| StoreError::Corrupt(format!("event {event_id} vanished")))?;
+        let payload = self
+            .pending
+            .take()
+            .map(|p| p.payload)
+            .ok_or_else(|| StoreError::Corrupt("staged actions vanished".into()))?;
+        self.known = None;
+        debug_assert_eq!(
+            serde_json::to_value(&doc.actions).ok(),
+            serde_json::to_value(
+                self.reader()
+                    .event_document(event_id)
+                    .ok()
+                    .flatten()
+                    .map(|d| d.actions)
+            )
+            .ok(),
+            "the remembered document must equal the stored one"
+        );
         let mut delta = crvs_common::event::Declaration::new();
         for action in &payload.actions {
             delta.extend(effective_declaration(action, &doc.actions));
         }
         let actor = actor_for(self.key.node_id().as_bytes());
-        let stored: Option<Vec<u8>> = self
+        let (stored, index_json): (Option<Vec<u8>>, String) = self
             .conn
-            .prepare_cached("SELECT crdt FROM events WHERE id = ?1")?
-            .query_row(params![event_id.to_string()], |r| r.get(0))?;
-        let mut crdt = match stored {
-            Some(bytes) => EventCrdt::load(&bytes, actor)
+            .prepare_cached("SELECT crdt, index_json FROM events WHERE id = ?1")?
+            .query_row(params![event_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })?;
+        let mut crdt = match &stored {
+            Some(bytes) => EventCrdt::load(bytes, actor)
                 .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?,
             None => EventCrdt::new(actor),
         };
@@ -723,6 +787,7 @@ impl WriteCtx<'_> {
         let bytes = serde_json::to_vec(&payload).map_err(|e| StoreError::Log(e.to_string()))?;
         let hlc = self.hlc.now(self.now_ms);
         let seq = self.head.seq + 1;
+        let crdt_bytes = crdt.stored_after(stored.as_deref(), &change);
         let entry = LogEntry::sign(
             self.key,
             seq,
@@ -737,11 +802,20 @@ impl WriteCtx<'_> {
         self.conn
             .prepare_cached("INSERT INTO log (seq, hash, entry) VALUES (?1, ?2, ?3)")?
             .execute(params![seq as i64, hash.0.as_slice(), entry.encode()])?;
-        self.conn
-            .prepare_cached("UPDATE events SET crdt = ?1 WHERE id = ?2")?
-            .execute(params![crdt.save(), event_id.to_string()])?;
         *self.head = LogHead { seq, hash };
-        self.refresh_index_with(doc, &crdt)
+        let index = local_index(&doc, stored.is_none(), &index_json, &delta, &crdt)?;
+        let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "UPDATE events SET crdt = ?1, status = ?2, index_json = ?3 WHERE id = ?4",
+            )?
+            .execute(params![
+                crdt_bytes,
+                index.status.as_str(),
+                json,
+                event_id.to_string()
+            ])?;
+        Ok(doc)
     }
 
     fn refresh_index_with(
@@ -863,6 +937,53 @@ fn fill_pool(conn: &Connection, count: u32) -> Result<u64, StoreError> {
 #[allow(missing_debug_implementations, reason = "holds a connection")]
 pub struct ReadCtx<'a> {
     conn: &'a Connection,
+}
+
+/// The index of an event after a local write, derived incrementally: a local write wins every
+/// field it touches (automerge's put and delete supersede every value visible at the key), so
+/// the declaration is the previous one with `delta` applied, and the previous conflicts stay
+/// except on touched fields. Falls back to reading the merge document when there is no previous
+/// index to start from. Debug builds check the result against the merge document.
+fn local_index(
+    doc: &EventDocument,
+    new_document: bool,
+    previous_json: &str,
+    delta: &crvs_common::event::Declaration,
+    crdt: &EventCrdt,
+) -> Result<EventIndex, StoreError> {
+    let mut index = EventIndex::from_document(doc);
+    let previous = if new_document {
+        Some((crvs_common::event::Declaration::new(), Vec::new()))
+    } else {
+        serde_json::from_str::<EventIndex>(previous_json)
+            .ok()
+            .map(|p| (p.declaration, p.conflicts))
+    };
+    match previous {
+        Some((mut declaration, mut conflicts)) => {
+            for (field, value) in delta {
+                if value.is_null() {
+                    declaration.remove(field);
+                } else {
+                    declaration.insert(field.clone(), value.clone());
+                }
+            }
+            conflicts.retain(|c| !delta.contains_key(&c.field));
+            index.declaration = declaration;
+            index.conflicts = conflicts;
+            debug_assert_eq!(crdt.declaration().ok().as_ref(), Some(&index.declaration));
+            debug_assert_eq!(crdt.conflicts().ok().as_ref(), Some(&index.conflicts));
+        }
+        None => {
+            index.declaration = crdt
+                .declaration()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            index.conflicts = crdt
+                .conflicts()
+                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        }
+    }
+    Ok(index)
 }
 
 fn parse_uuid(s: &str) -> Result<uuid::Uuid, StoreError> {

@@ -2,15 +2,17 @@
 //! realistic birth notifications and prints throughput, latency percentiles, their ratio and the
 //! node's memory. `packaging/bench.sh` starts both servers and runs this; see the README.
 //!
-//! A node notification is two round trips, `POST /api/events/events` then
-//! `POST /api/events/events/{id}/notify` with a ~1 KiB Farajaland declaration; its latency is the
-//! sum. A PouchDB notification is one `PUT /{db}/{docid}` of the same declaration plus the fields
+//! The node is driven in both ways OpenCRVS 2.0 offers a health system: one call to
+//! `POST /api/events/events/notify` (create and notify together, the 2.0 convenience route), and
+//! two calls, `POST /api/events/events` then `POST /api/events/events/{id}/notify` (latency: the
+//! sum), each with a ~1 KiB Farajaland declaration. The target ratio is judged on the one-call
+//! flow, which does the same work as PouchDB's one write; both ratios are printed. A PouchDB notification is one `PUT /{db}/{docid}` of the same declaration plus the fields
 //! an offline-first app stores beside it (`_id`, `type`, a tracking id, timestamps). Each load
 //! runs `C` workers on one keep-alive connection pool; the bench's runtime is single-threaded so
 //! the load generator takes at most one core from the servers it measures.
 //!
 //! The order is: RSS of the idle node, warm-up of both servers, then for each concurrency
-//! `repeats` measured runs alternating node and PouchDB (medians are printed), then a sustained
+//! `repeats` measured runs alternating node (one call), node (two calls) and PouchDB (medians are printed), then a sustained
 //! run of the node at the highest concurrency until it holds `--fill-to` notifications, and its
 //! RSS after that. Any HTTP error stops the bench with a non-zero exit; missed targets do not.
 #![allow(clippy::print_stdout, reason = "a bench prints its figures")]
@@ -425,7 +427,33 @@ impl NodeTarget {
         Ok(())
     }
 
-    /// One notification: create the event, then notify it with declaration `index`.
+    /// One notification in one call: `POST /api/events/events/notify` with declaration `index`.
+    async fn create_and_notify(&self, index: u64) -> anyhow::Result<()> {
+        let body = json!({
+            "eventType": "birth",
+            "transactionId": uuid::Uuid::new_v4().to_string(),
+            "createdAtLocation": OFFICE_ID,
+            "declaration": declaration(index),
+            "annotation": {},
+        });
+        let response = self
+            .http
+            .post(format!("{}/api/events/events/notify", self.base))
+            .header(AUTHORIZATION, self.token.get())
+            .header(CONTENT_TYPE, "application/json")
+            .body(serde_json::to_vec(&body)?)
+            .send()
+            .await
+            .context("POST /api/events/events/notify")?;
+        let created: Created = decode(&ok_body(response, "POST /api/events/events/notify").await?)?;
+        ensure!(
+            !created.id.is_empty(),
+            "POST /api/events/events/notify: no event id"
+        );
+        Ok(())
+    }
+
+    /// One notification in two calls: create the event, then notify it with declaration `index`.
     async fn notify(&self, index: u64) -> anyhow::Result<()> {
         let token = self.token.get();
         let create = json!({
@@ -537,7 +565,10 @@ fn decode<T: serde::de::DeserializeOwned>(body: &impl AsRef<[u8]>) -> anyhow::Re
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 enum Which {
+    /// The node, one call per notification.
     Node,
+    /// The node, create then notify.
+    NodeTwoCalls,
     Pouch,
 }
 
@@ -545,6 +576,7 @@ impl Which {
     fn label(self) -> &'static str {
         match self {
             Self::Node => "crvs-node",
+            Self::NodeTwoCalls => "crvs-node 2 calls",
             Self::Pouch => "PouchDB",
         }
     }
@@ -559,7 +591,8 @@ struct Targets {
 impl Targets {
     async fn notify(&self, which: Which, index: u64) -> anyhow::Result<()> {
         match (which, &self.pouch) {
-            (Which::Node, _) => self.node.notify(index).await,
+            (Which::Node, _) => self.node.create_and_notify(index).await,
+            (Which::NodeTwoCalls, _) => self.node.notify(index).await,
             (Which::Pouch, Some(pouch)) => pouch.notify(index).await,
             (Which::Pouch, None) => bail!("no PouchDB URL given"),
         }
@@ -706,7 +739,7 @@ impl Summary {
             .collect::<Vec<_>>()
             .join(", ");
         format!(
-            "{:<16}{:>5}{:>11.0}{:>10.2}{:>10.2}{:>10.2}   {runs}",
+            "{:<18}{:>5}{:>11.0}{:>10.2}{:>10.2}{:>10.2}   {runs}",
             self.which.label(),
             self.concurrency,
             self.throughput(),
@@ -920,7 +953,8 @@ async fn measure(
          (first: {sample}); document i is the same for both servers"
     );
     println!(
-        "  node notification = POST /api/events/events + POST .../{{id}}/notify (latency: both); \
+        "  node notification = POST /api/events/events/notify (create + notify, one call); \
+         node 2 calls = POST /api/events/events + POST .../{{id}}/notify (latency: both); \
          PouchDB notification = one PUT /{{db}}/{{docid}}"
     );
     println!(
@@ -971,6 +1005,7 @@ async fn measure(
     let mut summaries: Vec<Summary> = Vec::new();
     for &concurrency in &options.concurrency {
         let mut node_runs = Vec::new();
+        let mut two_call_runs = Vec::new();
         let mut pouch_runs = Vec::new();
         for rep in 0..options.repeats {
             print!(
@@ -993,6 +1028,22 @@ async fn measure(
             node_total += node.count;
             print!(" {}", node.brief());
             node_runs.push(node);
+            print!(", node 2 calls ...");
+            flush();
+            tokio::time::sleep(SETTLE).await;
+            let two_calls = run_load(
+                targets,
+                Which::NodeTwoCalls,
+                node_next,
+                options.count,
+                concurrency,
+                options.max_run,
+            )
+            .await?;
+            node_next += options.count;
+            node_total += two_calls.count;
+            print!(" {}", two_calls.brief());
+            two_call_runs.push(two_calls);
             if with_pouch {
                 print!(", PouchDB ...");
                 flush();
@@ -1016,6 +1067,11 @@ async fn measure(
             which: Which::Node,
             concurrency,
             runs: node_runs,
+        });
+        summaries.push(Summary {
+            which: Which::NodeTwoCalls,
+            concurrency,
+            runs: two_call_runs,
         });
         if with_pouch {
             summaries.push(Summary {
@@ -1056,7 +1112,7 @@ async fn measure(
 
     println!();
     println!(
-        "{:<16}{:>5}{:>11}{:>10}{:>10}{:>10}   runs (notifications/s)",
+        "{:<18}{:>5}{:>11}{:>10}{:>10}{:>10}   runs (notifications/s)",
         "server", "conc", "notif/s", "p50 ms", "p95 ms", "p99 ms"
     );
     for s in &summaries {
@@ -1066,7 +1122,7 @@ async fn measure(
         || fill.as_ref().is_some_and(RunStats::cut);
     if let Some(stats) = &fill {
         println!(
-            "{:<16}{:>5}{:>11.0}{:>10.2}{:>10.2}{:>10.2}   one run of {} (sustained, to {} in total)",
+            "{:<18}{:>5}{:>11.0}{:>10.2}{:>10.2}{:>10.2}   one run of {} (sustained, to {} in total)",
             "crvs-node",
             high,
             stats.throughput(),
@@ -1090,19 +1146,25 @@ async fn measure(
             .find(|s| s.which == which && s.concurrency == c)
     };
     let mut ratio_high = None;
+    let mut two_call_ratio_high = None;
     if with_pouch {
         println!();
-        for &c in &options.concurrency {
-            if let (Some(node), Some(pouch)) = (find(Which::Node, c), find(Which::Pouch, c)) {
-                let ratio = node.throughput() / pouch.throughput();
-                println!(
-                    "node / PouchDB at concurrency {c:>3}: throughput {ratio:.2}x, \
-                     p50 latency {:.2}x, p99 latency {:.2}x",
-                    node.quantile_ms(0.50) / pouch.quantile_ms(0.50),
-                    node.quantile_ms(0.99) / pouch.quantile_ms(0.99),
-                );
-                if c == high {
-                    ratio_high = Some(ratio);
+        for (which, name) in [(Which::Node, "node"), (Which::NodeTwoCalls, "node 2 calls")] {
+            for &c in &options.concurrency {
+                if let (Some(node), Some(pouch)) = (find(which, c), find(Which::Pouch, c)) {
+                    let ratio = node.throughput() / pouch.throughput();
+                    println!(
+                        "{name:<12} / PouchDB at concurrency {c:>3}: throughput {ratio:.2}x, \
+                         p50 latency {:.2}x, p99 latency {:.2}x",
+                        node.quantile_ms(0.50) / pouch.quantile_ms(0.50),
+                        node.quantile_ms(0.99) / pouch.quantile_ms(0.99),
+                    );
+                    if c == high && which == Which::Node {
+                        ratio_high = Some(ratio);
+                    }
+                    if c == high && which == Which::NodeTwoCalls {
+                        two_call_ratio_high = Some(ratio);
+                    }
                 }
             }
         }
@@ -1132,13 +1194,18 @@ async fn measure(
         Some(ratio) => {
             let _ = write!(
                 line,
-                "  {} node throughput at concurrency {high} >= {TARGET_RATIO}x PouchDB's: {ratio:.2}x",
+                "  {} node throughput (one call) at concurrency {high} >= {TARGET_RATIO}x PouchDB's: {ratio:.2}x",
                 verdict(ratio >= TARGET_RATIO)
             );
         }
         None => line.push_str("  n/a  node/PouchDB throughput ratio: PouchDB not measured"),
     }
     println!("{line}");
+    if let Some(ratio) = two_call_ratio_high {
+        println!(
+            "  info node 2 calls (create, then notify) at concurrency {high}: {ratio:.2}x PouchDB's"
+        );
+    }
     match node_idle {
         Some((rss, _)) => println!(
             "  {} node idle RSS <= {TARGET_IDLE_RSS_MIB} MiB: {:.1} MiB",

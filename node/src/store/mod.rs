@@ -42,6 +42,17 @@ pub const READ_CONNECTIONS: usize = 2;
 /// How long SQLite waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
 
+/// The checkpointer thread copies the WAL into the database at most this often while writes
+/// come in, so the writer thread never pays for a checkpoint inside its COMMIT.
+const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
+
+/// Safety net: if the checkpointer falls behind (or is gone), the writer's own automatic
+/// checkpoint runs once the WAL holds this many pages (64 MiB of 4 KiB pages).
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_000;
+
+/// After a checkpoint resets the WAL, its file is truncated to at most this many bytes.
+const WAL_FILE_KEEP_BYTES: i64 = 16 * 1024 * 1024;
+
 /// Store failures. Constraint violations that mean a caller error are mapped by the callers.
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -174,9 +185,11 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Savepoint sub-journals in memory, not a temp file per group commit.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Checkpoint every 4,000 pages (16 MiB of WAL) instead of 1,000: the automatic checkpoint
-    // runs inside a COMMIT, before the group's callers are answered.
-    conn.pragma_update(None, "wal_autocheckpoint", 4000)?;
+    // Checkpoints belong to the checkpointer thread ([`run_checkpointer`]); the automatic one,
+    // which would run inside a COMMIT before the group's callers are answered, is only a
+    // safety net.
+    conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
+    conn.pragma_update(None, "journal_size_limit", WAL_FILE_KEEP_BYTES)?;
     Ok(conn)
 }
 
@@ -236,6 +249,13 @@ impl Store {
         }
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let appended = Arc::new(Notify::new());
+        let checkpointer = open_connection(path, flags)?;
+        // Bound 1: a commit only needs to say "there is something to copy".
+        let (committed, commits) = std::sync::mpsc::sync_channel(1);
+        std::thread::Builder::new()
+            .name("store-checkpoint".into())
+            .spawn(move || run_checkpointer(&checkpointer, &commits))
+            .map_err(|e| StoreError::Corrupt(format!("spawning checkpoint thread: {e}")))?;
         let writer = Writer {
             conn,
             key,
@@ -244,6 +264,7 @@ impl Store {
             pool,
             group_commit_max,
             appended: Arc::clone(&appended),
+            committed,
         };
         std::thread::Builder::new()
             .name("store-writer".into())
@@ -411,6 +432,24 @@ struct Writer {
     pool: PoolSettings,
     group_commit_max: usize,
     appended: Arc<Notify>,
+    /// Wakes the checkpointer after a commit (never blocks: a pending wake-up is enough).
+    committed: std::sync::mpsc::SyncSender<()>,
+}
+
+/// Copies committed WAL pages into the database file (PASSIVE: never blocks the writer or the
+/// readers), at most every [`CHECKPOINT_INTERVAL`] while commits arrive. Ends when the writer
+/// is gone.
+fn run_checkpointer(conn: &Connection, commits: &std::sync::mpsc::Receiver<()>) {
+    while commits.recv().is_ok() {
+        let started = std::time::Instant::now();
+        if let Err(e) = conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |_| Ok(())) {
+            tracing::warn!(error = %e, "store: checkpoint failed; will retry after the next commit");
+        }
+        if let Some(rest) = CHECKPOINT_INTERVAL.checked_sub(started.elapsed()) {
+            std::thread::sleep(rest);
+        }
+    }
+    tracing::debug!("store checkpointer stopped");
 }
 
 impl Writer {
@@ -499,6 +538,9 @@ impl Writer {
         if commit.is_ok() && self.head != head_at_begin {
             // After COMMIT, so the sync driver only ever reads durable entries.
             self.appended.notify_one();
+        }
+        if commit.is_ok() {
+            let _ = self.committed.try_send(());
         }
         for (reply, unfinished) in replies {
             if unfinished {

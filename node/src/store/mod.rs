@@ -262,6 +262,7 @@ impl Store {
             head,
             hlc: HlcClock::new(last_hlc),
             pool,
+            pool_spare: 0,
             group_commit_max,
             appended: Arc::clone(&appended),
             committed,
@@ -430,6 +431,8 @@ struct Writer {
     head: LogHead,
     hlc: HlcClock,
     pool: PoolSettings,
+    /// See [`WriteCtx::take_tracking_id`]; 0 makes the next stand-alone create count the pool.
+    pool_spare: u32,
     group_commit_max: usize,
     appended: Arc<Notify>,
     /// Wakes the checkpointer after a commit (never blocks: a pending wake-up is enough).
@@ -490,6 +493,7 @@ impl Writer {
                 head: &mut self.head,
                 hlc: &mut self.hlc,
                 pool: self.pool,
+                pool_spare: &mut self.pool_spare,
                 now_ms,
                 pending: None,
                 known: None,
@@ -518,6 +522,8 @@ impl Writer {
                 let _ = self.conn.execute_batch("ROLLBACK TO job; RELEASE job");
                 self.head = head_before;
                 self.hlc = HlcClock::new(hlc_before);
+                // The job may have refilled the pool: count again next time.
+                self.pool_spare = 0;
             }
             if let Some(reply) = reply {
                 replies.push((reply, unfinished));
@@ -530,6 +536,7 @@ impl Writer {
         if let Err(e) = &commit {
             tracing::error!(error = %e, "store: COMMIT failed; group rolled back");
             let _ = self.conn.execute_batch("ROLLBACK");
+            self.pool_spare = 0;
             match load_head(&self.conn) {
                 Ok(head) => self.head = head,
                 Err(e) => tracing::error!(error = %e, "store: reloading log head failed"),
@@ -565,6 +572,9 @@ pub struct WriteCtx<'a> {
     head: &'a mut LogHead,
     hlc: &'a mut HlcClock,
     pool: PoolSettings,
+    /// Stand-alone mode: free ids known to be above the low-water mark (see
+    /// [`WriteCtx::take_tracking_id`]).
+    pool_spare: &'a mut u32,
     now_ms: u64,
     pending: Option<PendingEntry>,
     /// An event as it stood before this job staged actions on it (read or created in this
@@ -642,28 +652,25 @@ impl WriteCtx<'_> {
         ReadCtx { conn: self.conn }
     }
 
-    /// Whether at least `n` tracking ids are free: walks at most `n` entries of the free-id index
-    /// instead of counting the whole pool on every create.
-    fn pool_has_at_least(&self, n: u32) -> Result<bool, StoreError> {
-        if n == 0 {
-            return Ok(true);
-        }
-        Ok(self
-            .conn
-            .prepare_cached(
-                "SELECT 1 FROM tracking_pool WHERE event_id IS NULL ORDER BY tracking_id LIMIT 1 OFFSET ?1",
-            )?
-            .query_row(params![i64::from(n) - 1], |_| Ok(()))
-            .optional()?
-            .is_some())
-    }
-
     /// Takes a free tracking id from the pool; `None` when the pool is empty. In stand-alone
-    /// mode the pool is refilled first when it is below its low-water mark.
+    /// mode the pool is refilled first when it is below its low-water mark. The pool is counted
+    /// only when the ids known to be spare (free above the low-water mark at the last count,
+    /// minus those taken since) run out. A refill from central only makes the figure low, and
+    /// the writer zeroes it whenever a job or a group rolls back, so it is never high.
     pub fn take_tracking_id(&mut self) -> Result<Option<String>, StoreError> {
-        if self.pool.standalone && !self.pool_has_at_least(self.pool.low_water)? {
-            let free = self.reader().pool_free()?;
-            fill_pool(self.conn, self.pool.size.saturating_sub(free as u32))?;
+        if self.pool.standalone {
+            if *self.pool_spare == 0 {
+                let mut free = self.reader().pool_free()?;
+                if free < u64::from(self.pool.low_water) {
+                    fill_pool(self.conn, self.pool.size.saturating_sub(free as u32))?;
+                    free = self.reader().pool_free()?;
+                }
+                *self.pool_spare =
+                    u32::try_from(free.saturating_sub(u64::from(self.pool.low_water)))
+                        .unwrap_or(u32::MAX);
+            } else {
+                *self.pool_spare -= 1;
+            }
         }
         // Start at a random point of the id space so ids do not reveal creation order, then take
         // the next free one (wrapping to the smallest).

@@ -78,6 +78,7 @@ Usage: crvs-bench --node-url URL --client-id ID --client-secret SECRET [options]
   --node-pid PID          read the node's RSS from /proc/PID/status
   --pouch-pid PID         read PouchDB's RSS from /proc/PID/status
   --max-run-secs S        stop any run after S seconds and report what it did (default 900)
+  --one-call-only         skip the node's two-call flow (create, then notify)
 ";
 
 #[derive(Debug)]
@@ -94,6 +95,8 @@ struct Options {
     node_pid: Option<u32>,
     pouch_pid: Option<u32>,
     max_run: Duration,
+    /// Also measure the node's two-call flow (create, then notify).
+    two_calls: bool,
 }
 
 fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Option<Options>> {
@@ -102,6 +105,7 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
     let mut client_secret = None;
     let mut pouch_url = None;
     let mut count = 5000;
+    let mut two_calls = true;
     let mut concurrency = vec![1, 16];
     let mut repeats = 3;
     let mut warmup = 1000;
@@ -143,6 +147,7 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
             "--node-pid" => node_pid = Some(value()?.parse().context("--node-pid")?),
             "--pouch-pid" => pouch_pid = Some(value()?.parse().context("--pouch-pid")?),
             "--max-run-secs" => max_run_secs = value()?.parse().context("--max-run-secs")?,
+            "--one-call-only" => two_calls = false,
             other => bail!("unknown argument {other:?}\n\n{USAGE}"),
         }
     }
@@ -172,6 +177,7 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
         node_pid,
         pouch_pid,
         max_run: Duration::from_secs(max_run_secs),
+        two_calls,
     }))
 }
 
@@ -1028,22 +1034,24 @@ async fn measure(
             node_total += node.count;
             print!(" {}", node.brief());
             node_runs.push(node);
-            print!(", node 2 calls ...");
-            flush();
-            tokio::time::sleep(SETTLE).await;
-            let two_calls = run_load(
-                targets,
-                Which::NodeTwoCalls,
-                node_next,
-                options.count,
-                concurrency,
-                options.max_run,
-            )
-            .await?;
-            node_next += options.count;
-            node_total += two_calls.count;
-            print!(" {}", two_calls.brief());
-            two_call_runs.push(two_calls);
+            if options.two_calls {
+                print!(", node 2 calls ...");
+                flush();
+                tokio::time::sleep(SETTLE).await;
+                let two_calls = run_load(
+                    targets,
+                    Which::NodeTwoCalls,
+                    node_next,
+                    options.count,
+                    concurrency,
+                    options.max_run,
+                )
+                .await?;
+                node_next += options.count;
+                node_total += two_calls.count;
+                print!(" {}", two_calls.brief());
+                two_call_runs.push(two_calls);
+            }
             if with_pouch {
                 print!(", PouchDB ...");
                 flush();
@@ -1068,11 +1076,13 @@ async fn measure(
             concurrency,
             runs: node_runs,
         });
-        summaries.push(Summary {
-            which: Which::NodeTwoCalls,
-            concurrency,
-            runs: two_call_runs,
-        });
+        if options.two_calls {
+            summaries.push(Summary {
+                which: Which::NodeTwoCalls,
+                concurrency,
+                runs: two_call_runs,
+            });
+        }
         if with_pouch {
             summaries.push(Summary {
                 which: Which::Pouch,

@@ -849,7 +849,12 @@ impl WriteCtx<'_> {
         .map_err(|e| StoreError::Log(e.to_string()))?;
         let hash = entry.hash();
         self.conn
-            .prepare_cached("INSERT INTO log (seq, hash, entry) VALUES (?1, ?2, ?3)")?
+            .prepare_cached(
+                "INSERT INTO log (seq, hash, entry, bytes_through)
+                 VALUES (?1, ?2, ?3,
+                         coalesce((SELECT bytes_through FROM log WHERE seq = ?1 - 1), 0)
+                         + length(?3))",
+            )?
             .execute(params![seq as i64, hash.0.as_slice(), entry.encode()])?;
         *self.head = LogHead { seq, hash };
         let index = local_index(&doc, stored.is_none(), &index_json, &delta, &crdt)?;

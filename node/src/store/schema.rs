@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -167,6 +167,16 @@ const V3: &str = r#"
 CREATE INDEX actions_log ON actions(log_seq);
 "#;
 
+/// Version 4: `log.bytes_through`, the total size of the entries up to and including this one,
+/// so the bytes central has not acknowledged are two row lookups instead of a read of the whole
+/// backlog (which after days offline is tens of megabytes on an SD card).
+const V4: &str = r#"
+ALTER TABLE log ADD COLUMN bytes_through INTEGER NOT NULL DEFAULT 0;
+UPDATE log SET bytes_through = totals.through
+  FROM (SELECT seq, sum(length(entry)) OVER (ORDER BY seq) AS through FROM log) AS totals
+ WHERE totals.seq = log.seq;
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -188,6 +198,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 3 {
         tx.execute_batch(V3)?;
+    }
+    if version < 4 {
+        tx.execute_batch(V4)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
@@ -219,6 +232,8 @@ mod tests {
         conn.pragma_update(None, "user_version", 1).unwrap();
         conn.execute_batch(
             "INSERT INTO log (seq, hash, entry) VALUES (1, x'01', x'02');
+             INSERT INTO log (seq, hash, entry) VALUES (2, x'03', x'040506');
+             INSERT INTO log (seq, hash, entry) VALUES (3, x'07', x'08090a0b');
              INSERT INTO events (id, event_type, tracking_id, transaction_id, request_hash,
                                  created_at, updated_at, status, index_json)
                  VALUES ('e1', 'birth', 'AAAAAA', 't1', x'00', 'c', 'c', 'CREATED', '{}');
@@ -240,6 +255,18 @@ mod tests {
             )
             .unwrap();
         assert_eq!(index, 1, "v3 indexes actions.log_seq");
+        let totals: Vec<i64> = conn
+            .prepare("SELECT bytes_through FROM log ORDER BY seq")
+            .unwrap()
+            .query_map([], |r| r.get(0))
+            .unwrap()
+            .collect::<Result<_, _>>()
+            .unwrap();
+        assert_eq!(
+            totals,
+            vec![1, 4, 8],
+            "v4 keeps running totals of entry sizes"
+        );
         let action: (String, String, Option<i64>, Option<String>) = conn
             .query_row(
                 "SELECT id, event_id, log_seq, origin FROM actions",

@@ -272,11 +272,17 @@ impl ReadCtx<'_> {
         let acked = self.sync_state()?.acked.seq;
         let head = self.log_head()?.seq;
         let acked = i64::try_from(acked.min(head)).unwrap_or(i64::MAX);
-        // length() of a blob is read from the record header, without loading the blob.
-        let backlog_bytes: i64 = self
-            .conn
-            .prepare_cached("SELECT coalesce(sum(length(entry)), 0) FROM log WHERE seq > ?1")?
-            .query_row(params![acked], |r| r.get(0))?;
+        // Running totals (schema v4): two lookups, however long the backlog.
+        let through = |seq: i64| -> Result<i64, StoreError> {
+            Ok(self
+                .conn
+                .prepare_cached("SELECT bytes_through FROM log WHERE seq = ?1")?
+                .query_row(params![seq], |r| r.get(0))
+                .optional()?
+                .unwrap_or(0))
+        };
+        let head_seq = i64::try_from(head).unwrap_or(i64::MAX);
+        let backlog_bytes = through(head_seq)?.saturating_sub(through(acked)?).max(0);
         let oldest: Option<(i64, Vec<u8>, Vec<u8>)> = self
             .conn
             .prepare_cached("SELECT seq, hash, entry FROM log WHERE seq > ?1 ORDER BY seq LIMIT 1")?

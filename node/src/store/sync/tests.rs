@@ -428,7 +428,13 @@ fn backlog_acks_and_bounds() {
     let health = s.health(now).unwrap();
     assert_eq!(health.backlog_entries, 6);
     assert_eq!(health.pool_free, 2);
-    assert!(health.backlog_bytes > 0);
+    let all = s.entries_after(0, 100, usize::MAX).unwrap();
+    let total: usize = all.iter().map(|e| e.encode().len()).sum();
+    assert_eq!(
+        health.backlog_bytes, total as u64,
+        "running totals match the entries"
+    );
+    let after_four: usize = all[4..].iter().map(|e| e.encode().len()).sum();
     assert!(health.oldest_unacked_ms >= 5_000, "{health:?}");
     // Bounds: at least one entry, never more than asked.
     assert_eq!(s.entries_after(0, 100, 1).unwrap().len(), 1);
@@ -445,6 +451,7 @@ fn backlog_acks_and_bounds() {
     s.record_ack(acked, &[], now).unwrap();
     let health = s.health(now).unwrap();
     assert_eq!(health.backlog_entries, 2);
+    assert_eq!(health.backlog_bytes, after_four as u64);
     let state = s.reader().sync_state().unwrap();
     assert_eq!((state.acked, state.last_success_ms), (acked, Some(now)));
 

@@ -108,6 +108,9 @@ pub async fn run(
     shutdown: impl Future<Output = ()> + Send + 'static,
 ) -> anyhow::Result<()> {
     let store = open_store(&config)?;
+    store
+        .start_checkpointer(&config.db_path())
+        .context("starting the WAL checkpointer")?;
     let jwt_key = keys::load_key_file(&config.jwt_key_path()).context("loading token key")?;
     let tokens = auth::TokenKeys::new(
         &jwt_key,

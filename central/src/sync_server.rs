@@ -16,7 +16,7 @@ use std::sync::Arc;
 use std::time::Duration;
 
 use anyhow::Context as _;
-use crvs_common::log::NodeId;
+use crvs_common::log::{CheckedEntry, LogEntry, NodeId};
 use crvs_sync::engine::{CentralSession, CentralStore as _, SyncConfig, SyncError};
 use crvs_sync::wire::{FRAME_BYTES_MAX, Goodbye, Message, WireError};
 use quinn::crypto::rustls::QuicServerConfig;
@@ -38,6 +38,10 @@ pub const FRAMES_QUEUED_MAX: usize = 4;
 
 /// How often central's log head is polled for growth.
 pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(250);
+
+/// Threads that check one `Entries` batch's signatures (on the blocking pool, while the session
+/// applies the previous batch).
+pub const VERIFY_PARALLELISM: usize = 2;
 
 /// How long a closing connection waits for the node to receive the last frames (a `Goodbye`).
 pub const CLOSE_FLUSH_TIMEOUT: Duration = Duration::from_secs(2);
@@ -193,8 +197,38 @@ enum FrameError {
     Wire(#[from] WireError),
 }
 
+/// A decoded frame for the session. `Entries` arrive with their signatures already checked.
+enum Inbound {
+    Entries(Vec<CheckedEntry>),
+    Other(Message),
+}
+
+/// Checks a batch's signatures on up to [`VERIFY_PARALLELISM`] blocking threads, keeping order.
+async fn check_entries(entries: Vec<LogEntry>) -> Result<Vec<CheckedEntry>, FrameError> {
+    let chunk = entries.len().div_ceil(VERIFY_PARALLELISM).max(1);
+    let mut rest = entries;
+    let mut tasks = Vec::with_capacity(VERIFY_PARALLELISM);
+    while !rest.is_empty() {
+        let tail = rest.split_off(chunk.min(rest.len()));
+        let head = std::mem::replace(&mut rest, tail);
+        tasks.push(tokio::task::spawn_blocking(move || {
+            CheckedEntry::check_all(head)
+        }));
+    }
+    let mut checked = Vec::new();
+    for task in tasks {
+        checked.extend(
+            task.await
+                .map_err(|e| FrameError::Read(format!("signature check task failed: {e}")))?,
+        );
+    }
+    Ok(checked)
+}
+
 /// Reads frames until the stream ends (clean end: the channel closes) or fails (one error).
-async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Message, FrameError>>) {
+/// Signatures of an `Entries` batch are checked here, so the check of one batch overlaps the
+/// session applying the one before.
+async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Inbound, FrameError>>) {
     loop {
         let mut len = [0u8; 4];
         match recv.read_exact(&mut len).await {
@@ -216,7 +250,11 @@ async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Messag
             let _ = tx.send(Err(FrameError::Read(e.to_string()))).await;
             return;
         }
-        let msg = Message::decode(&body).map_err(FrameError::from);
+        let msg = match Message::decode(&body) {
+            Ok(Message::Entries(batch)) => check_entries(batch.entries).await.map(Inbound::Entries),
+            Ok(other) => Ok(Inbound::Other(other)),
+            Err(e) => Err(FrameError::from(e)),
+        };
         let failed = msg.is_err();
         if tx.send(msg).await.is_err() || failed {
             return;
@@ -289,7 +327,12 @@ async fn run_session(
                         send.write_all(&goodbye.encode_frame()).await?;
                         return Err(e.into());
                     }
-                    Some(Ok(msg)) => {
+                    Some(Ok(Inbound::Entries(entries))) => {
+                        let (s, r) = step(session, &store, move |s, st| s.handle_checked_entries(entries, st)).await?;
+                        session = s;
+                        r
+                    }
+                    Some(Ok(Inbound::Other(msg))) => {
                         let now_ms = crate::store::wall_ms();
                         let (s, r) = step(session, &store, move |s, st| s.handle_message(now_ms, msg, st)).await?;
                         session = s;

@@ -143,6 +143,17 @@ pub struct ChainVerifier {
     head: LogHead,
 }
 
+/// An entry whose bounds and signature were checked ahead of its place in the chain (a shell may
+/// do this on other threads while earlier entries are applied). Only [`Self::check`] builds one;
+/// [`ChainVerifier::accept_checked`] then classifies it exactly as [`ChainVerifier::accept`]
+/// would the bare entry.
+#[derive(Clone, Debug)]
+pub struct CheckedEntry {
+    entry: LogEntry,
+    hash: EntryHash,
+    signature: Result<(), VerifyError>,
+}
+
 /// Builds a node's own log: signs the next entry on top of the current head.
 ///
 /// [`Self::next_entry`] does not move the head; [`Self::commit`] does, once the shell has made
@@ -611,6 +622,40 @@ impl fmt::Debug for LogEntry {
     }
 }
 
+impl CheckedEntry {
+    /// Checks `entry`'s bounds and signature ([`LogEntry::verify_signature`]) and hashes it.
+    /// A failed check is kept, not returned: the chain verifier reports it in its own order.
+    pub fn check(entry: LogEntry) -> Self {
+        let signature = entry.verify_signature();
+        let hash = entry.hash();
+        Self {
+            entry,
+            hash,
+            signature,
+        }
+    }
+
+    /// [`Self::check`] of every entry, in order.
+    pub fn check_all(entries: Vec<LogEntry>) -> Vec<Self> {
+        entries.into_iter().map(Self::check).collect()
+    }
+
+    /// The entry.
+    pub fn entry(&self) -> &LogEntry {
+        &self.entry
+    }
+
+    /// The entry, giving up the check.
+    pub fn into_entry(self) -> LogEntry {
+        self.entry
+    }
+
+    /// [`LogEntry::hash`], computed by the check.
+    pub fn hash(&self) -> EntryHash {
+        self.hash
+    }
+}
+
 impl ChainVerifier {
     /// A verifier for `node_id`'s log whose accepted entries end at `head`
     /// ([`LogHead::GENESIS`] for a node not heard from yet).
@@ -669,6 +714,29 @@ impl ChainVerifier {
         Ok(verdict)
     }
 
+    /// [`Self::accept`] for an entry whose signature [`CheckedEntry::check`] already checked:
+    /// the same checks in the same order, with the same verdicts and errors.
+    pub fn accept_checked(
+        &mut self,
+        checked: &CheckedEntry,
+        stored_hash_at_seq: Option<EntryHash>,
+    ) -> Result<Verdict, VerifyError> {
+        let entry = &checked.entry;
+        let verdict = self.classify_signed(
+            entry,
+            checked.hash,
+            checked.signature.clone(),
+            stored_hash_at_seq,
+        )?;
+        if verdict == Verdict::Append {
+            self.head = LogHead {
+                seq: entry.seq,
+                hash: checked.hash,
+            };
+        }
+        Ok(verdict)
+    }
+
     /// [`Self::check`], also returning the entry's hash so `accept` hashes once.
     fn classify(
         &self,
@@ -683,6 +751,25 @@ impl ChainVerifier {
         }
         entry.verify_signature()?;
         let hash = entry.hash();
+        let verdict = self.classify_signed(entry, hash, Ok(()), stored_hash_at_seq)?;
+        Ok((verdict, hash))
+    }
+
+    /// The checks of [`Self::classify`] given the outcome of the signature check and the hash.
+    fn classify_signed(
+        &self,
+        entry: &LogEntry,
+        hash: EntryHash,
+        signature: Result<(), VerifyError>,
+        stored_hash_at_seq: Option<EntryHash>,
+    ) -> Result<Verdict, VerifyError> {
+        if entry.node_id != self.node_id {
+            return Err(VerifyError::WrongNode {
+                expected: self.node_id,
+                got: entry.node_id,
+            });
+        }
+        signature?;
         if entry.seq <= self.head.seq {
             let accepted_hash = if entry.seq == self.head.seq {
                 self.head.hash
@@ -690,7 +777,7 @@ impl ChainVerifier {
                 stored_hash_at_seq.ok_or(VerifyError::MissingStoredHash { seq: entry.seq })?
             };
             return if hash == accepted_hash {
-                Ok((Verdict::Duplicate, hash))
+                Ok(Verdict::Duplicate)
             } else {
                 Err(VerifyError::Fork { seq: entry.seq })
             };
@@ -706,7 +793,7 @@ impl ChainVerifier {
         if entry.prev_hash != self.head.hash {
             return Err(VerifyError::BadPrevHash { seq: entry.seq });
         }
-        Ok((Verdict::Append, hash))
+        Ok(Verdict::Append)
     }
 }
 
@@ -984,6 +1071,58 @@ mod tests {
     fn receive(verifier: &ChainVerifier, bytes: &[u8]) -> Result<Verdict, VerifyError> {
         let entry = LogEntry::decode(bytes)?;
         verifier.check(&entry, None)
+    }
+
+    /// A pre-checked entry is classified exactly as the bare entry: same verdicts, same errors,
+    /// same head movement, for appends, duplicates, forks, gaps, bad links, forged signatures,
+    /// altered payloads and entries of another node.
+    #[test]
+    fn accept_checked_matches_accept() {
+        let log = build_log(3, 6);
+        let other = build_log(4, 2);
+        let mut forged = log[2].clone();
+        forged.signature[5] ^= 1;
+        let mut altered = log[3].clone();
+        altered.action = br#"{"type":"DECLARE","n":99}"#.to_vec();
+        let mut fork_writer = LogWriter::new(key(3), LogHead::GENESIS);
+        let fork = fork_writer
+            .next_entry(hlc(5, 0), event_id(77), b"{}".to_vec(), None)
+            .unwrap();
+        fork_writer.commit(&fork).unwrap();
+        let bad_link = fork_writer
+            .next_entry(hlc(6, 0), event_id(78), b"{}".to_vec(), None)
+            .unwrap();
+        let stored = |seq: u64| log.get(seq as usize - 1).map(LogEntry::hash);
+        let cases: Vec<(LogHead, LogEntry)> = vec![
+            (LogHead::GENESIS, log[0].clone()),
+            (LogHead::GENESIS, log[1].clone()),
+            (head_of(&log[1]), log[2].clone()),
+            (head_of(&log[3]), log[1].clone()),
+            (head_of(&log[3]), log[3].clone()),
+            (head_of(&log[3]), fork),
+            (head_of(&log[1]), forged),
+            (head_of(&log[2]), altered),
+            (head_of(&log[0]), other[1].clone()),
+            (head_of(&log[2]), log[4].clone()),
+            (head_of(&log[0]), bad_link),
+        ];
+        for (head, entry) in cases {
+            let mut plain = ChainVerifier::new(key(3).node_id(), head);
+            let mut pre = plain.clone();
+            let expected = plain.accept(&entry, stored(entry.seq));
+            let checked = CheckedEntry::check(entry.clone());
+            assert_eq!(checked.hash(), entry.hash());
+            assert_eq!(pre.accept_checked(&checked, stored(entry.seq)), expected);
+            assert_eq!(pre.head(), plain.head());
+            assert_eq!(checked.into_entry(), entry);
+        }
+    }
+
+    fn head_of(entry: &LogEntry) -> LogHead {
+        LogHead {
+            seq: entry.seq,
+            hash: entry.hash(),
+        }
     }
 
     // ---- identities and hashes -------------------------------------------------------------

@@ -42,6 +42,19 @@ pub const REJECTS_KEPT_PER_NODE: i64 = 1000;
 /// 36^6, so collisions are rare until it is nearly full).
 const TRACKING_ID_ATTEMPTS_PER_ID: u32 = 4;
 
+/// How often the background checkpointer ([`Store::start_checkpointer`]) copies the WAL into the
+/// database (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer or readers).
+pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// With the background checkpointer running, the WAL pages after which the writer checkpoints
+/// on its own anyway (SQLite's `wal_autocheckpoint`): caps the WAL if the checkpointer falls
+/// behind. 16,384 pages of 4 KiB is 64 MiB.
+pub const WAL_FORCED_CHECKPOINT_PAGES: u32 = 16_384;
+
+/// Page cache of the writer connection, KiB (SQLite's default is 2,000 KiB): applying a batch
+/// touches the node log, events, actions, tracking ids and central's log.
+pub const WRITER_CACHE_KIB: u32 = 32 * 1024;
+
 /// Store failures. Domain refusals an operator caused are [`StoreError::Invalid`].
 #[derive(Debug, thiserror::Error)]
 pub enum StoreError {
@@ -179,6 +192,19 @@ impl NodeRow {
     pub fn is_quarantined(&self) -> bool {
         self.quarantined_at_ms.is_some()
     }
+}
+
+/// What the sync path reads of a node on every message (see [`ReadCtx::node_state`]).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct NodeState {
+    /// The last entry durably applied.
+    pub acked: LogHead,
+    /// Revoked by an operator.
+    pub revoked: bool,
+    /// Quarantined after a fork.
+    pub quarantined: bool,
+    /// The facility's administrative area.
+    pub admin_area_id: Option<uuid::Uuid>,
 }
 
 /// A recorded reject, for ops (the entry bytes stay in the database: they hold personal data).
@@ -355,6 +381,7 @@ impl Store {
         }
         let flags = OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX;
         let mut writer = open_connection(path, flags)?;
+        writer.pragma_update(None, "cache_size", -i64::from(WRITER_CACHE_KIB))?;
         schema::migrate(&mut writer)?;
         let central_id = key.node_id();
         check_central(&writer, central_id)?;
@@ -375,6 +402,44 @@ impl Store {
                 pool,
             }),
         })
+    }
+
+    /// Moves WAL checkpoints off the write path: the writer checkpoints only past
+    /// [`WAL_FORCED_CHECKPOINT_PAGES`], and a background thread with its own connection runs a
+    /// passive checkpoint every [`CHECKPOINT_INTERVAL`] until the last handle to the store is
+    /// dropped. For long-running processes (`run`); a short CLI command keeps SQLite's default.
+    pub fn start_checkpointer(&self, path: &Path) -> Result<(), StoreError> {
+        let conn = open_connection(
+            path,
+            OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
+        )?;
+        lock(&self.inner.writer).pragma_update(
+            None,
+            "wal_autocheckpoint",
+            i64::from(WAL_FORCED_CHECKPOINT_PAGES),
+        )?;
+        let inner = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("crvs-checkpoint".into())
+            .spawn(move || {
+                loop {
+                    std::thread::sleep(CHECKPOINT_INTERVAL);
+                    if inner.strong_count() == 0 {
+                        return;
+                    }
+                    // (busy, WAL frames, frames checkpointed); a busy result only means
+                    // another checkpoint was running.
+                    let result: rusqlite::Result<(i64, i64, i64)> =
+                        conn.query_row("PRAGMA wal_checkpoint(PASSIVE)", [], |r| {
+                            Ok((r.get(0)?, r.get(1)?, r.get(2)?))
+                        });
+                    if let Err(e) = result {
+                        tracing::warn!(error = %e, "background WAL checkpoint failed");
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("starting the checkpoint thread: {e}")))?;
+        Ok(())
     }
 
     /// Central's identity (the public key of its log-signing key).
@@ -451,11 +516,11 @@ fn fault(e: StoreError) -> StoreFault {
 
 impl CentralStore for Store {
     fn node(&self, node_id: NodeId) -> Result<Option<NodeRecord>, StoreFault> {
-        let row = self.read(|r| r.node(node_id)).map_err(fault)?;
+        let row = self.read(|r| r.node_state(node_id)).map_err(fault)?;
         Ok(row.map(|n| NodeRecord {
             acked: n.acked,
-            revoked: n.is_revoked(),
-            quarantined: n.is_quarantined(),
+            revoked: n.revoked,
+            quarantined: n.quarantined,
         }))
     }
 
@@ -502,8 +567,17 @@ impl CentralStore for Store {
     }
 
     fn refill_pool(&mut self, node_id: NodeId) -> Result<(), StoreFault> {
+        // Called after every applied batch: a read first (counting at most `low_water` unused
+        // ids), so the common case opens no write transaction; the check is repeated inside it.
+        let low_water = self.inner.pool.low_water;
+        let unused = self
+            .read(|r| r.unused_tracking_ids_up_to(node_id, low_water))
+            .map_err(fault)?;
+        if unused >= u64::from(low_water) {
+            return Ok(());
+        }
         self.write(|w| {
-            let unused = w.reader().unused_tracking_ids(node_id)?;
+            let unused = w.reader().unused_tracking_ids_up_to(node_id, low_water)?;
             w.ensure_pool(node_id, u32::try_from(unused).unwrap_or(u32::MAX))
                 .map(|_| ())
         })

@@ -10,7 +10,8 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use sha2::{Digest as _, Sha256};
 
 use super::{
-    ClientRow, ConflictRow, FEED_SCAN_ROWS_MAX, NodeRow, RejectRow, StoreError, StoreStats, hash_of,
+    ClientRow, ConflictRow, FEED_SCAN_ROWS_MAX, NodeRow, NodeState, RejectRow, StoreError,
+    StoreStats, hash_of,
 };
 
 /// Read-only queries over one connection.
@@ -186,6 +187,34 @@ impl<'a> ReadCtx<'a> {
         raw.map(decode_node).transpose()
     }
 
+    /// What the sync path needs of one enrolled node: a primary-key lookup of a few columns
+    /// (no pool count, unlike [`Self::node`], which ops listings use).
+    pub fn node_state(&self, node_id: NodeId) -> Result<Option<NodeState>, StoreError> {
+        type Raw = (Option<i64>, Option<i64>, i64, Vec<u8>, Option<String>);
+        let raw: Option<Raw> = self
+            .conn
+            .prepare_cached(
+                "SELECT revoked_at_ms, quarantined_at_ms, acked_seq, acked_hash, admin_area_id
+                 FROM nodes WHERE id = ?1",
+            )?
+            .query_row(params![node_id.to_string()], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .optional()?;
+        raw.map(|(revoked, quarantined, seq, hash, area)| {
+            Ok(NodeState {
+                acked: LogHead {
+                    seq: seq.max(0) as u64,
+                    hash: hash_of(hash)?,
+                },
+                revoked: revoked.is_some(),
+                quarantined: quarantined.is_some(),
+                admin_area_id: area.as_deref().map(parse_uuid).transpose()?,
+            })
+        })
+        .transpose()
+    }
+
     /// The node holding the certificate with this fingerprint.
     pub fn node_by_fingerprint(&self, fingerprint: &str) -> Result<Option<NodeRow>, StoreError> {
         let sql = format!("SELECT {NODE_COLUMNS} FROM nodes WHERE cert_fingerprint = ?1");
@@ -278,31 +307,33 @@ impl<'a> ReadCtx<'a> {
             "SELECT seq, audience_kind, audience_value, origin, entry FROM central_log
              WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
+        let visible = |kind: &str, value: Option<&str>, origin: Option<&str>| match kind {
+            "all" => true,
+            "node" => value == Some(node_hex.as_str()),
+            _ => origin != Some(node_hex.as_str()) && value.is_some_and(|v| areas.contains(v)),
+        };
+        // The entry column is read only for visible rows: most rows a node scans are relays of
+        // its own entries, whose bytes sit in overflow pages.
         let rows = stmt.query_map(params![cursor as i64, FEED_SCAN_ROWS_MAX as i64], |r| {
-            Ok((
-                r.get::<_, i64>(0)? as u64,
-                r.get::<_, String>(1)?,
-                r.get::<_, Option<String>>(2)?,
-                r.get::<_, Option<String>>(3)?,
-                r.get::<_, Vec<u8>>(4)?,
-            ))
+            let seq = r.get::<_, i64>(0)? as u64;
+            let kind = r.get_ref(1)?.as_str()?;
+            let value = r.get_ref(2)?.as_str_or_null()?;
+            let origin = r.get_ref(3)?.as_str_or_null()?;
+            let entry = if visible(kind, value, origin) {
+                Some(r.get::<_, Vec<u8>>(4)?)
+            } else {
+                None
+            };
+            Ok((seq, entry))
         })?;
         let mut items = Vec::new();
         let mut bytes = 0usize;
         let mut scanned = 0usize;
         let mut to_cursor = cursor;
         for row in rows {
-            let (seq, kind, value, origin, entry) = row?;
+            let (seq, entry) = row?;
             scanned += 1;
-            let visible = match kind.as_str() {
-                "all" => true,
-                "node" => value.as_deref() == Some(node_hex.as_str()),
-                _ => {
-                    origin.as_deref() != Some(node_hex.as_str())
-                        && value.as_ref().is_some_and(|v| areas.contains(v))
-                }
-            };
-            if visible {
+            if let Some(entry) = entry {
                 let full = items.len() >= max_items
                     || (!items.is_empty() && bytes + entry.len() > max_bytes);
                 if full {
@@ -562,7 +593,24 @@ impl<'a> ReadCtx<'a> {
         rows.into_iter().map(decode_client).collect()
     }
 
-    /// Tracking ids leased to a node and not yet used.
+    /// [`Self::unused_tracking_ids`], counting no further than `limit`: a bounded walk of the
+    /// partial index, for the sync path (a lease can hold thousands of ids).
+    pub fn unused_tracking_ids_up_to(
+        &self,
+        node_id: NodeId,
+        limit: u32,
+    ) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn
+            .prepare_cached(
+                "SELECT count(*) FROM (SELECT 1 FROM tracking_ids
+                     WHERE node_id = ?1 AND event_id IS NULL LIMIT ?2)",
+            )?
+            .query_row(params![node_id.to_string(), i64::from(limit)], |r| r.get(0))?;
+        Ok(n.max(0) as u64)
+    }
+
+    /// Tracking ids leased to the node and not yet used (counts the whole lease).
     pub fn unused_tracking_ids(&self, node_id: NodeId) -> Result<u64, StoreError> {
         let n: i64 = self
             .conn

@@ -408,7 +408,11 @@ impl<'a> WriteTx<'a> {
         if pool_free >= self.pool.low_water {
             return Ok(0);
         }
-        if self.reader().unused_tracking_ids(node_id)? >= u64::from(self.pool.lease_size) {
+        if self
+            .reader()
+            .unused_tracking_ids_up_to(node_id, self.pool.lease_size)?
+            >= u64::from(self.pool.lease_size)
+        {
             return Ok(0);
         }
         self.lease_tracking_ids(node_id, self.pool.lease_size)
@@ -462,10 +466,10 @@ impl<'a> WriteTx<'a> {
     ) -> Result<(LogHead, Vec<Reject>), StoreError> {
         let node = self
             .reader()
-            .node(node_id)?
+            .node_state(node_id)?
             .ok_or_else(|| StoreError::Invalid(format!("no enrolled node {node_id}")))?;
         let mut head = node.acked;
-        let mut docs: BTreeMap<uuid::Uuid, EventCrdt> = BTreeMap::new();
+        let mut docs: BTreeMap<uuid::Uuid, MergeDoc> = BTreeMap::new();
         let mut rejects = Vec::new();
         for entry in entries {
             // Another session of the same node may have applied these since the caller looked.
@@ -488,8 +492,8 @@ impl<'a> WriteTx<'a> {
                 }
             }
         }
-        for (event_id, crdt) in &docs {
-            self.refresh_index(*event_id, crdt)?;
+        for (event_id, doc) in &docs {
+            self.refresh_index(*event_id, doc)?;
         }
         self.conn
             .prepare_cached("UPDATE nodes SET acked_seq = ?1, acked_hash = ?2 WHERE id = ?3")?
@@ -507,7 +511,7 @@ impl<'a> WriteTx<'a> {
         node_id: NodeId,
         node_area: Option<uuid::Uuid>,
         entry: &LogEntry,
-        docs: &mut BTreeMap<uuid::Uuid, EventCrdt>,
+        docs: &mut BTreeMap<uuid::Uuid, MergeDoc>,
     ) -> Result<Result<(), Reject>, StoreError> {
         let seq = entry.seq;
         let payload: EntryPayload = match serde_json::from_slice(&entry.action) {
@@ -586,10 +590,11 @@ impl<'a> WriteTx<'a> {
                 v.insert(self.load_crdt(payload.event_id)?)
             }
         };
-        if let Some(change) = &entry.crdt_change
-            && let Err(e) = doc.apply_change(change)
-        {
-            return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
+        if let Some(change) = &entry.crdt_change {
+            if let Err(e) = doc.crdt.apply_change(change) {
+                return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
+            }
+            doc.appended.extend_from_slice(change);
         }
         if is_new {
             self.conn
@@ -659,7 +664,7 @@ impl<'a> WriteTx<'a> {
         Ok(Ok(()))
     }
 
-    fn load_crdt(&self, event_id: uuid::Uuid) -> Result<EventCrdt, StoreError> {
+    fn load_crdt(&self, event_id: uuid::Uuid) -> Result<MergeDoc, StoreError> {
         let actor = actor_for(self.key.node_id().as_bytes());
         let stored: Option<Vec<u8>> = self
             .conn
@@ -667,15 +672,21 @@ impl<'a> WriteTx<'a> {
             .query_row(params![event_id.to_string()], |r| r.get(0))
             .optional()?
             .flatten();
-        match stored {
-            Some(bytes) => EventCrdt::load(&bytes, actor)
-                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}"))),
-            None => Ok(EventCrdt::new(actor)),
-        }
+        let crdt = match &stored {
+            Some(bytes) => EventCrdt::load(bytes, actor)
+                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?,
+            None => EventCrdt::new(actor),
+        };
+        Ok(MergeDoc {
+            crdt,
+            stored,
+            appended: Vec::new(),
+        })
     }
 
     /// Saves the merge document and re-derives the index from the actions and the document.
-    fn refresh_index(&mut self, event_id: uuid::Uuid, crdt: &EventCrdt) -> Result<(), StoreError> {
+    fn refresh_index(&mut self, event_id: uuid::Uuid, merge: &MergeDoc) -> Result<(), StoreError> {
+        let crdt = &merge.crdt;
         let Some(doc) = self.reader().event_document(event_id)? else {
             // Every entry touching a document was refused before its event was stored.
             return Ok(());
@@ -702,10 +713,33 @@ impl<'a> WriteTx<'a> {
                 json,
                 index.updated_at,
                 index.conflicts.len() as i64,
-                crdt.save(),
+                merge.to_store(),
                 event_id.to_string()
             ])?;
         Ok(())
+    }
+}
+
+/// One event's merge document while a batch is applied: the bytes stored before and the raw
+/// changes applied since, so storing it appends them instead of re-encoding the document.
+struct MergeDoc {
+    crdt: EventCrdt,
+    stored: Option<Vec<u8>>,
+    appended: Vec<u8>,
+}
+
+impl MergeDoc {
+    /// What to store: the stored bytes with the applied changes appended while that stays under
+    /// the merge module's bound (automerge loads a sequence of chunks), else one full save.
+    fn to_store(&self) -> Vec<u8> {
+        if self.appended.is_empty() {
+            return match &self.stored {
+                Some(bytes) => bytes.clone(),
+                None => self.crdt.save(),
+            };
+        }
+        self.crdt
+            .stored_after(self.stored.as_deref(), &self.appended)
     }
 }
 

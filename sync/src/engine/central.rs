@@ -3,7 +3,9 @@
 
 use std::collections::VecDeque;
 
-use crvs_common::log::{ChainVerifier, EntryHash, LogEntry, LogHead, NodeId, Verdict, VerifyError};
+use crvs_common::log::{
+    ChainVerifier, CheckedEntry, EntryHash, LogEntry, LogHead, NodeId, Verdict, VerifyError,
+};
 
 use super::{StoreFault, SyncConfig, SyncError};
 use crate::WIRE_VERSION;
@@ -144,7 +146,9 @@ impl CentralSession {
         }
         match msg {
             Message::Hello(hello) => self.on_hello(now_ms, &hello, store),
-            Message::Entries(batch) => self.on_entries(batch.entries, store),
+            Message::Entries(batch) => {
+                self.on_entries(CheckedEntry::check_all(batch.entries), store)
+            }
             Message::DownAck(ack) => {
                 self.admitted(store)?;
                 // A node's cursor only grows, so an older cursor, or the one a batch in flight
@@ -175,6 +179,20 @@ impl CentralSession {
                 Err(self.goodbye("protocol", "a node sent central's message".into()))
             }
         }
+    }
+
+    /// Handles an `Entries` message whose signatures the driver already checked
+    /// ([`CheckedEntry::check`], e.g. on other threads while the previous batch was applied).
+    /// Same outcome as [`Self::handle_message`] with the message.
+    pub fn handle_checked_entries(
+        &mut self,
+        entries: Vec<CheckedEntry>,
+        store: &mut dyn CentralStore,
+    ) -> Result<(), SyncError> {
+        if self.closed {
+            return Ok(());
+        }
+        self.on_entries(entries, store)
     }
 
     fn on_hello(
@@ -220,21 +238,22 @@ impl CentralSession {
 
     fn on_entries(
         &mut self,
-        entries: Vec<LogEntry>,
+        entries: Vec<CheckedEntry>,
         store: &mut dyn CentralStore,
     ) -> Result<(), SyncError> {
         let record = self.admitted(store)?;
         let mut verifier = ChainVerifier::new(self.node_id, record.acked);
-        let mut fresh = Vec::new();
+        let mut fresh: Vec<LogEntry> = Vec::new();
         let mut rejects = Vec::new();
-        for entry in &entries {
+        for checked in entries {
+            let entry = checked.entry();
             let stored = if entry.seq < record.acked.seq {
                 store.stored_hash(self.node_id, entry.seq)?
             } else {
                 None
             };
-            match verifier.accept(entry, stored) {
-                Ok(Verdict::Append) => fresh.push(entry.clone()),
+            match verifier.accept_checked(&checked, stored) {
+                Ok(Verdict::Append) => fresh.push(checked.into_entry()),
                 Ok(Verdict::Duplicate) => {}
                 Err(VerifyError::Fork { seq }) => {
                     store.record_fork(self.node_id, entry)?;

@@ -23,7 +23,9 @@ use uuid::Uuid;
 
 use super::{ApiError, AppState, Caller, body};
 use crate::auth::TokenUserType;
-use crate::store::{EventMeta, NewEvent, WriteCtx};
+use crate::store::{EventMeta, NewEvent, StoreError, WriteCtx};
+use crvs_common::state::effective_declaration;
+use crvs_sync::merge::{EventCrdt, actor_for};
 
 mod search;
 
@@ -264,6 +266,68 @@ impl Actor {
     }
 }
 
+/// The actions and merge-document change of a brand-new event, built before its write job (in
+/// the request's task, on another core than the single writer thread). Used only if the job
+/// does create the event: then no other write can come between, so the change the writer would
+/// record is exactly this one (same actor, actions, declaration and time).
+struct FreshEvent {
+    time_ms: u64,
+    create: ActionDocument,
+    requested: ActionDocument,
+    accepted: ActionDocument,
+    change: Vec<u8>,
+}
+
+impl FreshEvent {
+    fn prepare(
+        node: crvs_common::log::NodeId,
+        actor: &Actor,
+        create_tx: &str,
+        notify_tx: &str,
+        declaration: &Declaration,
+        annotation: Option<&Declaration>,
+        time_ms: u64,
+    ) -> Result<Self, ApiError> {
+        let create = actor.action(
+            ActionType::Create,
+            ActionStatus::Accepted,
+            create_tx,
+            time_ms,
+        );
+        let mut requested = actor.action(
+            ActionType::Notify,
+            ActionStatus::Requested,
+            notify_tx,
+            time_ms,
+        );
+        requested.declaration = Some(declaration.clone());
+        requested.annotation = Some(annotation.cloned().unwrap_or_default());
+        let mut accepted = actor.action(
+            ActionType::Notify,
+            ActionStatus::Accepted,
+            notify_tx,
+            time_ms,
+        );
+        accepted.original_action_id = Some(requested.id);
+        let actions = [create.clone(), requested.clone(), accepted.clone()];
+        let mut delta = Declaration::new();
+        for action in &actions {
+            delta.extend(effective_declaration(action, &actions));
+        }
+        let mut crdt = EventCrdt::new(actor_for(node.as_bytes()));
+        let change = crdt
+            .record(&actions, &delta, time_ms as i64)
+            .map_err(|e| ApiError::from(StoreError::Corrupt(format!("merge document: {e}"))))?;
+        Ok(Self {
+            time_ms,
+            create,
+            requested,
+            accepted,
+            change,
+        })
+    }
+}
+
 fn replay_conflict() -> ApiError {
     ApiError::conflict("transactionId has already been used with a different request")
 }
@@ -276,7 +340,7 @@ fn create_in_job(
     transaction_id: &str,
     hash: &[u8],
 ) -> Result<EventDocument, ApiError> {
-    let (id, created) = stage_create(ctx, actor, event_type, transaction_id, hash)?;
+    let (id, created) = stage_create(ctx, actor, event_type, transaction_id, hash, None)?;
     if created {
         return Ok(ctx.finish_event()?);
     }
@@ -293,6 +357,7 @@ fn stage_create(
     event_type: &str,
     transaction_id: &str,
     hash: &[u8],
+    fresh: Option<&FreshEvent>,
 ) -> Result<(Uuid, bool), ApiError> {
     if let Some((id, stored)) = ctx
         .reader()
@@ -311,7 +376,7 @@ fn stage_create(
     })?;
     // Time-ordered: new events append to the right edge of the events table's key index.
     let id = Uuid::now_v7();
-    let now_ms = ctx.now_ms();
+    let now_ms = fresh.map_or(ctx.now_ms(), |f| f.time_ms);
     let created_at = format_timestamp_ms(now_ms);
     ctx.insert_event(&NewEvent {
         id,
@@ -327,18 +392,22 @@ fn stage_create(
         tracking_id,
         created_at,
     };
-    let create = actor.action(
-        ActionType::Create,
-        ActionStatus::Accepted,
-        transaction_id,
-        now_ms,
-    );
+    let create = match fresh {
+        Some(f) => f.create.clone(),
+        None => actor.action(
+            ActionType::Create,
+            ActionStatus::Accepted,
+            transaction_id,
+            now_ms,
+        ),
+    };
     ctx.append_action(&meta, create, Some(hash))?;
     Ok((id, true))
 }
 
 /// The notify step, run inside a write job. Idempotent on `transactionId`. With no confirmation
 /// hook configured, the Requested NOTIFY is followed by its Accepted copy (OpenCRVS §10.3).
+#[allow(clippy::too_many_arguments, reason = "the notify input, spelled out")]
 fn notify_in_job(
     ctx: &mut WriteCtx<'_>,
     actor: &Actor,
@@ -347,6 +416,7 @@ fn notify_in_job(
     declaration: Declaration,
     annotation: Option<Declaration>,
     hash: &[u8],
+    fresh: Option<FreshEvent>,
 ) -> Result<EventDocument, ApiError> {
     let existing = ctx.reader().action_by_transaction(
         transaction_id,
@@ -386,6 +456,11 @@ fn notify_in_job(
         )));
     }
     let meta = EventMeta::of(&doc);
+    if let Some(fresh) = fresh {
+        ctx.append_action(&meta, fresh.requested, Some(hash))?;
+        ctx.append_action(&meta, fresh.accepted, None)?;
+        return Ok(ctx.finish_event_with_change(fresh.change)?);
+    }
     let now_ms = ctx.now_ms();
     let mut requested = actor.action(
         ActionType::Notify,
@@ -490,6 +565,7 @@ pub(crate) async fn notify(
                 input.declaration,
                 input.annotation,
                 &hash,
+                None,
             )
         })
         .await?;
@@ -533,13 +609,28 @@ pub(crate) async fn create_and_notify(
         input.annotation.as_ref(),
         location,
     );
+    let fresh = FreshEvent::prepare(
+        state.store.node_id(),
+        &actor,
+        &create_tx,
+        &input.transaction_id,
+        &input.declaration,
+        input.annotation.as_ref(),
+        crate::store::wall_ms(),
+    )?;
     let doc = state
         .store
         .write(move |ctx| {
             // One job, one signed entry: CREATE and the NOTIFY pair of a new event travel
             // together (a replayed create is found and only the notify is new).
-            let (event_id, _) =
-                stage_create(ctx, &actor, &input.event_type, &create_tx, &create_hash)?;
+            let (event_id, created) = stage_create(
+                ctx,
+                &actor,
+                &input.event_type,
+                &create_tx,
+                &create_hash,
+                Some(&fresh),
+            )?;
             notify_in_job(
                 ctx,
                 &actor,
@@ -548,6 +639,7 @@ pub(crate) async fn create_and_notify(
                 input.declaration,
                 input.annotation,
                 &notify_hash,
+                created.then_some(fresh),
             )
         })
         .await?;

@@ -23,7 +23,7 @@ use crvs_common::ids::TrackingId;
 use crvs_common::location::{AdministrativeArea, Location, LocationSet};
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
 use crvs_common::state::{EventIndex, derive_status, effective_declaration};
-use crvs_sync::merge::{EventCrdt, actor_for};
+use crvs_sync::merge::{APPEND_MAX_BYTES, EventCrdt, actor_for};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
@@ -784,6 +784,23 @@ impl WriteCtx<'_> {
     /// Signs the staged actions into one log entry, carrying the event's automerge change,
     /// records the change in the event's merge document and refreshes the derived index.
     pub fn finish_event(&mut self) -> Result<EventDocument, StoreError> {
+        self.finish_event_inner(None)
+    }
+
+    /// [`Self::finish_event`] for the first write of an event whose merge-document change was
+    /// recorded before the job (same actor, actions and declaration, in a fresh document). If
+    /// the event turns out to have a document already, the change is recorded here instead.
+    pub fn finish_event_with_change(
+        &mut self,
+        change: Vec<u8>,
+    ) -> Result<EventDocument, StoreError> {
+        self.finish_event_inner(Some(change))
+    }
+
+    fn finish_event_inner(
+        &mut self,
+        prepared: Option<Vec<u8>>,
+    ) -> Result<EventDocument, StoreError> {
         let Some(pending) = self.pending.take() else {
             return Err(StoreError::Corrupt(
                 "finish_event without staged actions".into(),
@@ -825,18 +842,39 @@ impl WriteCtx<'_> {
             .query_row(params![event_id.to_string()], |r| {
                 Ok((r.get(0)?, r.get(1)?))
             })?;
-        let mut crdt = match &stored {
-            Some(bytes) => EventCrdt::load(bytes, actor)
-                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?,
-            None => EventCrdt::new(actor),
+        let (crdt, change) = match (&stored, prepared) {
+            // The prepared change is the whole document: load it only where it is needed
+            // (a document too large to store as one change, or debug checks).
+            (None, Some(change)) => {
+                let crdt = if cfg!(debug_assertions) || change.len() > APPEND_MAX_BYTES {
+                    Some(EventCrdt::load(&change, actor).map_err(|e| {
+                        StoreError::Corrupt(format!("prepared crdt of {event_id}: {e}"))
+                    })?)
+                } else {
+                    None
+                };
+                (crdt, change)
+            }
+            (stored, _) => {
+                let mut crdt = match stored {
+                    Some(bytes) => EventCrdt::load(bytes, actor)
+                        .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?,
+                    None => EventCrdt::new(actor),
+                };
+                let change = crdt
+                    .record(&payload.actions, &delta, self.now_ms as i64)
+                    .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
+                (Some(crdt), change)
+            }
         };
-        let change = crdt
-            .record(&payload.actions, &delta, self.now_ms as i64)
-            .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
         let bytes = serde_json::to_vec(&payload).map_err(|e| StoreError::Log(e.to_string()))?;
         let hlc = self.hlc.now(self.now_ms);
         let seq = self.head.seq + 1;
-        let crdt_bytes = crdt.stored_after(stored.as_deref(), &change);
+        let crdt_bytes = match &crdt {
+            Some(crdt) => crdt.stored_after(stored.as_deref(), &change),
+            // A prepared change of at most APPEND_MAX_BYTES: stored as it is.
+            None => change.clone(),
+        };
         let entry = LogEntry::sign(
             self.key,
             seq,
@@ -857,7 +895,7 @@ impl WriteCtx<'_> {
             )?
             .execute(params![seq as i64, hash.0.as_slice(), entry.encode()])?;
         *self.head = LogHead { seq, hash };
-        let index = local_index(&doc, stored.is_none(), &index_json, &delta, &crdt)?;
+        let index = local_index(&doc, stored.is_none(), &index_json, &delta, crdt.as_ref())?;
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn
             .prepare_cached(
@@ -1003,7 +1041,7 @@ fn local_index(
     new_document: bool,
     previous_json: &str,
     delta: &crvs_common::event::Declaration,
-    crdt: &EventCrdt,
+    crdt: Option<&EventCrdt>,
 ) -> Result<EventIndex, StoreError> {
     let mut index = EventIndex::from_document(doc);
     let previous = if new_document {
@@ -1025,10 +1063,17 @@ fn local_index(
             conflicts.retain(|c| !delta.contains_key(&c.field));
             index.declaration = declaration;
             index.conflicts = conflicts;
-            debug_assert_eq!(crdt.declaration().ok().as_ref(), Some(&index.declaration));
-            debug_assert_eq!(crdt.conflicts().ok().as_ref(), Some(&index.conflicts));
+            if cfg!(debug_assertions)
+                && let Some(crdt) = crdt
+            {
+                assert_eq!(crdt.declaration().ok().as_ref(), Some(&index.declaration));
+                assert_eq!(crdt.conflicts().ok().as_ref(), Some(&index.conflicts));
+            }
         }
         None => {
+            let crdt = crdt.ok_or_else(|| {
+                StoreError::Corrupt(format!("no merge document for the index of {}", doc.id))
+            })?;
             index.declaration = crdt
                 .declaration()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;

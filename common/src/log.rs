@@ -494,6 +494,11 @@ impl LogEntry {
         out
     }
 
+    /// Length of [`Self::encode`], without encoding.
+    pub fn encoded_len(&self) -> usize {
+        self.body_len() + SIGNATURE_BYTES
+    }
+
     /// Parses an encoding, accepting exactly what [`Self::encode`] produces.
     ///
     /// Length prefixes are checked against their bounds before anything is read, so a hostile
@@ -1110,6 +1115,7 @@ mod tests {
             let mut plain = ChainVerifier::new(key(3).node_id(), head);
             let mut pre = plain.clone();
             let expected = plain.accept(&entry, stored(entry.seq));
+            assert_eq!(entry.encoded_len(), entry.encode().len());
             let checked = CheckedEntry::check(entry.clone());
             assert_eq!(checked.hash(), entry.hash());
             assert_eq!(pre.accept_checked(&checked, stored(entry.seq)), expected);

@@ -3,6 +3,7 @@
 use std::collections::{HashMap, HashSet};
 
 use crvs_common::event::{ActionDocument, EventDocument};
+use crvs_common::feed::CentralRecord;
 use crvs_common::location::{AdministrativeArea, Location, LocationSet};
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId};
 use crvs_common::state::EventIndex;
@@ -28,6 +29,15 @@ pub(super) fn parse_uuid(s: &str) -> Result<uuid::Uuid, StoreError> {
 pub(super) fn parse_node_id(s: &str) -> Result<NodeId, StoreError> {
     s.parse()
         .map_err(|_| StoreError::Corrupt(format!("bad node id {s:?} in store")))
+}
+
+/// A stored row of central's log (see [`ReadCtx::central_entry`]).
+struct CentralRow {
+    seq: u64,
+    hash: Vec<u8>,
+    entry: Vec<u8>,
+    origin: Option<String>,
+    relay_seq: Option<i64>,
 }
 
 fn opt_u64(v: Option<i64>) -> Option<u64> {
@@ -158,21 +168,60 @@ impl<'a> ReadCtx<'a> {
         }
     }
 
+    /// One of central's entries as signed, from its stored row: a compact relay row (schema v2:
+    /// `relay_seq` set, action left out) gets its action rebuilt from the node log and must hash
+    /// to the stored hash.
+    fn central_entry(&self, row: CentralRow) -> Result<LogEntry, StoreError> {
+        let CentralRow {
+            seq,
+            hash,
+            entry,
+            origin,
+            relay_seq,
+        } = row;
+        let corrupt =
+            |what: String| StoreError::Corrupt(format!("central log entry {seq}: {what}"));
+        let mut decoded = LogEntry::decode(&entry).map_err(|e| corrupt(e.to_string()))?;
+        let Some(relay_seq) = relay_seq else {
+            return Ok(decoded);
+        };
+        let origin = origin.ok_or_else(|| corrupt("compact relay without origin".into()))?;
+        let relayed: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT entry FROM node_log WHERE node_id = ?1 AND seq = ?2")?
+            .query_row(params![origin, relay_seq], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| corrupt(format!("relayed entry {relay_seq} is not in the node log")))?;
+        let record = CentralRecord::Relay {
+            origin,
+            entry: hex::encode(&relayed),
+        };
+        decoded.action = serde_json::to_vec(&record).map_err(|e| corrupt(e.to_string()))?;
+        if decoded.hash().0.as_slice() != hash.as_slice() {
+            return Err(corrupt("rebuilt relay does not match its hash".into()));
+        }
+        Ok(decoded)
+    }
+
     /// Central's own entries after `after_seq`, in order (for verification and tests).
     pub fn central_entries(&self, after_seq: u64, limit: u64) -> Result<Vec<LogEntry>, StoreError> {
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, entry FROM central_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, hash, entry, origin, relay_seq FROM central_log
+             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let rows = stmt
             .query_map(params![after_seq as i64, limit as i64], |r| {
-                Ok((r.get::<_, i64>(0)?, r.get::<_, Vec<u8>>(1)?))
+                Ok(CentralRow {
+                    seq: r.get::<_, i64>(0)? as u64,
+                    hash: r.get(1)?,
+                    entry: r.get(2)?,
+                    origin: r.get(3)?,
+                    relay_seq: r.get(4)?,
+                })
             })?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter()
-            .map(|(seq, bytes)| {
-                LogEntry::decode(&bytes)
-                    .map_err(|e| StoreError::Corrupt(format!("central log entry {seq}: {e}")))
-            })
+            .map(|row| self.central_entry(row))
             .collect()
     }
 
@@ -304,8 +353,8 @@ impl<'a> ReadCtx<'a> {
             None => HashSet::new(),
         };
         let mut stmt = self.conn.prepare_cached(
-            "SELECT seq, audience_kind, audience_value, origin, entry FROM central_log
-             WHERE seq > ?1 ORDER BY seq LIMIT ?2",
+            "SELECT seq, audience_kind, audience_value, origin, entry, hash, relay_seq
+             FROM central_log WHERE seq > ?1 ORDER BY seq LIMIT ?2",
         )?;
         let visible = |kind: &str, value: Option<&str>, origin: Option<&str>| match kind {
             "all" => true,
@@ -320,7 +369,13 @@ impl<'a> ReadCtx<'a> {
             let value = r.get_ref(2)?.as_str_or_null()?;
             let origin = r.get_ref(3)?.as_str_or_null()?;
             let entry = if visible(kind, value, origin) {
-                Some(r.get::<_, Vec<u8>>(4)?)
+                Some(CentralRow {
+                    seq,
+                    hash: r.get(5)?,
+                    entry: r.get(4)?,
+                    origin: origin.map(str::to_owned),
+                    relay_seq: r.get(6)?,
+                })
             } else {
                 None
             };
@@ -333,18 +388,17 @@ impl<'a> ReadCtx<'a> {
         for row in rows {
             let (seq, entry) = row?;
             scanned += 1;
-            if let Some(entry) = entry {
-                let full = items.len() >= max_items
-                    || (!items.is_empty() && bytes + entry.len() > max_bytes);
-                if full {
+            if let Some(row) = entry {
+                if items.len() >= max_items {
                     return Ok((items, to_cursor, true));
                 }
-                bytes += entry.len();
-                items.push(
-                    LogEntry::decode(&entry).map_err(|e| {
-                        StoreError::Corrupt(format!("central log entry {seq}: {e}"))
-                    })?,
-                );
+                let entry = self.central_entry(row)?;
+                let len = entry.encoded_len();
+                if !items.is_empty() && bytes + len > max_bytes {
+                    return Ok((items, to_cursor, true));
+                }
+                bytes += len;
+                items.push(entry);
             }
             to_cursor = seq;
         }

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 1;
+pub const SCHEMA_VERSION: i64 = 2;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -157,6 +157,14 @@ CREATE TABLE central_log (
 );
 "#;
 
+/// Version 2: a relay row of central's log may be stored compact. `relay_seq` is then the relayed
+/// entry's seq in `node_log` (node `origin`), and `entry` is central's entry with an empty action:
+/// the action (the `relay` record carrying that entry's bytes) is rebuilt on read and checked
+/// against `hash`. The relayed bytes are stored once, not twice (hex in the feed).
+const V2: &str = r#"
+ALTER TABLE central_log ADD COLUMN relay_seq INTEGER;
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -172,6 +180,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let tx = conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
     if version < 1 {
         tx.execute_batch(V1)?;
+    }
+    if version < 2 {
+        tx.execute_batch(V2)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

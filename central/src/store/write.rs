@@ -79,6 +79,20 @@ impl<'a> WriteTx<'a> {
         audience: Audience,
         origin: Option<NodeId>,
     ) -> Result<LogHead, StoreError> {
+        self.append_signed(record, event_id, audience, origin, None)
+    }
+
+    /// [`Self::append_record`]; with `relay_seq` (the relayed entry's seq in `node_log`, whose
+    /// node is `origin`) the row is stored compact: central's entry without its action, which
+    /// [`ReadCtx`] rebuilds from the node log (schema v2).
+    fn append_signed(
+        &mut self,
+        record: &CentralRecord,
+        event_id: uuid::Uuid,
+        audience: Audience,
+        origin: Option<NodeId>,
+        relay_seq: Option<u64>,
+    ) -> Result<LogHead, StoreError> {
         let last: Option<(i64, Vec<u8>, i64, i64)> = self
             .conn
             .prepare_cached(
@@ -102,9 +116,12 @@ impl<'a> WriteTx<'a> {
         let hlc = HlcClock::new(last_hlc).now(self.now_ms);
         let payload = serde_json::to_vec(record).map_err(|e| StoreError::Log(e.to_string()))?;
         let seq = head.seq + 1;
-        let entry = LogEntry::sign(self.key, seq, head.hash, hlc, event_id, payload, None)
+        let mut entry = LogEntry::sign(self.key, seq, head.hash, hlc, event_id, payload, None)
             .map_err(|e| StoreError::Log(e.to_string()))?;
         let hash = entry.hash();
+        if relay_seq.is_some() {
+            entry.action = Vec::new();
+        }
         let (kind, value) = match audience {
             Audience::All => ("all", None),
             Audience::Node(n) => ("node", Some(n.to_string())),
@@ -121,8 +138,8 @@ impl<'a> WriteTx<'a> {
         self.conn
             .prepare_cached(
                 "INSERT INTO central_log (seq, hash, hlc_wall_ms, hlc_counter, kind, audience_kind,
-                                          audience_value, origin, entry)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)",
+                                          audience_value, origin, entry, relay_seq)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10)",
             )?
             .execute(params![
                 i64_of(seq),
@@ -133,7 +150,8 @@ impl<'a> WriteTx<'a> {
                 kind,
                 value,
                 origin.map(|o| o.to_string()),
-                entry.encode()
+                entry.encode(),
+                relay_seq.map(i64_of)
             ])?;
         Ok(LogHead { seq, hash })
     }
@@ -651,7 +669,14 @@ impl<'a> WriteTx<'a> {
             origin: node_hex,
             entry: hex::encode(&encoded),
         };
-        match self.append_record(&relay, entry.event_id, Audience::Area(area), Some(node_id)) {
+        // Stored compact: the entry's bytes are already in `node_log`.
+        match self.append_signed(
+            &relay,
+            entry.event_id,
+            Audience::Area(area),
+            Some(node_id),
+            Some(seq),
+        ) {
             Ok(_) => {}
             // Hex doubles the entry: one near the entry bound cannot be relayed in one central
             // entry. It is applied at central all the same; other nodes miss it until the feed

@@ -185,6 +185,35 @@ impl EventCrdt {
         Ok(out)
     }
 
+    /// [`Self::declaration`] and [`Self::conflicts`] in one walk of the map: each key's winner
+    /// and conflict mark come from one range scan; only conflicted keys are looked up again.
+    pub fn state(&self) -> Result<(Declaration, Vec<FieldConflict>), MergeError> {
+        let mut declaration = Declaration::new();
+        let mut conflicts = Vec::new();
+        let Some((Value::Object(ObjType::Map), decl)) = self.doc.get(ROOT, DECLARATION)? else {
+            return Ok((declaration, conflicts));
+        };
+        for item in self.doc.map_range(&decl, ..) {
+            let key = item.key.into_owned();
+            let winner = json_of(&item.value.into_value(), &key)?;
+            if item.conflict {
+                let values = self
+                    .doc
+                    .get_all(&decl, key.as_str())?
+                    .iter()
+                    .map(|(v, _)| json_of(v, &key))
+                    .collect::<Result<Vec<_>, _>>()?;
+                conflicts.push(FieldConflict {
+                    field: key.clone(),
+                    winner: winner.clone(),
+                    values,
+                });
+            }
+            declaration.insert(key, winner);
+        }
+        Ok((declaration, conflicts))
+    }
+
     /// Fields written concurrently at different places, with every value and the winner.
     pub fn conflicts(&self) -> Result<Vec<FieldConflict>, MergeError> {
         let mut out = Vec::new();
@@ -336,6 +365,10 @@ mod tests {
         b.apply_change(&c3).unwrap();
         assert_eq!(a.conflicts().unwrap(), b.conflicts().unwrap());
         assert_eq!(a.conflicts().unwrap().len(), 1);
+        assert_eq!(
+            a.state().unwrap(),
+            (a.declaration().unwrap(), a.conflicts().unwrap())
+        );
     }
 
     #[test]
@@ -380,6 +413,11 @@ mod tests {
         y.apply_change(&cx).unwrap();
         x.apply_change(&cx).unwrap(); // duplicate delivery is harmless
         assert_eq!(x.declaration().unwrap(), y.declaration().unwrap());
+        assert_eq!(
+            x.state().unwrap(),
+            (x.declaration().unwrap(), x.conflicts().unwrap()),
+            "one walk gives what the two walks give"
+        );
         assert_eq!(x.heads(), y.heads());
         let conflicts = x.conflicts().unwrap();
         assert_eq!(conflicts.len(), 1);

@@ -720,11 +720,8 @@ impl<'a> WriteTx<'a> {
         // Entries without an automerge change (none since issue "Sync") leave the document
         // empty; the aggregate of the actions is then the declaration.
         if !crdt.heads().is_empty() {
-            index.declaration = crdt
-                .declaration()
-                .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
-            index.conflicts = crdt
-                .conflicts()
+            (index.declaration, index.conflicts) = crdt
+                .state()
                 .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
         }
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;

@@ -916,11 +916,8 @@ impl WriteCtx<'_> {
         crdt: &EventCrdt,
     ) -> Result<EventDocument, StoreError> {
         let mut index = EventIndex::from_document(&doc);
-        index.declaration = crdt
-            .declaration()
-            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        index.conflicts = crdt
-            .conflicts()
+        (index.declaration, index.conflicts) = crdt
+            .state()
             .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         self.conn
@@ -1074,11 +1071,8 @@ fn local_index(
             let crdt = crdt.ok_or_else(|| {
                 StoreError::Corrupt(format!("no merge document for the index of {}", doc.id))
             })?;
-            index.declaration = crdt
-                .declaration()
-                .map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            index.conflicts = crdt
-                .conflicts()
+            (index.declaration, index.conflicts) = crdt
+                .state()
                 .map_err(|e| StoreError::Corrupt(e.to_string()))?;
         }
     }

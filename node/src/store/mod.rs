@@ -46,12 +46,16 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// come in, so the writer thread never pays for a checkpoint inside its COMMIT.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// Safety net: if the checkpointer falls behind (or is gone), the writer's own automatic
-/// checkpoint runs once the WAL holds this many pages (64 MiB of 4 KiB pages).
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_000;
+/// The writer's own automatic checkpoint runs once the WAL holds this many pages (16 MiB). The
+/// checkpointer has copied all but the last moments' pages by then, so it is short, and it is
+/// what lets the next commit write the WAL from its beginning again: a checkpoint from another
+/// connection cannot restart the WAL of a busy writer (a RESTART checkpoint there starves), and
+/// a WAL that only grows makes every fsync also commit the file's new size.
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_096;
 
-/// After a checkpoint resets the WAL, its file is truncated to at most this many bytes.
-const WAL_FILE_KEEP_BYTES: i64 = 16 * 1024 * 1024;
+/// After a checkpoint resets the WAL, its file is truncated to at most this many bytes (above
+/// the autocheckpoint size, so a steadily written WAL is reused in place, not shrunk and grown).
+const WAL_FILE_KEEP_BYTES: i64 = 32 * 1024 * 1024;
 
 /// Store failures. Constraint violations that mean a caller error are mapped by the callers.
 #[derive(Debug, thiserror::Error)]
@@ -185,9 +189,9 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
     conn.pragma_update(None, "foreign_keys", "ON")?;
     // Savepoint sub-journals in memory, not a temp file per group commit.
     conn.pragma_update(None, "temp_store", "MEMORY")?;
-    // Checkpoints belong to the checkpointer thread ([`run_checkpointer`]); the automatic one,
-    // which would run inside a COMMIT before the group's callers are answered, is only a
-    // safety net.
+    // The checkpointer thread ([`run_checkpointer`]) does most of the copying; the automatic
+    // checkpoint, which runs inside a COMMIT before the group's callers are answered, then has
+    // little left to copy and restarts the WAL.
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", WAL_FILE_KEEP_BYTES)?;
     Ok(conn)

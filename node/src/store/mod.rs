@@ -46,16 +46,16 @@ const BUSY_TIMEOUT_MS: u64 = 5_000;
 /// come in, so the writer thread never pays for a checkpoint inside its COMMIT.
 const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(250);
 
-/// The writer's own automatic checkpoint runs once the WAL holds this many pages (16 MiB). The
+/// The writer's own automatic checkpoint runs once the WAL holds this many pages (64 MiB). The
 /// checkpointer has copied all but the last moments' pages by then, so it is short, and it is
 /// what lets the next commit write the WAL from its beginning again: a checkpoint from another
 /// connection cannot restart the WAL of a busy writer (a RESTART checkpoint there starves), and
 /// a WAL that only grows makes every fsync also commit the file's new size.
-const WAL_AUTOCHECKPOINT_PAGES: i64 = 4_096;
+const WAL_AUTOCHECKPOINT_PAGES: i64 = 16_384;
 
 /// After a checkpoint resets the WAL, its file is truncated to at most this many bytes (above
 /// the autocheckpoint size, so a steadily written WAL is reused in place, not shrunk and grown).
-const WAL_FILE_KEEP_BYTES: i64 = 32 * 1024 * 1024;
+const WAL_FILE_KEEP_BYTES: i64 = 96 * 1024 * 1024;
 
 /// Store failures. Constraint violations that mean a caller error are mapped by the callers.
 #[derive(Debug, thiserror::Error)]

@@ -76,4 +76,18 @@ mod tests {
         );
         assert_eq!(serde_json::from_str::<CentralRecord>(&json).unwrap(), r);
     }
+
+    /// Central stores relays compact and rebuilds these exact bytes when it reads its feed,
+    /// checking them against the signed entry's hash: the encoding must never drift.
+    #[test]
+    fn relay_bytes_are_pinned() {
+        let r = CentralRecord::Relay {
+            origin: "0a1b".into(),
+            entry: "00ff".into(),
+        };
+        assert_eq!(
+            serde_json::to_vec(&r).unwrap(),
+            br#"{"kind":"relay","origin":"0a1b","entry":"00ff"}"#
+        );
+    }
 }

@@ -27,6 +27,9 @@ pub enum MergeError {
     /// A change does not decode.
     #[error("bad change: {0}")]
     BadChange(String),
+    /// A change depends on changes this document does not hold.
+    #[error("the change depends on changes this document does not hold: {0}")]
+    MissingDeps(String),
     /// A stored value is not the JSON we write.
     #[error("bad value at {0}")]
     BadValue(String),
@@ -160,6 +163,21 @@ impl EventCrdt {
             .get_last_local_change()
             .ok_or_else(|| MergeError::BadChange("no change recorded".into()))?;
         Ok(change.raw_bytes().to_vec())
+    }
+
+    /// Applies a change only if this document holds every change it depends on (central's case:
+    /// an honest node's change depends only on changes central applied before it). A change that
+    /// would wait for dependencies is refused and leaves the document as it was.
+    pub fn apply_complete_change(&mut self, bytes: &[u8]) -> Result<(), MergeError> {
+        let change =
+            Change::from_bytes(bytes.to_vec()).map_err(|e| MergeError::BadChange(e.to_string()))?;
+        let missing = self.doc.get_missing_deps(change.deps());
+        if !missing.is_empty() {
+            let hashes: Vec<String> = missing.iter().map(ToString::to_string).collect();
+            return Err(MergeError::MissingDeps(hashes.join(", ")));
+        }
+        self.doc.apply_changes([change])?;
+        Ok(())
     }
 
     /// Applies a change recorded elsewhere. Idempotent; a change whose dependencies are missing
@@ -308,6 +326,16 @@ mod tests {
                 2,
             )
             .unwrap();
+        let mut strict = EventCrdt::new(actor(2));
+        assert!(matches!(
+            strict.apply_complete_change(&c2),
+            Err(MergeError::MissingDeps(_))
+        ));
+        assert_eq!(strict.pending_changes(), 0, "a refused change leaves nothing queued");
+        strict.apply_complete_change(&c1).unwrap();
+        strict.apply_complete_change(&c2).unwrap();
+        strict.apply_complete_change(&c2).unwrap(); // a duplicate is fine
+        assert_eq!(strict.declaration().unwrap(), a.declaration().unwrap());
         let mut b = EventCrdt::new(actor(2));
         b.apply_change(&c2).unwrap(); // out of order: waits for c1
         assert_eq!(b.declaration().unwrap(), Declaration::new());

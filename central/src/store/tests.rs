@@ -346,3 +346,31 @@ fn central_log_stays_chained_across_handles() {
     assert_eq!(head, fx.store.read(|r| r.central_head()).unwrap());
     let _ = &fx.dir;
 }
+
+#[test]
+fn a_change_with_dependencies_central_lacks_is_refused_and_the_event_stays_loadable() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    enroll(&fx, 2, facility(1));
+    let mut a = NodeWriter::new(1, facility(1));
+    let mut b = NodeWriter::new(2, facility(1));
+    let ids = lease(&fx, a.node_id(), 1);
+    let (event, create) = a.create(&ids[0]);
+    let first = a.notify(&event, json!({"child.gender": "male"}));
+    // B saw A's notify before central did (not possible for honest nodes, which only learn of
+    // other nodes' changes through central): its change depends on one central lacks.
+    b.observe(&event, &create);
+    b.observe(&event, &first);
+    let from_b = b.notify(&event, json!({"child.gender": "female"}));
+    let mut store = fx.store.clone();
+    store.apply_entries(a.node_id(), &[create]).unwrap();
+    let (_, rejects) = store.apply_entries(b.node_id(), &[from_b]).unwrap();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0].reason, "bad-crdt-change");
+    // The stored document was not touched: A's later entry still applies.
+    let (head, rejects) = store.apply_entries(a.node_id(), &[first]).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(head.seq, 2);
+    let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
+    assert_eq!(index.declaration["child.gender"], "male");
+}

@@ -609,7 +609,9 @@ impl<'a> WriteTx<'a> {
             }
         };
         if let Some(change) = &entry.crdt_change {
-            if let Err(e) = doc.crdt.apply_change(change) {
+            // Every dependency must be here: a change left waiting would make the stored
+            // document (kept as appended changes) fail to load.
+            if let Err(e) = doc.crdt.apply_complete_change(change) {
                 return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
             }
             doc.appended.extend_from_slice(change);

@@ -331,7 +331,11 @@ mod tests {
             strict.apply_complete_change(&c2),
             Err(MergeError::MissingDeps(_))
         ));
-        assert_eq!(strict.pending_changes(), 0, "a refused change leaves nothing queued");
+        assert_eq!(
+            strict.pending_changes(),
+            0,
+            "a refused change leaves nothing queued"
+        );
         strict.apply_complete_change(&c1).unwrap();
         strict.apply_complete_change(&c2).unwrap();
         strict.apply_complete_change(&c2).unwrap(); // a duplicate is fine

@@ -14,6 +14,7 @@ mod sync;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::{SystemTime, UNIX_EPOCH};
 
@@ -41,6 +42,9 @@ pub const READ_CONNECTIONS: usize = 2;
 
 /// How long SQLite waits on a lock held by another connection before failing.
 const BUSY_TIMEOUT_MS: u64 = 5_000;
+
+/// Committed groups waiting for the syncer's fsync; the writer blocks beyond it.
+pub const SYNC_QUEUE_MAX: usize = 64;
 
 /// The checkpointer thread copies the WAL into the database at most this often while writes
 /// come in, so the writer thread never pays for a checkpoint inside its COMMIT.
@@ -169,8 +173,10 @@ struct Inner {
     readers: Vec<Mutex<Connection>>,
     node_id: NodeId,
     path: PathBuf,
-    /// Poked by the writer after each commit that appended log entries.
+    /// Poked by the syncer after each fsync that made appended log entries durable.
     appended: Arc<Notify>,
+    /// Highest log seq known to be on disk (fsynced); the sync driver sends nothing above it.
+    durable_seq: Arc<AtomicU64>,
 }
 
 /// Opens a connection with the pragmas every connection needs.
@@ -251,8 +257,33 @@ impl Store {
             )?;
             readers.push(Mutex::new(reader));
         }
+        // Durability is the syncer's job (see [`run_syncer`]): COMMIT writes the WAL without
+        // fsync, and no caller is answered before the syncer's fsync of the WAL returned.
+        conn.pragma_update(None, "synchronous", "NORMAL")?;
+        let wal = std::fs::OpenOptions::new()
+            .read(true)
+            .write(true)
+            .create(true)
+            .truncate(false)
+            .open(wal_path(path))
+            .map_err(|e| StoreError::Corrupt(format!("opening the WAL file: {e}")))?;
+        // What a previous process committed may still be only in the OS's cache: make it
+        // durable before anything of it is answered or sent to central.
+        wal.sync_data()
+            .and_then(|()| std::fs::File::open(path)?.sync_data())
+            .map_err(|e| StoreError::Corrupt(format!("fsync at open: {e}")))?;
+        let durable_seq = Arc::new(AtomicU64::new(head.seq));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let appended = Arc::new(Notify::new());
+        let (to_sync, synced) = std::sync::mpsc::sync_channel(SYNC_QUEUE_MAX);
+        {
+            let durable_seq = Arc::clone(&durable_seq);
+            let appended = Arc::clone(&appended);
+            std::thread::Builder::new()
+                .name("store-sync".into())
+                .spawn(move || run_syncer(&wal, &synced, &durable_seq, &appended))
+                .map_err(|e| StoreError::Corrupt(format!("spawning sync thread: {e}")))?;
+        }
         let checkpointer = open_connection(path, flags)?;
         // Bound 1: a commit only needs to say "there is something to copy".
         let (committed, commits) = std::sync::mpsc::sync_channel(1);
@@ -268,7 +299,7 @@ impl Store {
             pool,
             pool_spare: 0,
             group_commit_max,
-            appended: Arc::clone(&appended),
+            to_sync,
             committed,
         };
         std::thread::Builder::new()
@@ -282,14 +313,21 @@ impl Store {
                 node_id,
                 path: path.to_path_buf(),
                 appended,
+                durable_seq,
             }),
         })
     }
 
-    /// Notified (one stored permit, so no wake-up is lost) after every commit that appended to
-    /// the node's log.
+    /// Notified (one stored permit, so no wake-up is lost) after every fsync that made newly
+    /// appended log entries durable.
     pub fn appended(&self) -> &Notify {
         &self.inner.appended
+    }
+
+    /// The highest log seq on disk: entries above it are committed but not yet fsynced, and
+    /// must not leave the node.
+    pub fn durable_seq(&self) -> u64 {
+        self.inner.durable_seq.load(Ordering::Acquire)
     }
 
     /// This node's identity.
@@ -438,7 +476,8 @@ struct Writer {
     /// See [`WriteCtx::take_tracking_id`]; 0 makes the next stand-alone create count the pool.
     pool_spare: u32,
     group_commit_max: usize,
-    appended: Arc<Notify>,
+    /// Committed groups, to the syncer, which answers their callers once they are on disk.
+    to_sync: std::sync::mpsc::SyncSender<Synced>,
     /// Wakes the checkpointer after a commit (never blocks: a pending wake-up is enough).
     committed: std::sync::mpsc::SyncSender<()>,
 }
@@ -546,23 +585,104 @@ impl Writer {
                 Err(e) => tracing::error!(error = %e, "store: reloading log head failed"),
             }
         }
-        if commit.is_ok() && self.head != head_at_begin {
-            // After COMMIT, so the sync driver only ever reads durable entries.
-            self.appended.notify_one();
-        }
         if commit.is_ok() {
             let _ = self.committed.try_send(());
+            // Answered by the syncer after its fsync; meanwhile this thread runs the next group.
+            let group = Synced {
+                replies,
+                head_seq: self.head.seq,
+                appended: self.head != head_at_begin,
+            };
+            if let Err(std::sync::mpsc::SendError(group)) = self.to_sync.send(group) {
+                group.answer(&Err(Arc::new(StoreError::WriterGone)));
+            }
+        } else {
+            Synced {
+                replies,
+                head_seq: self.head.seq,
+                appended: false,
+            }
+            .answer(&commit);
         }
-        for (reply, unfinished) in replies {
+    }
+}
+
+/// A committed group waiting to be made durable.
+struct Synced {
+    /// Each reply with whether its job left staged actions unfinished.
+    replies: Vec<(Reply, bool)>,
+    /// The log head after the group.
+    head_seq: u64,
+    /// Whether the group appended log entries.
+    appended: bool,
+}
+
+impl Synced {
+    fn answer(self, outcome: &Result<(), Arc<StoreError>>) {
+        for (reply, unfinished) in self.replies {
             if unfinished {
                 reply(Err(Arc::new(StoreError::Corrupt(
                     "write job did not finish its log entry".into(),
                 ))));
             } else {
-                reply(commit.clone());
+                reply(outcome.clone());
             }
         }
     }
+}
+
+/// The WAL file of the database at `path`.
+fn wal_path(path: &Path) -> PathBuf {
+    let mut name = path.as_os_str().to_owned();
+    name.push("-wal");
+    PathBuf::from(name)
+}
+
+/// Pipelined durability: fsyncs the WAL for every committed group the writer hands over (one
+/// fsync covers all groups queued meanwhile), then answers their callers, publishes the durable
+/// log head and wakes the sync driver. The writer meanwhile runs the next group, so the fsync
+/// wait no longer stalls it. fsync covers every write to the file made before it, whatever the
+/// descriptor, so an answered write is on disk. If an fsync fails, what was written is of
+/// unknown state: that group and every later one are answered with the error (the node must
+/// be restarted, which makes the WAL durable again before anything is answered).
+fn run_syncer(
+    wal: &std::fs::File,
+    groups: &std::sync::mpsc::Receiver<Synced>,
+    durable_seq: &AtomicU64,
+    appended: &Notify,
+) {
+    let mut failed: Option<Arc<StoreError>> = None;
+    while let Ok(first) = groups.recv() {
+        let mut batch = vec![first];
+        while batch.len() < SYNC_QUEUE_MAX {
+            match groups.try_recv() {
+                Ok(group) => batch.push(group),
+                Err(_) => break,
+            }
+        }
+        let outcome = match &failed {
+            Some(e) => Err(Arc::clone(e)),
+            None => wal.sync_data().map_err(|e| {
+                let e = Arc::new(StoreError::Corrupt(format!(
+                    "fsync of the WAL failed ({e}); restart the node"
+                )));
+                tracing::error!(error = %e, "store: fsync failed; refusing every later write");
+                failed = Some(Arc::clone(&e));
+                e
+            }),
+        };
+        if outcome.is_ok() {
+            let head = batch.iter().map(|g| g.head_seq).max().unwrap_or(0);
+            durable_seq.fetch_max(head, Ordering::AcqRel);
+            if batch.iter().any(|g| g.appended) {
+                appended.notify_one();
+            }
+        }
+        for group in batch {
+            group.answer(&outcome);
+        }
+    }
+    tracing::debug!("store syncer stopped");
 }
 
 /// What a write job can do. Runs on the writer thread inside the job's savepoint.

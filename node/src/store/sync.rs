@@ -118,8 +118,12 @@ fn fault(e: StoreError) -> StoreFault {
 }
 
 impl NodeStore for SyncStore {
+    /// The durable head: entries committed but not yet fsynced are not offered to central
+    /// (after a power loss the node could no longer prove them, and would fork).
     fn log_head(&self) -> Result<LogHead, StoreFault> {
-        self.reader().log_head().map_err(fault)
+        self.reader()
+            .log_head_at_most(self.store.durable_seq())
+            .map_err(fault)
     }
 
     fn hash_at(&self, seq: u64) -> Result<Option<EntryHash>, StoreFault> {
@@ -132,9 +136,13 @@ impl NodeStore for SyncStore {
         max_entries: usize,
         max_bytes: usize,
     ) -> Result<Vec<LogEntry>, StoreFault> {
-        self.reader()
+        let durable = self.store.durable_seq();
+        let mut entries = self
+            .reader()
             .log_entries_bounded(after, max_entries, max_bytes)
-            .map_err(fault)
+            .map_err(fault)?;
+        entries.retain(|e| e.seq <= durable);
+        Ok(entries)
     }
 
     fn down_cursor(&self) -> Result<u64, StoreFault> {
@@ -214,6 +222,23 @@ impl ReadCtx<'_> {
             .conn
             .prepare_cached("SELECT seq, hash FROM log ORDER BY seq DESC LIMIT 1")?
             .query_row([], |r| Ok((r.get(0)?, r.get(1)?)))
+            .optional()?;
+        match row {
+            None => Ok(LogHead::GENESIS),
+            Some((seq, hash)) => Ok(LogHead {
+                seq: seq as u64,
+                hash: hash_of(hash)?,
+            }),
+        }
+    }
+
+    /// The node's head among entries up to `max_seq`.
+    pub fn log_head_at_most(&self, max_seq: u64) -> Result<LogHead, StoreError> {
+        let max_seq = i64::try_from(max_seq).unwrap_or(i64::MAX);
+        let row: Option<(i64, Vec<u8>)> = self
+            .conn
+            .prepare_cached("SELECT seq, hash FROM log WHERE seq <= ?1 ORDER BY seq DESC LIMIT 1")?
+            .query_row(params![max_seq], |r| Ok((r.get(0)?, r.get(1)?)))
             .optional()?;
         match row {
             None => Ok(LogHead::GENESIS),

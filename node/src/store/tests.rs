@@ -183,3 +183,58 @@ async fn standalone_pool_refills_and_never_repeats() {
     }
     assert!(store.read(|r| r.pool_free()).await.unwrap() >= 10);
 }
+
+/// Callers are answered only after the syncer's fsync, and the durable head it publishes (what
+/// the sync driver may send) already covers every answered write; a reopened store starts with
+/// everything it finds durable.
+#[tokio::test]
+async fn an_answered_write_is_within_the_durable_head() {
+    let dir = tempfile::tempdir().unwrap();
+    let store = open(&dir);
+    assert_eq!(store.durable_seq(), 0);
+    let mut handles = Vec::new();
+    for tx in ["d1", "d2", "d3", "d4", "d5", "d6", "d7", "d8"] {
+        let store = store.clone();
+        handles.push(tokio::spawn(async move {
+            let seq = store
+                .write(move |ctx| {
+                    let id = uuid::Uuid::new_v4();
+                    let tracking = ctx.take_tracking_id()?.expect("pool has ids");
+                    ctx.insert_event(&NewEvent {
+                        id,
+                        event_type: "birth",
+                        tracking_id: &tracking,
+                        transaction_id: tx,
+                        request_hash: b"h",
+                        created_at: &format_timestamp_ms(0),
+                    })?;
+                    let meta = EventMeta {
+                        id,
+                        event_type: "birth".into(),
+                        tracking_id: tracking.clone(),
+                        created_at: format_timestamp_ms(0),
+                    };
+                    ctx.append_action(&meta, create_action(tx), None)?;
+                    ctx.finish_event()?;
+                    Ok::<_, StoreError>(ctx.reader().log_head()?.seq)
+                })
+                .await
+                .unwrap();
+            // Checked the moment the caller is answered.
+            (seq, store.durable_seq())
+        }));
+    }
+    for handle in handles {
+        let (seq, durable) = handle.await.unwrap();
+        assert!(
+            durable >= seq,
+            "answered entry {seq} but durable head {durable}"
+        );
+    }
+    let head = store.read(|r| r.log_head()).await.unwrap();
+    assert_eq!(head.seq, 8);
+    assert_eq!(store.durable_seq(), 8, "every answered write is durable");
+    drop(store);
+    let reopened = Store::open(&dir.path().join("node.db"), key(), pool(), 64).unwrap();
+    assert_eq!(reopened.durable_seq(), 8);
+}

@@ -1197,7 +1197,9 @@ async fn measure(
     show("PouchDB RSS after its measured runs", pouch_rss);
 
     println!();
-    println!("targets (the node fsyncs every commit: SQLite WAL, synchronous=FULL, group commit;");
+    println!(
+        "targets (the node answers a write only after the fsync of the WAL holding it: group commit;"
+    );
     println!(" its request log is on at its default level; PouchDB keeps its request log on)");
     let mut line = String::new();
     match ratio_high {

@@ -1,12 +1,13 @@
-//! The node's persistence: one SQLite file in WAL mode with `synchronous=FULL`, owned here.
+//! The node's persistence: one SQLite file in WAL mode, owned here.
 //! SQL text lives only in this module; callers use domain-level methods.
 //!
 //! Writes go to a single writer thread that runs each caller's job inside a savepoint and commits
-//! up to `group_commit_max` jobs in one transaction: one fsync serves the whole group, and no
-//! caller is answered before the group's COMMIT returned (an acknowledged write is on disk).
+//! up to `group_commit_max` jobs in one transaction. The sync thread then fsyncs the WAL (one
+//! fsync serves every group queued meanwhile) and only then answers the group's callers (an
+//! acknowledged write is on disk) and publishes the durable log head.
 //! A failing job rolls back only its own savepoint. Reads use a small pool of read connections.
-//! After every commit that appended to the log, the writer pokes [`Store::appended`], so the sync
-//! driver sends new entries without polling. The sync side of the store (what the sync engine
+//! After every fsync that made appended log entries durable, the sync thread pokes
+//! [`Store::appended`], so the sync driver sends new entries without polling. The sync side of the store (what the sync engine
 //! reads and writes) is in `store::sync`, behind [`SyncStore`].
 
 mod schema;
@@ -183,8 +184,8 @@ struct Inner {
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
-    // WAL so readers never block the writer; FULL so every commit fsyncs the WAL: an
-    // acknowledged write survives power loss, not only a process crash.
+    // WAL so readers never block the writer. FULL here; the writer connection switches to NORMAL
+    // because its commits are made durable by the sync thread before anyone is answered.
     let mode: String = conn.query_row("PRAGMA journal_mode=WAL", [], |r| r.get(0))?;
     if !mode.eq_ignore_ascii_case("wal") {
         return Err(StoreError::Corrupt(format!(
@@ -260,28 +261,46 @@ impl Store {
         // Durability is the syncer's job (see [`run_syncer`]): COMMIT writes the WAL without
         // fsync, and no caller is answered before the syncer's fsync of the WAL returned.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
+        // SQLite locks the database and `-shm` files, never the WAL: a handle of our own on
+        // the WAL is safe to hold and to close.
+        let wal_file = wal_path(path);
         let wal = std::fs::OpenOptions::new()
             .read(true)
             .write(true)
             .create(true)
             .truncate(false)
-            .open(wal_path(path))
+            .open(&wal_file)
             .map_err(|e| StoreError::Corrupt(format!("opening the WAL file: {e}")))?;
-        // What a previous process committed may still be only in the OS's cache: make it
-        // durable before anything of it is answered or sent to central.
+        // What a previous process committed may still be only in the OS's cache: make the WAL
+        // durable before anything of it is answered or sent to central. (Database pages are
+        // synced by every checkpoint before their WAL frames count as copied, so the WAL is
+        // what holds anything not yet durable.) Never fsync the database file through a
+        // descriptor of our own: closing it would drop this process's SQLite locks on it.
         wal.sync_data()
-            .and_then(|()| std::fs::File::open(path)?.sync_data())
-            .map_err(|e| StoreError::Corrupt(format!("fsync at open: {e}")))?;
+            .map_err(|e| StoreError::Corrupt(format!("fsync of the WAL at open: {e}")))?;
         let durable_seq = Arc::new(AtomicU64::new(head.seq));
+        let sync_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
         let appended = Arc::new(Notify::new());
         let (to_sync, synced) = std::sync::mpsc::sync_channel(SYNC_QUEUE_MAX);
         {
             let durable_seq = Arc::clone(&durable_seq);
             let appended = Arc::clone(&appended);
+            let sync_failed = Arc::clone(&sync_failed);
             std::thread::Builder::new()
                 .name("store-sync".into())
-                .spawn(move || run_syncer(&wal, &synced, &durable_seq, &appended))
+                .spawn(move || {
+                    run_syncer(
+                        &SyncTarget {
+                            wal,
+                            path: wal_file,
+                        },
+                        &synced,
+                        &durable_seq,
+                        &appended,
+                        &sync_failed,
+                    );
+                })
                 .map_err(|e| StoreError::Corrupt(format!("spawning sync thread: {e}")))?;
         }
         let checkpointer = open_connection(path, flags)?;
@@ -300,6 +319,7 @@ impl Store {
             pool_spare: 0,
             group_commit_max,
             to_sync,
+            sync_failed,
             committed,
         };
         std::thread::Builder::new()
@@ -478,6 +498,8 @@ struct Writer {
     group_commit_max: usize,
     /// Committed groups, to the syncer, which answers their callers once they are on disk.
     to_sync: std::sync::mpsc::SyncSender<Synced>,
+    /// Set by the syncer when an fsync failed: from then on no job runs.
+    sync_failed: Arc<std::sync::atomic::AtomicBool>,
     /// Wakes the checkpointer after a commit (never blocks: a pending wake-up is enough).
     committed: std::sync::mpsc::SyncSender<()>,
 }
@@ -514,6 +536,13 @@ impl Writer {
     }
 
     fn run_group(&mut self, jobs: Vec<Job>) {
+        if self.sync_failed.load(Ordering::Acquire) {
+            // What is on disk is unknown after a failed fsync: write nothing more (dropping the
+            // jobs answers their callers with `WriterGone`); the node must be restarted.
+            tracing::error!("store: refusing writes after a failed fsync; restart the node");
+            drop(jobs);
+            return;
+        }
         // Each reply with whether its job left staged actions unfinished (answered with an error).
         let mut replies: Vec<(Reply, bool)> = Vec::with_capacity(jobs.len());
         let head_at_begin = self.head;
@@ -594,6 +623,8 @@ impl Writer {
                 appended: self.head != head_at_begin,
             };
             if let Err(std::sync::mpsc::SendError(group)) = self.to_sync.send(group) {
+                // The sync thread is gone: nothing can be made durable any more.
+                self.sync_failed.store(true, Ordering::Release);
                 group.answer(&Err(Arc::new(StoreError::WriterGone)));
             }
         } else {
@@ -646,10 +677,11 @@ fn wal_path(path: &Path) -> PathBuf {
 /// unknown state: that group and every later one are answered with the error (the node must
 /// be restarted, which makes the WAL durable again before anything is answered).
 fn run_syncer(
-    wal: &std::fs::File,
+    target: &SyncTarget,
     groups: &std::sync::mpsc::Receiver<Synced>,
     durable_seq: &AtomicU64,
     appended: &Notify,
+    sync_failed: &std::sync::atomic::AtomicBool,
 ) {
     let mut failed: Option<Arc<StoreError>> = None;
     while let Ok(first) = groups.recv() {
@@ -662,11 +694,12 @@ fn run_syncer(
         }
         let outcome = match &failed {
             Some(e) => Err(Arc::clone(e)),
-            None => wal.sync_data().map_err(|e| {
+            None => target.sync().map_err(|e| {
                 let e = Arc::new(StoreError::Corrupt(format!(
                     "fsync of the WAL failed ({e}); restart the node"
                 )));
                 tracing::error!(error = %e, "store: fsync failed; refusing every later write");
+                sync_failed.store(true, Ordering::Release);
                 failed = Some(Arc::clone(&e));
                 e
             }),
@@ -679,10 +712,36 @@ fn run_syncer(
             }
         }
         for group in batch {
-            group.answer(&outcome);
+            // A reply is a channel send; should one ever panic, the others are still answered.
+            let _ = std::panic::catch_unwind(AssertUnwindSafe(|| group.answer(&outcome)));
         }
     }
     tracing::debug!("store syncer stopped");
+}
+
+/// The WAL file the sync thread makes durable.
+struct SyncTarget {
+    wal: std::fs::File,
+    path: PathBuf,
+}
+
+impl SyncTarget {
+    /// fsyncs the WAL, then checks the handle still names the file SQLite writes: if another
+    /// process deleted and recreated it (closing its last connection does that when our locks
+    /// are gone), syncing the old file proves nothing.
+    fn sync(&self) -> std::io::Result<()> {
+        use std::os::unix::fs::MetadataExt as _;
+        self.wal.sync_data()?;
+        let held = self.wal.metadata()?;
+        let named = std::fs::metadata(&self.path)?;
+        if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
+            return Err(std::io::Error::other(format!(
+                "{} was replaced while the node ran",
+                self.path.display()
+            )));
+        }
+        Ok(())
+    }
 }
 
 /// What a write job can do. Runs on the writer thread inside the job's savepoint.

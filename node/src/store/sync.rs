@@ -4,7 +4,8 @@
 //! [`SyncStore`] implements [`crvs_sync::engine::NodeStore`]. It reads on a read-only connection
 //! of its own and writes through the writer thread ([`Store::write_blocking`]), so the writer stays
 //! the only writer of the node's log, its cached log head is never stale, and every mutating call
-//! is durable on return (it waits for the group's COMMIT). Its methods block: the sync driver calls
+//! is durable on return (it waits for the fsync after the group's COMMIT). It offers central only
+//! entries up to the durable head ([`Store::durable_seq`]). Its methods block: the sync driver calls
 //! them on `spawn_blocking` threads.
 //!
 //! Downstream items are applied one savepoint each inside the one job of a `Down` batch: an item

@@ -264,6 +264,33 @@ impl Actor {
             custom_action_type: None,
         }
     }
+
+    /// A notify's Requested action (carrying the declaration) and its synchronous Accepted copy
+    /// (OpenCRVS §10.3: the accept points back with `originalActionId`).
+    fn notify_pair(
+        &self,
+        transaction_id: &str,
+        declaration: Declaration,
+        annotation: Option<Declaration>,
+        now_ms: u64,
+    ) -> (ActionDocument, ActionDocument) {
+        let mut requested = self.action(
+            ActionType::Notify,
+            ActionStatus::Requested,
+            transaction_id,
+            now_ms,
+        );
+        requested.declaration = Some(declaration);
+        requested.annotation = Some(annotation.unwrap_or_default());
+        let mut accepted = self.action(
+            ActionType::Notify,
+            ActionStatus::Accepted,
+            transaction_id,
+            now_ms,
+        );
+        accepted.original_action_id = Some(requested.id);
+        (requested, accepted)
+    }
 }
 
 /// The actions and merge-document change of a brand-new event, built before its write job (in
@@ -294,21 +321,8 @@ impl FreshEvent {
             create_tx,
             time_ms,
         );
-        let mut requested = actor.action(
-            ActionType::Notify,
-            ActionStatus::Requested,
-            notify_tx,
-            time_ms,
-        );
-        requested.declaration = Some(declaration.clone());
-        requested.annotation = Some(annotation.cloned().unwrap_or_default());
-        let mut accepted = actor.action(
-            ActionType::Notify,
-            ActionStatus::Accepted,
-            notify_tx,
-            time_ms,
-        );
-        accepted.original_action_id = Some(requested.id);
+        let (requested, accepted) =
+            actor.notify_pair(notify_tx, declaration.clone(), annotation.cloned(), time_ms);
         let actions = [create.clone(), requested.clone(), accepted.clone()];
         let mut delta = Declaration::new();
         for action in &actions {
@@ -427,10 +441,6 @@ fn notify_in_job(
         if existing_event != event_id || stored.as_deref() != Some(hash) {
             return Err(replay_conflict());
         }
-        if ctx.has_staged() {
-            // Only reachable if a create staged in this job met an old notify: sign the create.
-            return Ok(ctx.finish_event()?);
-        }
         return ctx
             .reader()
             .event_document(event_id)?
@@ -461,24 +471,9 @@ fn notify_in_job(
         ctx.append_action(&meta, fresh.accepted, None)?;
         return Ok(ctx.finish_event_with_change(fresh.change)?);
     }
-    let now_ms = ctx.now_ms();
-    let mut requested = actor.action(
-        ActionType::Notify,
-        ActionStatus::Requested,
-        transaction_id,
-        now_ms,
-    );
-    requested.declaration = Some(declaration);
-    requested.annotation = Some(annotation.unwrap_or_default());
-    let requested_id = requested.id;
+    let (requested, accepted) =
+        actor.notify_pair(transaction_id, declaration, annotation, ctx.now_ms());
     ctx.append_action(&meta, requested, Some(hash))?;
-    let mut accepted = actor.action(
-        ActionType::Notify,
-        ActionStatus::Accepted,
-        transaction_id,
-        now_ms,
-    );
-    accepted.original_action_id = Some(requested_id);
     ctx.append_action(&meta, accepted, None)?;
     Ok(ctx.finish_event()?)
 }

@@ -825,11 +825,6 @@ impl WriteCtx<'_> {
         Ok(doc)
     }
 
-    /// Whether this job staged actions that no entry signed yet.
-    pub fn has_staged(&self) -> bool {
-        self.pending.is_some()
-    }
-
     /// Read access inside the write transaction (sees this job's own writes).
     pub fn reader(&self) -> ReadCtx<'_> {
         ReadCtx { conn: self.conn }

@@ -48,28 +48,34 @@ fn create_action(tx: &str) -> ActionDocument {
     }
 }
 
+/// Inside a write job: creates an event with its CREATE action and signs the entry.
+fn create_in(ctx: &mut WriteCtx<'_>, tx: &str) -> Result<uuid::Uuid, StoreError> {
+    let id = uuid::Uuid::new_v4();
+    let tracking = ctx.take_tracking_id()?.expect("pool has ids");
+    ctx.insert_event(&NewEvent {
+        id,
+        event_type: "birth",
+        tracking_id: &tracking,
+        transaction_id: tx,
+        request_hash: b"h",
+        created_at: &format_timestamp_ms(0),
+    })?;
+    let meta = EventMeta {
+        id,
+        event_type: "birth".into(),
+        tracking_id: tracking.clone(),
+        created_at: format_timestamp_ms(0),
+    };
+    ctx.append_action(&meta, create_action(tx), None)?;
+    ctx.finish_event()?;
+    Ok(id)
+}
+
 /// Creates an event and its CREATE action; fails after writing if `fail` is set.
 async fn create(store: &Store, tx: &'static str, fail: bool) -> Result<uuid::Uuid, StoreError> {
     store
         .write(move |ctx| {
-            let id = uuid::Uuid::new_v4();
-            let tracking = ctx.take_tracking_id()?.expect("pool has ids");
-            ctx.insert_event(&NewEvent {
-                id,
-                event_type: "birth",
-                tracking_id: &tracking,
-                transaction_id: tx,
-                request_hash: b"h",
-                created_at: &format_timestamp_ms(0),
-            })?;
-            let meta = EventMeta {
-                id,
-                event_type: "birth".into(),
-                tracking_id: tracking.clone(),
-                created_at: format_timestamp_ms(0),
-            };
-            ctx.append_action(&meta, create_action(tx), None)?;
-            ctx.finish_event()?;
+            let id = create_in(ctx, tx)?;
             if fail {
                 return Err(StoreError::Corrupt("job failed on purpose".into()));
             }
@@ -198,24 +204,7 @@ async fn an_answered_write_is_within_the_durable_head() {
         handles.push(tokio::spawn(async move {
             let seq = store
                 .write(move |ctx| {
-                    let id = uuid::Uuid::new_v4();
-                    let tracking = ctx.take_tracking_id()?.expect("pool has ids");
-                    ctx.insert_event(&NewEvent {
-                        id,
-                        event_type: "birth",
-                        tracking_id: &tracking,
-                        transaction_id: tx,
-                        request_hash: b"h",
-                        created_at: &format_timestamp_ms(0),
-                    })?;
-                    let meta = EventMeta {
-                        id,
-                        event_type: "birth".into(),
-                        tracking_id: tracking.clone(),
-                        created_at: format_timestamp_ms(0),
-                    };
-                    ctx.append_action(&meta, create_action(tx), None)?;
-                    ctx.finish_event()?;
+                    create_in(ctx, tx)?;
                     Ok::<_, StoreError>(ctx.reader().log_head()?.seq)
                 })
                 .await

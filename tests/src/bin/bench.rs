@@ -586,6 +586,15 @@ impl Which {
             Self::Pouch => "PouchDB",
         }
     }
+
+    /// The name in progress lines.
+    fn short(self) -> &'static str {
+        match self {
+            Self::Node => "node",
+            Self::NodeTwoCalls => "node 2 calls",
+            Self::Pouch => "PouchDB",
+        }
+    }
 }
 
 #[derive(Debug)]
@@ -1008,86 +1017,56 @@ async fn measure(
         println!();
     }
 
+    // Alternating in this order within each repeat, so slow drift hits every target alike.
+    let mut order = vec![Which::Node];
+    if options.two_calls {
+        order.push(Which::NodeTwoCalls);
+    }
+    if with_pouch {
+        order.push(Which::Pouch);
+    }
     let mut summaries: Vec<Summary> = Vec::new();
     for &concurrency in &options.concurrency {
-        let mut node_runs = Vec::new();
-        let mut two_call_runs = Vec::new();
-        let mut pouch_runs = Vec::new();
+        let mut runs: Vec<Vec<RunStats>> = vec![Vec::new(); order.len()];
         for rep in 0..options.repeats {
             print!(
-                "concurrency {concurrency}, run {}/{}: node ...",
+                "concurrency {concurrency}, run {}/{}:",
                 rep + 1,
                 options.repeats
             );
-            flush();
-            tokio::time::sleep(SETTLE).await;
-            let node = run_load(
-                targets,
-                Which::Node,
-                node_next,
-                options.count,
-                concurrency,
-                options.max_run,
-            )
-            .await?;
-            node_next += options.count;
-            node_total += node.count;
-            print!(" {}", node.brief());
-            node_runs.push(node);
-            if options.two_calls {
-                print!(", node 2 calls ...");
+            for (i, &which) in order.iter().enumerate() {
+                print!("{} {} ...", if i == 0 { "" } else { "," }, which.short());
                 flush();
                 tokio::time::sleep(SETTLE).await;
-                let two_calls = run_load(
+                // Node flows share one document sequence; PouchDB has its own.
+                let next = if which == Which::Pouch {
+                    &mut pouch_next
+                } else {
+                    &mut node_next
+                };
+                let stats = run_load(
                     targets,
-                    Which::NodeTwoCalls,
-                    node_next,
+                    which,
+                    *next,
                     options.count,
                     concurrency,
                     options.max_run,
                 )
                 .await?;
-                node_next += options.count;
-                node_total += two_calls.count;
-                print!(" {}", two_calls.brief());
-                two_call_runs.push(two_calls);
-            }
-            if with_pouch {
-                print!(", PouchDB ...");
-                flush();
-                tokio::time::sleep(SETTLE).await;
-                let pouch = run_load(
-                    targets,
-                    Which::Pouch,
-                    pouch_next,
-                    options.count,
-                    concurrency,
-                    options.max_run,
-                )
-                .await?;
-                pouch_next += options.count;
-                print!(" {}", pouch.brief());
-                pouch_runs.push(pouch);
+                *next += options.count;
+                if which != Which::Pouch {
+                    node_total += stats.count;
+                }
+                print!(" {}", stats.brief());
+                runs[i].push(stats);
             }
             println!();
         }
-        summaries.push(Summary {
-            which: Which::Node,
-            concurrency,
-            runs: node_runs,
-        });
-        if options.two_calls {
+        for (which, runs) in order.iter().zip(runs) {
             summaries.push(Summary {
-                which: Which::NodeTwoCalls,
+                which: *which,
                 concurrency,
-                runs: two_call_runs,
-            });
-        }
-        if with_pouch {
-            summaries.push(Summary {
-                which: Which::Pouch,
-                concurrency,
-                runs: pouch_runs,
+                runs,
             });
         }
     }

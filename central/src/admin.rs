@@ -9,7 +9,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::config::Config;
 use crate::pki::SERVER_NAME;
-use crate::store::{ClientRow, NewNode, NodeRow, Store};
+use crate::store::{ClientRow, NewNode, NodeRow, Store, UserRow};
 
 /// Version of the enrollment bundle format.
 pub const BUNDLE_VERSION: u32 = 1;
@@ -195,12 +195,230 @@ pub fn refresh_client_secret(store: &Store, id: &str) -> anyhow::Result<ClientCr
     })
 }
 
+/// What `user add` and `user set-password` print once (the password is not stored).
+#[derive(Debug, Clone, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct UserCredentials {
+    /// User id.
+    pub user_id: uuid::Uuid,
+    /// Login name.
+    pub username: String,
+    /// The password.
+    pub password: String,
+    /// Role id.
+    pub role: String,
+}
+
+/// A user to add (`crvs-central user add`).
+#[derive(Debug, Clone)]
+pub struct NewUser {
+    /// First name(s).
+    pub firstname: String,
+    /// Surname.
+    pub surname: String,
+    /// Role id (one of the roles configuration's).
+    pub role: String,
+    /// Primary office (a known location).
+    pub office: uuid::Uuid,
+    /// Mobile number.
+    pub mobile: Option<String>,
+    /// Email address.
+    pub email: Option<String>,
+    /// Login name; generated from the name (`k.bwalya`) when `None`.
+    pub username: Option<String>,
+    /// Password; a random one when `None`.
+    pub password: Option<String>,
+}
+
+fn new_password() -> anyhow::Result<String> {
+    Ok(hex::encode(crate::keys::random_bytes::<12>()?))
+}
+
+fn check_password(password: &str) -> anyhow::Result<()> {
+    anyhow::ensure!(
+        password.chars().count() >= crvs_common::limits::PASSWORD_CHARS_MIN
+            && password.len() <= crvs_common::limits::PASSWORD_BYTES_MAX,
+        "a password must have {} to {} characters",
+        crvs_common::limits::PASSWORD_CHARS_MIN,
+        crvs_common::limits::PASSWORD_BYTES_MAX
+    );
+    Ok(())
+}
+
+/// Adds an active user; the user and the password hash sync to the nodes of the office's area.
+pub fn add_user(
+    store: &Store,
+    roles: &crvs_common::role::RoleSet,
+    new: NewUser,
+    now_ms: u64,
+) -> anyhow::Result<UserCredentials> {
+    use crvs_common::user::{User, UserName, UserStatus};
+    anyhow::ensure!(
+        roles.get(&new.role).is_some(),
+        "unknown role {:?}; known: {}",
+        new.role,
+        roles
+            .ids()
+            .map(|r| r.as_str())
+            .collect::<Vec<_>>()
+            .join(", ")
+    );
+    let user = User {
+        id: uuid::Uuid::new_v4(),
+        name: UserName {
+            firstname: new.firstname.trim().to_owned(),
+            surname: new.surname.trim().to_owned(),
+        },
+        role: new.role.clone(),
+        avatar: None,
+        signature: None,
+        primary_office_id: new.office,
+        administrative_area_id: None,
+        device: None,
+        full_honorific_name: None,
+        user_type: crvs_common::event::UserType::User,
+        mobile: new.mobile,
+        email: new.email,
+        status: UserStatus::Active,
+        data: None,
+    };
+    let problems = user.problems();
+    anyhow::ensure!(
+        problems.is_empty(),
+        "invalid user: {}",
+        problems
+            .iter()
+            .map(|p| format!("{}: {}", p.field(), p.message()))
+            .collect::<Vec<_>>()
+            .join("; ")
+    );
+    let password = match new.password {
+        Some(p) => p,
+        None => new_password()?,
+    };
+    check_password(&password)?;
+    let password_hash = crate::auth::hash_secret(&password)?;
+    let created_at = crvs_common::event::format_timestamp_ms(now_ms);
+    let username = store.write(|w| -> anyhow::Result<String> {
+        let username = match &new.username {
+            Some(u) => {
+                crvs_common::user::validate_username(u)
+                    .map_err(|e| anyhow::anyhow!("username: {}", e.message()))?;
+                u.clone()
+            }
+            None => {
+                let mut suffix = None;
+                loop {
+                    let candidate = crvs_common::user::username_from_name(
+                        &user.name.firstname,
+                        &user.name.surname,
+                        suffix,
+                    )
+                    .map_err(|e| anyhow::anyhow!("username: {}", e.message()))?;
+                    if w.reader().user_by_username(&candidate)?.is_none() {
+                        break candidate;
+                    }
+                    let next = suffix.unwrap_or(1) + 1;
+                    anyhow::ensure!(next < 10_000, "no free username for this name");
+                    suffix = Some(next);
+                }
+            }
+        };
+        anyhow::ensure!(
+            w.reader().user_by_username(&username)?.is_none(),
+            "username {username} is taken"
+        );
+        w.put_user(&UserRow {
+            user: user.clone(),
+            username: username.clone(),
+            password_hash,
+            created_at,
+        })?;
+        Ok(username)
+    })?;
+    Ok(UserCredentials {
+        user_id: user.id,
+        username,
+        password,
+        role: new.role,
+    })
+}
+
+/// Every user (never a password hash).
+pub fn list_users(store: &Store) -> anyhow::Result<Vec<crvs_common::user::User>> {
+    Ok(store
+        .read(|r| r.users())?
+        .into_iter()
+        .map(|u| u.user)
+        .collect())
+}
+
+fn change_user(
+    store: &Store,
+    username: &str,
+    change: impl FnOnce(&mut UserRow) -> anyhow::Result<()>,
+) -> anyhow::Result<UserRow> {
+    store.write(|w| -> anyhow::Result<UserRow> {
+        let mut row = w
+            .reader()
+            .user_by_username(username)?
+            .with_context(|| format!("no user {username}"))?;
+        change(&mut row)?;
+        w.put_user(&row)?;
+        Ok(row)
+    })
+}
+
+/// Sets a user's password (a random one when `None`); the new hash syncs down.
+pub fn set_user_password(
+    store: &Store,
+    username: &str,
+    password: Option<String>,
+) -> anyhow::Result<UserCredentials> {
+    let password = match password {
+        Some(p) => p,
+        None => new_password()?,
+    };
+    check_password(&password)?;
+    let hash = crate::auth::hash_secret(&password)?;
+    let row = change_user(store, username, |row| {
+        row.password_hash = hash;
+        if row.user.status == crvs_common::user::UserStatus::Pending {
+            row.user.status = crvs_common::user::UserStatus::Active;
+        }
+        Ok(())
+    })?;
+    Ok(UserCredentials {
+        user_id: row.user.id,
+        username: row.username,
+        password,
+        role: row.user.role,
+    })
+}
+
+/// Activates or deactivates a user, at central and (once synced) at the nodes.
+pub fn set_user_status(
+    store: &Store,
+    username: &str,
+    status: crvs_common::user::UserStatus,
+) -> anyhow::Result<crvs_common::user::User> {
+    let row = change_user(store, username, |row| {
+        anyhow::ensure!(
+            status != crvs_common::user::UserStatus::Active || !row.password_hash.is_empty(),
+            "user {username} has no password yet; set one"
+        );
+        row.user.status = status;
+        Ok(())
+    })?;
+    Ok(row.user)
+}
+
 #[cfg(test)]
 mod tests {
     use crvs_common::feed::CentralRecord;
 
     use super::*;
-    use crate::testing::{enroll, facility, fixture, locations, node_key};
+    use crate::testing::{area, enroll, facility, fixture, locations, node_key};
 
     fn last_record(store: &Store) -> CentralRecord {
         let head = store.read(|r| r.central_head()).unwrap();
@@ -357,5 +575,100 @@ mod tests {
         assert!(disable_client(&fx.store, "nope").is_err());
         assert!(add_client(&fx.store, "x", &[], 0).is_err());
         assert!(add_client(&fx.store, "x", &["not a scope".into()], 0).is_err());
+    }
+
+    fn clerk(office: uuid::Uuid) -> NewUser {
+        NewUser {
+            firstname: "Kalusha".into(),
+            surname: "Bwalya".into(),
+            role: "HOSPITAL_CLERK".into(),
+            office,
+            mobile: Some("+260911234567".into()),
+            email: None,
+            username: None,
+            password: None,
+        }
+    }
+
+    #[test]
+    fn users_sync_to_their_office_area_with_their_password_hash() {
+        use crvs_common::user::UserStatus;
+        let fx = fixture();
+        let roles = crvs_common::role::RoleSet::default_set();
+        let first = add_user(&fx.store, &roles, clerk(facility(1)), 0).unwrap();
+        assert_eq!(first.username, "k.bwalya");
+        let CentralRecord::User {
+            user,
+            username,
+            password_hash,
+        } = last_record(&fx.store)
+        else {
+            panic!("expected a user record")
+        };
+        assert_eq!(username, "k.bwalya");
+        assert_eq!(user.id, first.user_id);
+        assert!(crate::auth::verify_secret(&password_hash, &first.password));
+        // Delivered to the nodes of the office's area only.
+        let audience: (String, Option<String>) = fx
+            .store
+            .read(|r| r.central_log_audience(r.central_head()?.seq))
+            .unwrap();
+        assert_eq!(audience, ("area".into(), Some(area(1).to_string())));
+
+        // A namesake gets the next free username; a taken or malformed one is refused.
+        let second = add_user(&fx.store, &roles, clerk(facility(2)), 0).unwrap();
+        assert_eq!(second.username, "k.bwalya2");
+        let taken = NewUser {
+            username: Some("k.bwalya".into()),
+            ..clerk(facility(1))
+        };
+        assert!(add_user(&fx.store, &roles, taken, 0).is_err());
+        for bad in [
+            NewUser {
+                role: "NO_SUCH_ROLE".into(),
+                ..clerk(facility(1))
+            },
+            NewUser {
+                office: area(1),
+                ..clerk(facility(1))
+            },
+            NewUser {
+                mobile: None,
+                ..clerk(facility(1))
+            },
+            NewUser {
+                password: Some("short".into()),
+                ..clerk(facility(1))
+            },
+            NewUser {
+                username: Some("No Spaces".into()),
+                ..clerk(facility(1))
+            },
+        ] {
+            let head = fx.store.read(|r| r.central_head()).unwrap();
+            assert!(add_user(&fx.store, &roles, bad, 0).is_err());
+            assert_eq!(
+                fx.store.read(|r| r.central_head()).unwrap(),
+                head,
+                "nothing written"
+            );
+        }
+
+        let changed = set_user_password(&fx.store, "k.bwalya", None).unwrap();
+        let CentralRecord::User { password_hash, .. } = last_record(&fx.store) else {
+            panic!("expected a user record")
+        };
+        assert!(crate::auth::verify_secret(
+            &password_hash,
+            &changed.password
+        ));
+        let user = set_user_status(&fx.store, "k.bwalya", UserStatus::Deactivated).unwrap();
+        assert_eq!(user.status, UserStatus::Deactivated);
+        let CentralRecord::User { user, .. } = last_record(&fx.store) else {
+            panic!("expected a user record")
+        };
+        assert_eq!(user.status, UserStatus::Deactivated);
+        assert_eq!(list_users(&fx.store).unwrap().len(), 2);
+        assert!(set_user_status(&fx.store, "nobody", UserStatus::Active).is_err());
     }
 }

@@ -31,6 +31,9 @@ pub struct ConfigFile {
     pub public_http_url: Option<String>,
     /// A country's event configuration (JSON); `None` means the built-in birth/death default.
     pub event_config: Option<PathBuf>,
+    /// Roles and their scopes (JSON as OpenCRVS's `GET /config/roles` serves them); `None`
+    /// means the built-in Farajaland roles.
+    pub roles_config: Option<PathBuf>,
     /// Lifetime of system-client tokens, seconds (OpenCRVS: 600).
     pub token_ttl_secs: u64,
     /// Tracking ids leased to a node per grant.
@@ -52,6 +55,7 @@ impl Default for ConfigFile {
             public_quic_addr: None,
             public_http_url: None,
             event_config: None,
+            roles_config: None,
             token_ttl_secs: 600,
             pool_lease_size: 1000,
             pool_low_water: 200,
@@ -99,7 +103,20 @@ impl ConfigFile {
                     .with_context(|| format!("loading event config {}", path.display()))?
             }
         };
-        Ok(Config { file: self, events })
+        let roles = match &self.roles_config {
+            None => crvs_common::role::RoleSet::default_set(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading roles config {}", path.display()))?;
+                crvs_common::role::RoleSet::from_json(&text)
+                    .with_context(|| format!("loading roles config {}", path.display()))?
+            }
+        };
+        Ok(Config {
+            file: self,
+            events,
+            roles,
+        })
     }
 }
 
@@ -110,6 +127,8 @@ pub struct Config {
     pub file: ConfigFile,
     /// The event configuration.
     pub events: crvs_common::config::EventConfigSet,
+    /// Roles and the scopes each grants.
+    pub roles: crvs_common::role::RoleSet,
 }
 
 impl Config {

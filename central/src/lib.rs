@@ -117,7 +117,6 @@ pub async fn run(
         auth::ISSUER.to_owned(),
         Duration::from_secs(config.file.token_ttl_secs),
     );
-    let decoy_hash = tokio::task::spawn_blocking(auth::decoy_hash).await?;
     let endpoint = sync_server::endpoint(&config, store.clone(), quic)?;
     let central_id = store.central_id();
     let state = Arc::new(api::AppState {
@@ -125,7 +124,6 @@ pub async fn run(
         config: Arc::new(config),
         tokens,
         secret_permits: tokio::sync::Semaphore::new(api::SECRET_VERIFICATIONS_MAX),
-        decoy_hash,
     });
     let app = api::router(state);
     tracing::info!(central_id = %central_id.fmt_short(), addr = %http.local_addr()?, "central listening");

@@ -67,6 +67,9 @@ enum Command {
     /// Manage system (integration) clients; their secret hashes sync down to nodes.
     #[command(subcommand)]
     Client(ClientCommand),
+    /// Manage users; a user and the password hash sync to the nodes of the office's area.
+    #[command(subcommand)]
+    User(UserCommand),
     /// Print counters and nodes as JSON.
     Status,
 }
@@ -123,6 +126,108 @@ enum ClientCommand {
         /// Client id.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// Add an active user; prints `{userId, username, password, role}` once.
+    Add {
+        /// First name(s).
+        #[arg(long)]
+        firstname: String,
+        /// Surname.
+        #[arg(long)]
+        surname: String,
+        /// Role id, e.g. `HOSPITAL_CLERK`, `REGISTRATION_AGENT`, `LOCAL_REGISTRAR`.
+        #[arg(long)]
+        role: String,
+        /// Primary office (a known location id).
+        #[arg(long)]
+        office: uuid::Uuid,
+        /// Mobile number (a user needs a mobile or an email).
+        #[arg(long)]
+        mobile: Option<String>,
+        /// Email address.
+        #[arg(long)]
+        email: Option<String>,
+        /// Login name; generated from the name when absent.
+        #[arg(long)]
+        username: Option<String>,
+        /// The password, from this environment variable (a random one when absent).
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
+    /// List users (never password hashes).
+    List,
+    /// Set a new password (random unless --password-env); prints the credentials once.
+    SetPassword {
+        /// Login name.
+        username: String,
+        /// The password, from this environment variable.
+        #[arg(long, value_name = "VAR")]
+        password_env: Option<String>,
+    },
+    /// Deactivate a user: logins fail at central and, once synced, at the nodes.
+    Deactivate {
+        /// Login name.
+        username: String,
+    },
+    /// Reactivate a user.
+    Activate {
+        /// Login name.
+        username: String,
+    },
+}
+
+fn password_from_env(var: Option<&str>) -> anyhow::Result<Option<String>> {
+    var.map(|v| std::env::var(v).with_context(|| format!("environment variable {v} is not set")))
+        .transpose()
+}
+
+fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {
+    use crvs_common::user::UserStatus;
+    let store = crvs_central::open_store(config)?;
+    match cmd {
+        UserCommand::Add {
+            firstname,
+            surname,
+            role,
+            office,
+            mobile,
+            email,
+            username,
+            password_env,
+        } => {
+            let new = admin::NewUser {
+                firstname,
+                surname,
+                role,
+                office,
+                mobile,
+                email,
+                username,
+                password: password_from_env(password_env.as_deref())?,
+            };
+            let created =
+                admin::add_user(&store, &config.roles, new, crvs_central::store::wall_ms())?;
+            print_json(&serde_json::to_value(created)?)
+        }
+        UserCommand::List => print_json(&serde_json::to_value(admin::list_users(&store)?)?),
+        UserCommand::SetPassword {
+            username,
+            password_env,
+        } => {
+            let password = password_from_env(password_env.as_deref())?;
+            let credentials = admin::set_user_password(&store, &username, password)?;
+            print_json(&serde_json::to_value(credentials)?)
+        }
+        UserCommand::Deactivate { username } => print_json(&serde_json::to_value(
+            admin::set_user_status(&store, &username, UserStatus::Deactivated)?,
+        )?),
+        UserCommand::Activate { username } => print_json(&serde_json::to_value(
+            admin::set_user_status(&store, &username, UserStatus::Active)?,
+        )?),
+    }
 }
 
 fn load_config(global: &GlobalArgs) -> anyhow::Result<Config> {
@@ -231,6 +336,7 @@ fn operator(command: Command, config: &Config) -> anyhow::Result<()> {
         Command::Run => anyhow::bail!("`run` is served by main"),
         Command::Node(cmd) => node(cmd, config),
         Command::Client(cmd) => client(cmd, config),
+        Command::User(cmd) => user(cmd, config),
         Command::Status => {
             let store = crvs_central::open_store(config)?;
             let (stats, nodes) = store.read(|r| Ok((r.stats()?, r.nodes()?)))?;

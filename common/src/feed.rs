@@ -6,6 +6,7 @@ use serde::{Deserialize, Serialize};
 
 use crate::event::EntryPayload;
 use crate::location::LocationSet;
+use crate::user::User;
 
 /// The payload of an entry in central's log (JSON inside the signed entry).
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -42,6 +43,16 @@ pub enum CentralRecord {
         status: String,
         /// Creation time.
         created_at: String,
+    },
+    /// A user created or changed at central. It goes to the nodes whose area holds the user's
+    /// primary office, with the password hash, so the user can log in there while offline.
+    User {
+        /// The user as OpenCRVS spells it.
+        user: Box<User>,
+        /// Login name.
+        username: String,
+        /// argon2id PHC string of the password; empty while the user has none (`pending`).
+        password_hash: String,
     },
     /// The full set of locations.
     Locations(LocationSet),

@@ -2,7 +2,8 @@
 //!
 //! It holds the OpenCRVS 2.0 event model with its exact wire names ([`event`]), the pure
 //! status/flags/allowed-actions derivation ([`state`]), the event configuration and declaration
-//! validation ([`config`]), OpenCRVS scopes ([`scope`]), the REST error envelope ([`error`]),
+//! validation ([`config`]), OpenCRVS scopes ([`scope`]) and the roles that grant them ([`role`]),
+//! the user model ([`user`]), the REST error envelope ([`error`]),
 //! identifiers ([`ids`]), the hybrid logical clock ([`hlc`]), locations ([`location`]), named
 //! bounds ([`limits`]) and the ed25519-signed, hash-chained action log ([`log`]).
 //!
@@ -21,6 +22,9 @@ pub mod ids;
 pub mod limits;
 pub mod location;
 pub mod log;
+pub mod login;
+pub mod role;
 pub mod scope;
 pub mod search;
 pub mod state;
+pub mod user;

@@ -29,3 +29,59 @@ pub const CLIENT_SCOPES_MAX: usize = 64;
 
 /// Longest free-text string anywhere in an action's non-declaration content (reasons, comments).
 pub const CONTENT_TEXT_CHARS_MAX: usize = 10_000;
+
+/// Most roles one roles file may define. Farajaland ships 10; countries add a handful.
+pub const ROLES_MAX: usize = 256;
+
+/// Most scopes one role may grant. Farajaland's largest role has 21; a token carries them all.
+pub const ROLE_SCOPES_MAX: usize = 256;
+
+/// Longest role id, in characters (`NATIONAL_SYSTEM_ADMIN` is 21).
+pub const ROLE_ID_CHARS_MAX: usize = 64;
+
+/// Shortest username, in characters (OpenCRVS `MIN_USERNAME_LENGTH`).
+pub const USERNAME_CHARS_MIN: usize = 5;
+
+/// Longest username, in characters.
+pub const USERNAME_CHARS_MAX: usize = 30;
+
+/// Longest first name or surname of a user, in characters.
+pub const USER_NAME_PART_CHARS_MAX: usize = 100;
+
+/// Longest user email address, in bytes (RFC 5321 path limit).
+pub const USER_EMAIL_BYTES_MAX: usize = 254;
+
+/// Fewest digits in a user's mobile number (national numbers are rarely shorter).
+pub const USER_MOBILE_DIGITS_MIN: usize = 7;
+
+/// Most digits in a user's mobile number (E.164 allows 15).
+pub const USER_MOBILE_DIGITS_MAX: usize = 15;
+
+/// Login attempts allowed per username in [`LOGIN_ATTEMPT_WINDOW_MS`] (OpenCRVS rate-limits
+/// `/auth/*` to 10 a minute).
+pub const LOGIN_ATTEMPTS_PER_WINDOW: usize = 10;
+
+/// The login attempt window, ms.
+pub const LOGIN_ATTEMPT_WINDOW_MS: u64 = 60_000;
+
+/// Usernames whose recent attempts are remembered at once.
+pub const LOGIN_ATTEMPTS_TRACKED_MAX: usize = 10_000;
+
+/// Logins waiting for their second-factor code at once.
+pub const LOGIN_PENDING_MAX: usize = 10_000;
+
+/// How long a second-factor code is accepted, ms (OpenCRVS `CONFIG_SMS_CODE_EXPIRY_SECONDS`).
+pub const LOGIN_CODE_TTL_MS: u64 = 600_000;
+
+/// Wrong codes that spend a nonce (the user must log in again).
+pub const LOGIN_CODE_ATTEMPTS_MAX: u32 = 5;
+
+/// Longest password accepted, in bytes (argon2 runs on every attempt; long inputs buy nothing).
+pub const PASSWORD_BYTES_MAX: usize = 256;
+
+/// Shortest password a user may set.
+pub const PASSWORD_CHARS_MIN: usize = 8;
+
+/// Notifications (login codes) waiting in the outbox; past this, logins are refused with 503
+/// rather than queueing codes no transport is taking.
+pub const OUTBOX_PENDING_MAX: u64 = 10_000;

@@ -101,23 +101,52 @@ impl Scope {
         }
     }
 
+    /// The options each type takes. OpenCRVS nests them: every record scope takes `event` and
+    /// `placeOfEvent`; the ones that act after DECLARE add `declaredIn`/`declaredBy`; the ones
+    /// that act after REGISTER (and custom actions and printing) add `registeredIn`/`registeredBy`
+    /// on top. Farajaland's roles rely on this (`type=record.edit&placeOfEvent=location&
+    /// declaredBy=user`, `type=record.custom-action&...&declaredIn=administrativeArea`).
     fn allowed_options(kind: &str) -> &'static [&'static str] {
+        const PLACE: &[&str] = &["event", "placeOfEvent"];
+        const DECLARED: &[&str] = &["event", "placeOfEvent", "declaredIn", "declaredBy"];
+        const FULL: &[&str] = &[
+            "event",
+            "placeOfEvent",
+            "declaredIn",
+            "declaredBy",
+            "registeredIn",
+            "registeredBy",
+        ];
         match kind {
-            "record.create" | "record.declare" | "record.notify" => &["event", "placeOfEvent"],
+            "record.create" | "record.declare" | "record.notify" => PLACE,
             "record.edit"
             | "record.reject"
             | "record.archive"
             | "record.review-duplicates"
-            | "record.register" => &["event", "declaredIn", "declaredBy"],
+            | "record.register" => DECLARED,
             "record.search"
             | "record.read"
             | "record.request-correction"
             | "record.correct"
-            | "record.unassign-others" => {
-                &["event", "registeredIn", "registeredBy", "placeOfEvent"]
-            }
-            "record.print-certified-copies" => &["event", "templates"],
-            "record.custom-action" => &["event", "customActionTypes"],
+            | "record.unassign-others" => FULL,
+            "record.print-certified-copies" => &[
+                "event",
+                "placeOfEvent",
+                "declaredIn",
+                "declaredBy",
+                "registeredIn",
+                "registeredBy",
+                "templates",
+            ],
+            "record.custom-action" => &[
+                "event",
+                "placeOfEvent",
+                "declaredIn",
+                "declaredBy",
+                "registeredIn",
+                "registeredBy",
+                "customActionTypes",
+            ],
             "organisation.read-locations" | "user.read" | "user.search" => &["accessLevel"],
             "user.create" | "user.edit" => &["accessLevel", "role"],
             "workqueue" | "dashboard.view" => &["ids"],
@@ -326,6 +355,33 @@ mod tests {
             "type=record.notify&oops",
             "record.create[event=birth",
             "",
+        ] {
+            assert!(bad.parse::<Scope>().is_err(), "{bad} should fail");
+        }
+    }
+
+    #[test]
+    fn options_nest_as_opencrvs_defines_them() {
+        for ok in [
+            "type=record.edit&placeOfEvent=location&declaredBy=user",
+            "type=record.register&declaredIn=administrativeArea",
+            "type=record.archive&placeOfEvent=administrativeArea",
+            "type=record.read&declaredBy=user&registeredIn=location",
+            "type=record.print-certified-copies&templates=a,b&registeredIn=location",
+            "type=record.custom-action&event=death&customActionTypes=VALIDATE_DECLARATION&declaredIn=administrativeArea",
+            "type=record.custom-action&event=birth&customActionTypes=ISSUE_CERTIFIED_COPY&registeredIn=location",
+        ] {
+            assert!(ok.parse::<Scope>().is_ok(), "{ok} should parse");
+        }
+        for bad in [
+            // create/declare/notify happen before DECLARE: no declared*/registered* filters.
+            "type=record.notify&declaredBy=user",
+            "type=record.create&registeredIn=location",
+            // edit and friends happen before REGISTER.
+            "type=record.edit&registeredBy=user",
+            // templates and customActionTypes belong to one type each.
+            "type=record.read&templates=a",
+            "type=record.print-certified-copies&customActionTypes=X",
         ] {
             assert!(bad.parse::<Scope>().is_err(), "{bad} should fail");
         }

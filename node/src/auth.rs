@@ -47,11 +47,10 @@ pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
     Ok(hash.to_string())
 }
 
-/// A PHC hash of a random secret, verified against when the client id is unknown, so that an
-/// unknown id costs the same time as a wrong secret.
-pub fn decoy_hash() -> String {
-    hash_secret("decoy secret for unknown client ids").unwrap_or_default()
-}
+/// A PHC hash (with this module's parameters) of a random secret nobody kept, verified against
+/// when the client id is unknown, so that an unknown id costs the same time as a wrong secret.
+/// A constant, not hashed at start-up: that would cost a start-up 19 MiB of memory for nothing.
+pub const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$IiVDAx6fALZlVroZjmO/Bw$KfdxtnyQImzjNSuPLkbcx0qg7iehEqcWE01jg9cO8ag";
 
 /// Checks a secret against a PHC string.
 pub fn verify_secret(phc: &str, secret: &str) -> bool {
@@ -78,6 +77,13 @@ pub struct Claims {
     pub scope: Vec<String>,
     /// `user` or `system`.
     pub user_type: TokenUserType,
+    /// The user's role (user tokens only).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub role: Option<String>,
+    /// A unique token id (user tokens only): two tokens minted for one user in the same second
+    /// differ, so logging one out leaves the other valid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub jti: Option<String>,
     /// Issuer: `crvs-edge:node:<node id>`.
     pub iss: String,
     /// Audiences.
@@ -106,7 +112,18 @@ pub struct TokenKeys {
     ttl: Duration,
     /// SHA-256 of a token → its verified claims. Expiry is still checked on every use.
     verified: Mutex<HashMap<[u8; 32], Claims>>,
+    /// Lifetime of user tokens (OpenCRVS: 7 days).
+    user_ttl: Duration,
+    /// SHA-256 of logged-out tokens → their expiry (seconds); refused until then.
+    revoked: Mutex<HashMap<[u8; 32], u64>>,
 }
+
+/// Logged-out tokens remembered at once (each until it would have expired). A node serves one
+/// facility's staff; past this, logout answers an error rather than forget a revocation.
+pub const REVOKED_TOKENS_MAX: usize = 100_000;
+
+/// User token lifetime by default, seconds (OpenCRVS `CONFIG_TOKEN_EXPIRY_SECONDS`).
+pub const USER_TOKEN_TTL_SECS: u64 = 604_800;
 
 impl std::fmt::Debug for TokenKeys {
     fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
@@ -155,7 +172,65 @@ impl TokenKeys {
             issuer,
             ttl,
             verified: Mutex::new(HashMap::new()),
+            user_ttl: Duration::from_secs(USER_TOKEN_TTL_SECS),
+            revoked: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Sets the lifetime of user tokens.
+    pub fn with_user_ttl(mut self, ttl: Duration) -> Self {
+        self.user_ttl = ttl;
+        self
+    }
+
+    /// Mints a user token: `sub` is the user id, `role` their role, `scopes` the role's.
+    pub fn mint_user(
+        &self,
+        user_id: &str,
+        role: &str,
+        scopes: Vec<String>,
+        now_secs: u64,
+    ) -> Result<String, TokenError> {
+        self.mint_claims(Claims {
+            sub: user_id.to_owned(),
+            scope: scopes,
+            user_type: TokenUserType::User,
+            role: Some(role.to_owned()),
+            jti: Some(uuid::Uuid::new_v4().to_string()),
+            iss: self.issuer.clone(),
+            aud: TOKEN_AUDIENCES.iter().map(|s| (*s).to_owned()).collect(),
+            iat: now_secs,
+            exp: now_secs + self.user_ttl.as_secs(),
+        })
+    }
+
+    /// Refuses `token` from now on (logout). Returns its claims, so the caller can persist the
+    /// revocation until the token's expiry. An invalid token is refused with its reason.
+    pub fn revoke(&self, token: &str, now_secs: u64) -> Result<Claims, TokenError> {
+        let claims = self.validate_at(token, now_secs)?;
+        let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        self.remember_revoked(digest, claims.exp, now_secs)?;
+        Ok(claims)
+    }
+
+    /// Loads revocations persisted earlier (at start-up).
+    pub fn remember_revoked(
+        &self,
+        digest: [u8; 32],
+        exp: u64,
+        now_secs: u64,
+    ) -> Result<(), TokenError> {
+        let mut revoked = lock(&self.revoked);
+        if revoked.len() >= REVOKED_TOKENS_MAX {
+            revoked.retain(|_, e| e.saturating_add(TOKEN_LEEWAY_SECS) > now_secs);
+            if revoked.len() >= REVOKED_TOKENS_MAX {
+                return Err(TokenError("too many logged-out tokens to remember".into()));
+            }
+        }
+        revoked.insert(digest, exp);
+        drop(revoked);
+        self.verified_lock().remove(&digest);
+        Ok(())
     }
 
     /// The issuer this node writes and accepts.
@@ -176,15 +251,20 @@ impl TokenKeys {
         user_type: TokenUserType,
         now_secs: u64,
     ) -> Result<String, TokenError> {
-        let claims = Claims {
+        self.mint_claims(Claims {
             sub: sub.to_owned(),
             scope: scopes,
             user_type,
+            role: None,
+            jti: None,
             iss: self.issuer.clone(),
             aud: TOKEN_AUDIENCES.iter().map(|s| (*s).to_owned()).collect(),
             iat: now_secs,
             exp: now_secs + self.ttl.as_secs(),
-        };
+        })
+    }
+
+    fn mint_claims(&self, claims: Claims) -> Result<String, TokenError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("JWT".to_owned());
         jsonwebtoken::encode(&header, &claims, &self.encoding)
@@ -200,6 +280,9 @@ impl TokenKeys {
     /// [`Self::validate`] with the time a remembered token's expiry is checked against.
     fn validate_at(&self, token: &str, now: u64) -> Result<Claims, TokenError> {
         let digest: [u8; 32] = Sha256::digest(token.as_bytes()).into();
+        if lock(&self.revoked).contains_key(&digest) {
+            return Err(TokenError("token revoked".into()));
+        }
         if let Some(claims) = self.verified_lock().get(&digest)
             && claims.exp.saturating_add(TOKEN_LEEWAY_SECS) > now
         {
@@ -223,16 +306,30 @@ impl TokenKeys {
     }
 
     fn verified_lock(&self) -> std::sync::MutexGuard<'_, HashMap<[u8; 32], Claims>> {
-        // The map holds only verified claims; a panic elsewhere cannot leave it half-written.
-        self.verified
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.verified)
     }
+}
+
+/// Both maps are written by one insert or remove at a time; a panic elsewhere cannot leave them
+/// half-written, so a poisoned lock is still sound.
+fn lock<T>(m: &Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn decoy_hash_costs_what_a_real_secret_costs() {
+        let decoy = argon2::PasswordHash::new(DECOY_HASH).expect("a PHC string");
+        let real_hash = hash_secret("s3cret").expect("hash");
+        let real = argon2::PasswordHash::new(&real_hash).expect("a PHC string");
+        assert_eq!(decoy.algorithm, real.algorithm);
+        assert_eq!(decoy.version, real.version);
+        assert_eq!(decoy.params, real.params);
+        assert!(!verify_secret(DECOY_HASH, "s3cret"));
+    }
 
     fn keys(seed: u8) -> TokenKeys {
         TokenKeys::new(

@@ -18,6 +18,9 @@ pub struct ConfigFile {
     pub http_listen: SocketAddr,
     /// A country's event configuration (JSON); `None` means the built-in birth/death default.
     pub event_config: Option<PathBuf>,
+    /// Roles and their scopes (JSON as OpenCRVS's `GET /config/roles` serves them); `None`
+    /// means the built-in Farajaland roles.
+    pub roles_config: Option<PathBuf>,
     /// Lifetime of system-client tokens, seconds (OpenCRVS: 600).
     pub token_ttl_secs: u64,
     /// Tracking-id pool: ids held at the node.
@@ -30,6 +33,17 @@ pub struct ConfigFile {
     pub standalone_pool: bool,
     /// Most write requests committed in one SQLite transaction (one fsync) by the writer.
     pub group_commit_max: usize,
+    /// Login second factor: a 6-digit code sent through `notification_command`. `false` is
+    /// the documented demo mode: no code is sent and `000000` is accepted (as OpenCRVS does
+    /// with `TWO_FA_ENABLED=false`).
+    pub two_factor: bool,
+    /// The transport of login codes: a program and its arguments, run once per message with the
+    /// text on stdin and `CRVS_CHANNEL` (`sms`|`email`), `CRVS_RECIPIENT` and `CRVS_TEMPLATE` in
+    /// its environment; exit status 0 means sent. A local SMS modem tool (for example gammu's
+    /// `gammu-smsd-inject`) or `sendmail` work while the clinic is offline.
+    pub notification_command: Vec<String>,
+    /// Lifetime of user tokens, seconds (OpenCRVS: 7 days).
+    pub user_token_ttl_secs: u64,
     /// Log format: `text` or `json`.
     pub log_format: String,
     /// tracing filter, e.g. `info` or `crvs_node=debug,info`.
@@ -42,11 +56,15 @@ impl Default for ConfigFile {
             data_dir: PathBuf::from("data"),
             http_listen: SocketAddr::from(([127, 0, 0, 1], 7070)),
             event_config: None,
+            roles_config: None,
             token_ttl_secs: 600,
             pool_size: 1000,
             pool_low_water: 200,
             standalone_pool: true,
             group_commit_max: 128,
+            two_factor: true,
+            notification_command: Vec::new(),
+            user_token_ttl_secs: crate::auth::USER_TOKEN_TTL_SECS,
             log_format: "text".to_owned(),
             log_filter: "info".to_owned(),
         }
@@ -77,6 +95,16 @@ impl ConfigFile {
             "token_ttl_secs must be between 10 and 86400"
         );
         anyhow::ensure!(
+            (60..=30 * 86_400).contains(&self.user_token_ttl_secs),
+            "user_token_ttl_secs must be between 60 and 2592000"
+        );
+        anyhow::ensure!(
+            self.notification_command
+                .first()
+                .is_none_or(|program| !program.trim().is_empty()),
+            "notification_command must start with a program"
+        );
+        anyhow::ensure!(
             self.pool_size >= 1 && self.pool_size <= POOL_SIZE_LIMIT,
             "pool_size must be between 1 and {POOL_SIZE_LIMIT}"
         );
@@ -104,9 +132,19 @@ impl ConfigFile {
         let enrollment =
             crate::enroll::Enrollment::load(&self.data_dir.join(crate::enroll::ENROLLMENT_FILE))?
                 .map(Arc::new);
+        let roles = match &self.roles_config {
+            None => crvs_common::role::RoleSet::default_set(),
+            Some(path) => {
+                let text = std::fs::read_to_string(path)
+                    .with_context(|| format!("reading roles config {}", path.display()))?;
+                crvs_common::role::RoleSet::from_json(&text)
+                    .with_context(|| format!("loading roles config {}", path.display()))?
+            }
+        };
         Ok(Config {
             file: self,
             events,
+            roles,
             enrollment,
         })
     }
@@ -119,6 +157,8 @@ pub struct Config {
     pub file: ConfigFile,
     /// The event configuration.
     pub events: crvs_common::config::EventConfigSet,
+    /// Roles and the scopes each grants (the same file as central's).
+    pub roles: crvs_common::role::RoleSet,
     /// The enrollment bundle, when `<data dir>/enrollment.json` exists: the node syncs with
     /// central and leases its tracking ids from it.
     pub enrollment: Option<Arc<crate::enroll::Enrollment>>,

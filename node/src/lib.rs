@@ -19,6 +19,7 @@ pub mod config;
 pub mod enroll;
 pub mod keys;
 pub mod metrics;
+pub mod outbox;
 pub mod store;
 pub mod sync_driver;
 
@@ -164,16 +165,42 @@ pub async fn run_with(
         &jwt_key,
         format!("crvs-edge:node:{node_id}"),
         Duration::from_secs(config.file.token_ttl_secs),
-    );
-    let decoy_hash = tokio::task::spawn_blocking(auth::decoy_hash).await?;
+    )
+    .with_user_ttl(Duration::from_secs(config.file.user_token_ttl_secs));
+    let now_s = store::wall_ms() / 1000;
+    for (digest, exp) in store.read(move |r| r.revoked_tokens(now_s)).await? {
+        tokens
+            .remember_revoked(digest, exp, now_s)
+            .context("loading logged-out tokens")?;
+    }
+    let outbox_wake = Arc::new(tokio::sync::Notify::new());
+    let outbox = if config.file.notification_command.is_empty() {
+        if config.file.two_factor {
+            tracing::warn!(
+                "two_factor is on but no notification_command is set: user logins will be \
+                 refused until one is (or set two_factor = false for a demo)"
+            );
+        } else {
+            tracing::warn!("two_factor = false: demo mode, every login accepts the code 000000");
+        }
+        None
+    } else {
+        Some(tokio::spawn(outbox::run(
+            store.clone(),
+            config.file.notification_command.clone(),
+            Arc::clone(&outbox_wake),
+            stop_rx.clone(),
+        )))
+    };
     let state = Arc::new(api::AppState {
         store,
         config: Arc::new(config),
         tokens,
         secret_permits: tokio::sync::Semaphore::new(api::SECRET_VERIFICATIONS_MAX),
-        decoy_hash,
         sync: driver.as_ref().map(|(handle, _)| handle.clone()),
         metrics: metrics::Metrics::new(),
+        logins: std::sync::Mutex::new(api::LoginBook::default()),
+        outbox_wake,
     });
     let app = api::router(state);
     tracing::info!(
@@ -193,6 +220,13 @@ pub async fn run_with(
             let _ = stop_rx.wait_for(|stopped| *stopped).await;
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("shutdown grace period over; dropping requests in flight"),
+    }
+    if let Some(task) = outbox {
+        // Stopped by the same signal; a send in flight is killed with its child process.
+        let abort = task.abort_handle();
+        if tokio::time::timeout(SYNC_STOP_GRACE, task).await.is_err() {
+            abort.abort();
+        }
     }
     if let Some((_, task)) = driver {
         // The server future (and with it the stop sender) is gone: the driver is stopping.

@@ -69,6 +69,9 @@ enum Command {
     /// Inspect the signed action log.
     #[command(subcommand)]
     Log(LogCommand),
+    /// Users central sent down (they log in here, offline too).
+    #[command(subcommand)]
+    User(UserCommand),
     /// Print counters (events, actions, log head, free tracking ids) as JSON.
     Status,
 }
@@ -94,6 +97,12 @@ enum ClientCommand {
         /// Client id.
         id: String,
     },
+}
+
+#[derive(Debug, Subcommand)]
+enum UserCommand {
+    /// List the users this node holds (never password hashes), as JSON.
+    List,
 }
 
 #[derive(Debug, Subcommand)]
@@ -249,6 +258,24 @@ async fn dispatch(command: Command, config: Config) -> anyhow::Result<()> {
             print_json(
                 &serde_json::json!({"nodeId": node_id.to_string(), "verified": head.seq, "headHash": head.hash.to_string()}),
             )
+        }
+        Command::User(UserCommand::List) => {
+            let store = open(&config)?;
+            let users = store.read(|r| r.users()).await?;
+            let list: Vec<_> = users
+                .iter()
+                .map(|u| {
+                    serde_json::json!({
+                        "id": u.user.id,
+                        "username": u.username,
+                        "role": u.user.role,
+                        "status": u.user.status,
+                        "primaryOfficeId": u.user.primary_office_id,
+                        "hasPassword": !u.password_hash.is_empty(),
+                    })
+                })
+                .collect();
+            print_json(&serde_json::Value::Array(list))
         }
         Command::Status => {
             let store = open(&config)?;

@@ -329,6 +329,11 @@ impl NodeProcess {
         for var in NODE_ENV_VARS {
             cmd.env_remove(var);
         }
+        // A test that wants other settings writes `node.toml` beside the data directory.
+        let config = self.dir.path().join("node.toml");
+        if config.exists() {
+            cmd.arg("--config").arg(&config);
+        }
         let mut child = cmd
             .arg("--data-dir")
             .arg(self.data_dir())
@@ -495,6 +500,7 @@ impl Reply {
             405 => "METHOD_NOT_SUPPORTED",
             409 => "CONFLICT",
             413 => "PAYLOAD_TOO_LARGE",
+            429 => "TOO_MANY_REQUESTS",
             500 => "INTERNAL_SERVER_ERROR",
             503 => "SERVICE_UNAVAILABLE",
             _ => "?",

@@ -43,8 +43,6 @@ pub struct AppState {
     pub tokens: TokenKeys,
     /// Bounds concurrent argon2 verifications.
     pub secret_permits: Semaphore,
-    /// Hash verified for unknown client ids (constant-time-ish answers).
-    pub decoy_hash: String,
 }
 
 /// The OpenAPI document of every route, served at `GET /api/events/openapi.json`.

@@ -21,7 +21,6 @@ fn state(fx: &Fixture) -> Arc<AppState> {
         ),
         config: Arc::new(fx.config.clone()),
         secret_permits: Semaphore::new(1),
-        decoy_hash: String::new(),
     })
 }
 

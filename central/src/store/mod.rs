@@ -102,6 +102,20 @@ pub struct PoolSettings {
     pub low_water: u32,
 }
 
+/// A user as stored: OpenCRVS's `User` plus the credentials that never leave central and the
+/// nodes (the password hash is never served over HTTP).
+#[derive(Debug, Clone, PartialEq)]
+pub struct UserRow {
+    /// The user.
+    pub user: crvs_common::user::User,
+    /// Login name (unique).
+    pub username: String,
+    /// argon2id PHC string; empty while `pending`.
+    pub password_hash: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
 /// A system client as stored.
 #[derive(Debug, Clone)]
 pub struct ClientRow {

@@ -12,7 +12,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{
     ClientRow, ConflictRow, FEED_SCAN_ROWS_MAX, NodeRow, NodeState, RejectRow, StoreError,
-    StoreStats, hash_of,
+    StoreStats, UserRow, hash_of,
 };
 
 /// Read-only queries over one connection.
@@ -143,6 +143,19 @@ fn decode_client(
         secret_hash,
         scopes,
         status,
+        created_at,
+    })
+}
+
+fn decode_user(
+    (json, username, password_hash, created_at): (String, String, String, String),
+) -> Result<UserRow, StoreError> {
+    let user = serde_json::from_str(&json)
+        .map_err(|e| StoreError::Corrupt(format!("user {username}: {e}")))?;
+    Ok(UserRow {
+        user,
+        username,
+        password_hash,
         created_at,
     })
 }
@@ -622,6 +635,50 @@ impl<'a> ReadCtx<'a> {
             .prepare_cached("SELECT administrative_area_id FROM locations WHERE id = ?1")?
             .query_row(params![location_id.to_string()], |r| r.get(0))
             .optional()?)
+    }
+
+    /// Who an entry of central's log is for: `(audience kind, audience value)`.
+    #[cfg(test)]
+    pub fn central_log_audience(&self, seq: u64) -> Result<(String, Option<String>), StoreError> {
+        Ok(self
+            .conn
+            .prepare_cached("SELECT audience_kind, audience_value FROM central_log WHERE seq = ?1")?
+            .query_row(params![seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))?)
+    }
+
+    /// A user by username (exact; usernames are stored lowercase).
+    pub fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
+        self.user_where("username = ?1", username)
+    }
+
+    /// A user by id.
+    pub fn user(&self, id: uuid::Uuid) -> Result<Option<UserRow>, StoreError> {
+        self.user_where("id = ?1", &id.to_string())
+    }
+
+    fn user_where(&self, clause: &str, value: &str) -> Result<Option<UserRow>, StoreError> {
+        let sql = format!(
+            "SELECT user_json, username, password_hash, created_at FROM users WHERE {clause}"
+        );
+        let row: Option<(String, String, String, String)> = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_row(params![value], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })
+            .optional()?;
+        row.map(decode_user).transpose()
+    }
+
+    /// Every user, by username.
+    pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT user_json, username, password_hash, created_at FROM users ORDER BY username",
+        )?;
+        let rows = stmt
+            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        rows.into_iter().map(decode_user).collect()
     }
 
     /// A system client by id.

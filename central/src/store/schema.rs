@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 2;
+pub const SCHEMA_VERSION: i64 = 3;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -165,6 +165,24 @@ const V2: &str = r#"
 ALTER TABLE central_log ADD COLUMN relay_seq INTEGER;
 "#;
 
+/// Version 3: users (OpenCRVS's `User` as JSON, plus the columns looked up by): the source of
+/// truth for people; each change is also a `user` record in central's log for the nodes.
+const V3: &str = r#"
+CREATE TABLE users (
+    id                TEXT PRIMARY KEY,
+    username          TEXT NOT NULL UNIQUE,
+    user_json         TEXT NOT NULL,
+    password_hash     TEXT NOT NULL,
+    role              TEXT NOT NULL,
+    status            TEXT NOT NULL CHECK (status IN ('active', 'deactivated', 'pending')),
+    primary_office_id TEXT NOT NULL,
+    mobile            TEXT,
+    created_at        TEXT NOT NULL
+);
+CREATE INDEX users_office ON users (primary_office_id);
+CREATE INDEX users_mobile ON users (mobile) WHERE mobile IS NOT NULL;
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -183,6 +201,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 2 {
         tx.execute_batch(V2)?;
+    }
+    if version < 3 {
+        tx.execute_batch(V3)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -245,6 +245,7 @@ fn feed_filters_by_audience_and_jurisdiction() {
                     "grant"
                 }
                 CentralRecord::Client { .. } => "client",
+                CentralRecord::User { .. } => "user",
                 CentralRecord::Locations(_) => "locations",
                 CentralRecord::NodeRevoked { .. } => "revoked",
                 CentralRecord::Actions(_) => "actions",

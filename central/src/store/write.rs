@@ -18,7 +18,7 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::read::ReadCtx;
 use super::{
     Audience, ClientRow, NewNode, PoolSettings, REJECTS_KEPT_PER_NODE, StoreError,
-    TRACKING_ID_ATTEMPTS_PER_ID, hash_of,
+    TRACKING_ID_ATTEMPTS_PER_ID, UserRow, hash_of,
 };
 
 /// What a write job can do. Lives for one transaction.
@@ -131,6 +131,7 @@ impl<'a> WriteTx<'a> {
             CentralRecord::Relay { .. } => "relay",
             CentralRecord::Actions(_) => "actions",
             CentralRecord::Client { .. } => "client",
+            CentralRecord::User { .. } => "user",
             CentralRecord::Locations(_) => "locations",
             CentralRecord::PoolGrant { .. } => "poolGrant",
             CentralRecord::NodeRevoked { .. } => "nodeRevoked",
@@ -255,6 +256,63 @@ impl<'a> WriteTx<'a> {
             },
             uuid::Uuid::nil(),
             Audience::All,
+            None,
+        )?;
+        Ok(())
+    }
+
+    /// Inserts or replaces a user and appends a `user` record (with the password hash) for the
+    /// nodes whose area holds the user's primary office, so the user can log in there offline.
+    /// The office must be a known location; the username must not belong to another user.
+    pub fn put_user(&mut self, row: &UserRow) -> Result<(), StoreError> {
+        let office = row.user.primary_office_id;
+        let Some(area) = self.reader().location_area(office)? else {
+            return Err(StoreError::Invalid(format!(
+                "primary office {office} is not a known location"
+            )));
+        };
+        if let Some(other) = self.reader().user_by_username(&row.username)?
+            && other.user.id != row.user.id
+        {
+            return Err(StoreError::Invalid(format!(
+                "username {} is taken",
+                row.username
+            )));
+        }
+        let user_json =
+            serde_json::to_string(&row.user).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        let status = serde_json::to_value(row.user.status)
+            .map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO users (id, username, user_json, password_hash, role, status,
+                                    primary_office_id, mobile, created_at)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9)
+                 ON CONFLICT(id) DO UPDATE SET username = excluded.username,
+                     user_json = excluded.user_json, password_hash = excluded.password_hash,
+                     role = excluded.role, status = excluded.status,
+                     primary_office_id = excluded.primary_office_id, mobile = excluded.mobile",
+            )?
+            .execute(params![
+                row.user.id.to_string(),
+                row.username,
+                user_json,
+                row.password_hash,
+                row.user.role,
+                status.as_str().unwrap_or("pending"),
+                office.to_string(),
+                row.user.mobile,
+                row.created_at
+            ])?;
+        let area = area.as_deref().map(super::read::parse_uuid).transpose()?;
+        self.append_record(
+            &CentralRecord::User {
+                user: Box::new(row.user.clone()),
+                username: row.username.clone(),
+                password_hash: row.password_hash.clone(),
+            },
+            uuid::Uuid::nil(),
+            Audience::Area(area),
             None,
         )?;
         Ok(())

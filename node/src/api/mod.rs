@@ -6,6 +6,7 @@ mod body;
 mod error;
 mod events;
 mod locations;
+mod login;
 pub mod sync;
 mod token;
 
@@ -23,6 +24,7 @@ use crvs_common::scope::ScopeSet;
 use tokio::sync::Semaphore;
 
 pub use error::ApiError;
+pub use login::LoginBook;
 
 use crate::auth::{TokenKeys, TokenUserType};
 use crate::config::Config;
@@ -44,12 +46,14 @@ pub struct AppState {
     pub tokens: TokenKeys,
     /// Bounds concurrent argon2 verifications.
     pub secret_permits: Semaphore,
-    /// Hash verified for unknown client ids (constant-time-ish answers).
-    pub decoy_hash: String,
     /// The sync driver, when the node is enrolled.
     pub sync: Option<SyncHandle>,
     /// Prometheus metrics.
     pub metrics: Metrics,
+    /// Login attempts and the logins waiting for their code.
+    pub logins: std::sync::Mutex<LoginBook>,
+    /// Wakes the outbox transport when a notification is queued.
+    pub outbox_wake: Arc<tokio::sync::Notify>,
 }
 
 /// The OpenAPI document of every route, served at `GET /api/events/openapi.json`.
@@ -76,6 +80,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/token", post(token::token))
         .route("/api/auth/token", post(token::token))
         .route("/token", post(token::token))
+        .route("/auth/authenticate", post(login::authenticate))
+        .route("/auth/verifyCode", post(login::verify_code))
+        .route(
+            "/auth/resendAuthenticationCode",
+            post(login::resend_code),
+        )
+        .route("/auth/refreshToken", post(login::refresh_token))
+        .route("/auth/invalidateToken", post(login::invalidate_token))
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
         .route("/api/sync/status", get(sync::status))
@@ -136,6 +148,8 @@ pub struct Caller {
     pub user_type: TokenUserType,
     /// Parsed scopes.
     pub scopes: ScopeSet,
+    /// The user's role (users only).
+    pub role: Option<String>,
 }
 
 impl Caller {
@@ -186,6 +200,7 @@ impl FromRequestParts<Arc<AppState>> for Caller {
             id: claims.sub,
             user_type: claims.user_type,
             scopes,
+            role: claims.role,
         })
     }
 }
@@ -217,9 +232,10 @@ mod tests {
             ),
             config: Arc::new(config),
             secret_permits: Semaphore::new(1),
-            decoy_hash: String::new(),
             sync: None,
             metrics: Metrics::new(),
+            logins: std::sync::Mutex::new(LoginBook::default()),
+            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 
@@ -271,6 +287,11 @@ mod tests {
             "/auth/token",
             "/api/auth/token",
             "/token",
+            "/auth/authenticate",
+            "/auth/verifyCode",
+            "/auth/resendAuthenticationCode",
+            "/auth/refreshToken",
+            "/auth/invalidateToken",
             "/ping",
             "/api/ping",
             "/api/sync/status",

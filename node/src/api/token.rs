@@ -105,7 +105,7 @@ pub(crate) async fn token(
     };
     let (hash, active) = match &client {
         Some(c) => (c.secret_hash.clone(), c.status == "active"),
-        None => (state.decoy_hash.clone(), false),
+        None => (crate::auth::DECOY_HASH.to_owned(), false),
     };
     let Ok(_permit) = state.secret_permits.acquire().await else {
         return oauth_error(

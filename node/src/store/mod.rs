@@ -12,6 +12,7 @@
 
 mod schema;
 mod sync;
+mod users;
 
 use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
@@ -34,6 +35,7 @@ pub use sync::{
     ActionOrigin, DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,
     SYNCED_EVENT_TRANSACTION_PREFIX, SyncState, SyncStore,
 };
+pub use users::{OutboxItem, UserRow};
 
 /// Most write jobs waiting for the writer; callers wait (backpressure) beyond it.
 pub const WRITE_QUEUE_MAX: usize = 1024;

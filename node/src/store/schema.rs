@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -177,6 +177,39 @@ UPDATE log SET bytes_through = totals.through
  WHERE totals.seq = log.seq;
 "#;
 
+/// Version 5: people. `users` holds the users central sent down (OpenCRVS's `User` as JSON and
+/// the password hash, so they can log in here offline); `revoked_tokens` the tokens logged out
+/// before they expire; `outbox` the notifications (login codes) waiting for their transport.
+const V5: &str = r#"
+CREATE TABLE users (
+    id                TEXT PRIMARY KEY,
+    username          TEXT NOT NULL UNIQUE,
+    user_json         TEXT NOT NULL,
+    password_hash     TEXT NOT NULL,
+    role              TEXT NOT NULL,
+    status            TEXT NOT NULL,
+    primary_office_id TEXT NOT NULL
+);
+CREATE TABLE revoked_tokens (
+    token_sha256 BLOB PRIMARY KEY,
+    expires_at   INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE outbox (
+    id              INTEGER PRIMARY KEY,
+    channel         TEXT NOT NULL CHECK (channel IN ('sms', 'email')),
+    recipient       TEXT NOT NULL,
+    template        TEXT NOT NULL,
+    body            TEXT NOT NULL,
+    created_at_ms   INTEGER NOT NULL,
+    expires_at_ms   INTEGER NOT NULL,
+    next_attempt_ms INTEGER NOT NULL,
+    attempts        INTEGER NOT NULL DEFAULT 0,
+    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'expired')),
+    last_error      TEXT
+);
+CREATE INDEX outbox_pending ON outbox (next_attempt_ms) WHERE state = 'pending';
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -201,6 +234,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 4 {
         tx.execute_batch(V4)?;
+    }
+    if version < 5 {
+        tx.execute_batch(V5)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

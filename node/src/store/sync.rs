@@ -568,6 +568,30 @@ impl WriteCtx<'_> {
                     .execute(params![id, name, secret_hash, scopes, status, created_at])?;
                 Ok(())
             }
+            CentralRecord::User {
+                user,
+                username,
+                password_hash,
+            } => {
+                let problems = user.problems();
+                if let Some(problem) = problems.first() {
+                    return Err(ItemError::Content(format!(
+                        "user {}: {}: {}",
+                        user.id,
+                        problem.field(),
+                        problem.message()
+                    )));
+                }
+                crvs_common::user::validate_username(&username)
+                    .map_err(|e| ItemError::Content(format!("username: {}", e.message())))?;
+                if !password_hash.is_empty() && !password_hash.starts_with("$argon2id$") {
+                    return Err(ItemError::Content(
+                        "user password hash is not an argon2id PHC string".into(),
+                    ));
+                }
+                super::users::put_user(self.conn, &user, &username, &password_hash)?;
+                Ok(())
+            }
             CentralRecord::Locations(set) => {
                 set.check().map_err(|e| content("locations", e))?;
                 self.replace_locations(&set)?;

@@ -49,6 +49,24 @@ impl ErrorCode {
     }
 }
 
+impl ErrorCode {
+    /// The JSON-RPC code tRPC puts in its error shape (`error.json.code`).
+    pub fn json_rpc_code(self) -> i32 {
+        match self {
+            Self::BadRequest => -32600,
+            Self::Unauthorized => -32001,
+            Self::Forbidden => -32003,
+            Self::NotFound => -32004,
+            Self::MethodNotSupported => -32005,
+            Self::Conflict => -32009,
+            Self::PayloadTooLarge => -32013,
+            Self::UnsupportedMediaType => -32015,
+            Self::TooManyRequests => -32029,
+            Self::InternalServerError | Self::ServiceUnavailable => -32603,
+        }
+    }
+}
+
 /// One input problem, in the shape of a zod issue (`{code, message, path}`).
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Issue {

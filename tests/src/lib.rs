@@ -669,6 +669,17 @@ impl Api {
         .await
     }
 
+    /// `POST /api/events/events` as a user does it: no `createdAtLocation` (a user creates at
+    /// their office).
+    pub async fn create_by_user(&self, event_type: &str, transaction_id: &str) -> Reply {
+        self.post(
+            "/api/events/events",
+            &json!({"type": event_type, "transactionId": transaction_id}),
+        )
+        .await
+        .expect("POST /api/events/events")
+    }
+
     /// `POST /api/events/events/{eventId}/notify`.
     pub async fn notify(
         &self,
@@ -808,3 +819,4 @@ pub fn new_transaction_id() -> String {
 }
 pub mod central;
 pub mod proxy;
+pub mod users;

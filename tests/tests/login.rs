@@ -9,8 +9,9 @@ use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crvs_tests::central::{CentralProcess, eventually, start_enrolled_node};
+use crvs_tests::users::{add_user, authenticate, claims, login, node_with_config, wait_for_user};
 use crvs_tests::{HOSPITAL_ID, NodeProcess, OFFICE_ID};
-use serde_json::{Value, json};
+use serde_json::json;
 
 /// Chikobo Rural Health Centre, same district (Ibombo) as the office and the hospital.
 const CHIKOBO_ID: &str = "7b8d2f30-0002-4000-8000-000000000012";
@@ -18,93 +19,6 @@ const CHIKOBO_ID: &str = "7b8d2f30-0002-4000-8000-000000000012";
 const ISAMBA_ID: &str = "7b8d2f30-0002-4000-8000-000000000013";
 
 const SYNC_TIMEOUT: Duration = Duration::from_secs(60);
-
-/// Starts a node enrolled at `location` with `config` (TOML) beside its data directory.
-fn node_with_config(central: &CentralProcess, location: &str, config: &str) -> NodeProcess {
-    let config = config.to_owned();
-    NodeProcess::start_with(|data_dir, node_id| {
-        let dir = data_dir.parent().expect("data dir has a parent");
-        std::fs::write(dir.join("node.toml"), &config)?;
-        let bundle = central.enroll(node_id, location, central.quic(), data_dir)?;
-        crvs_tests::cli_json(data_dir, &["enroll", "--bundle", &bundle.to_string_lossy()])?;
-        Ok(())
-    })
-    .unwrap()
-}
-
-/// Waits until `node` holds `username` with `status`.
-async fn wait_for_user(node: &NodeProcess, username: &str, status: &str) {
-    let data_dir = node.data_dir();
-    eventually(
-        &format!("user {username} ({status}) at the node"),
-        SYNC_TIMEOUT,
-        || {
-            let data_dir = data_dir.clone();
-            async move {
-                let users = crvs_tests::cli_json(&data_dir, &["user", "list"])?;
-                let found = users.as_array().into_iter().flatten().any(|u| {
-                    u["username"] == username && u["status"] == status && u["hasPassword"] == true
-                });
-                Ok(found.then_some(()))
-            }
-        },
-    )
-    .await
-    .unwrap();
-}
-
-/// The claims of a JWT, decoded without checking it (the node checked it).
-fn claims(token: &str) -> Value {
-    let payload = token.split('.').nth(1).expect("a JWT has three parts");
-    serde_json::from_slice(&base64url(payload)).expect("JSON claims")
-}
-
-/// Unpadded base64url (RFC 4648 §5), as JWTs encode their parts.
-fn base64url(text: &str) -> Vec<u8> {
-    let value = |c: u8| -> u32 {
-        match c {
-            b'A'..=b'Z' => u32::from(c - b'A'),
-            b'a'..=b'z' => u32::from(c - b'a') + 26,
-            b'0'..=b'9' => u32::from(c - b'0') + 52,
-            b'-' => 62,
-            b'_' => 63,
-            _ => panic!("not base64url: {c}"),
-        }
-    };
-    let mut out = Vec::new();
-    for chunk in text.as_bytes().chunks(4) {
-        let mut bits = 0u32;
-        for (i, &c) in chunk.iter().enumerate() {
-            bits |= value(c) << (18 - 6 * i);
-        }
-        let bytes = bits.to_be_bytes();
-        out.extend_from_slice(&bytes[1..chunk.len()]);
-    }
-    out
-}
-
-async fn authenticate(node: &NodeProcess, username: &str, password: &str) -> crvs_tests::Reply {
-    node.anonymous()
-        .post(
-            "/auth/authenticate",
-            &json!({"username": username, "password": password}),
-        )
-        .await
-        .unwrap()
-}
-
-async fn login(node: &NodeProcess, username: &str, password: &str, code: &str) -> String {
-    let reply = authenticate(node, username, password).await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let nonce = reply.body["nonce"].as_str().unwrap().to_owned();
-    let verified = node
-        .anonymous()
-        .post("/auth/verifyCode", &json!({"nonce": nonce, "code": code}))
-        .await
-        .unwrap();
-    assert_eq!(verified.status, 200, "{}", verified.body);
-    verified.body["token"].as_str().unwrap().to_owned()
-}
 
 /// A route every user token reaches: reading an unknown event is 404 for a valid token with
 /// `record.read`, and 401 for a refused token.
@@ -114,25 +28,6 @@ async fn token_status(node: &NodeProcess, token: &str) -> u16 {
         .await
         .unwrap()
         .status
-}
-
-fn add_user(central: &CentralProcess, first: &str, last: &str, role: &str, office: &str) -> Value {
-    central
-        .cli(&[
-            "user",
-            "add",
-            "--firstname",
-            first,
-            "--surname",
-            last,
-            "--role",
-            role,
-            "--office",
-            office,
-            "--mobile",
-            "+260911234567",
-        ])
-        .unwrap()
 }
 
 /// The transport: a script that appends `recipient<TAB>message` lines to `outbox_file`.

@@ -27,8 +27,10 @@ use crate::store::{EventMeta, NewEvent, StoreError, WriteCtx};
 use crvs_common::state::effective_declaration;
 use crvs_sync::merge::{EventCrdt, actor_for};
 
+mod actions;
 mod search;
 
+pub(crate) use actions::{ActionInput, UserAction};
 pub(crate) use search::search;
 
 /// `POST /events` body (`EventInput`).
@@ -217,10 +219,12 @@ fn validate_declaration(
 
 /// Who is acting, as recorded on actions.
 #[derive(Debug, Clone)]
-struct Actor {
+pub(crate) struct Actor {
     id: String,
     user_type: UserType,
     location: Option<Uuid>,
+    /// The user's role (users only).
+    role: Option<String>,
 }
 
 impl Actor {
@@ -233,6 +237,7 @@ impl Actor {
             id: caller.id.clone(),
             user_type,
             location,
+            role: caller.role.clone(),
         }
     }
 
@@ -251,7 +256,7 @@ impl Actor {
             status,
             created_by: self.id.clone(),
             created_by_user_type: self.user_type,
-            created_by_role: None,
+            created_by_role: self.role.clone(),
             created_at_location: self.location,
             created_at: format_timestamp_ms(now_ms),
             declaration: Some(Declaration::new()),
@@ -356,6 +361,20 @@ fn create_in_job(
 ) -> Result<EventDocument, ApiError> {
     let (id, created) = stage_create(ctx, actor, event_type, transaction_id, hash, None)?;
     if created {
+        if actor.user_type == UserType::User {
+            let doc = ctx
+                .document(id)?
+                .ok_or_else(|| ApiError::event_not_found(id))?;
+            let mut assign = actor.action(
+                ActionType::Assign,
+                ActionStatus::Accepted,
+                transaction_id,
+                ctx.now_ms(),
+            );
+            assign.declaration = None;
+            assign.assigned_to = Some(actor.id.clone());
+            ctx.append_action(&EventMeta::of(&doc), assign, None)?;
+        }
         return Ok(ctx.finish_event()?);
     }
     ctx.reader()
@@ -490,7 +509,12 @@ pub(crate) async fn create(
     event_config(&state, &input.event_type)?;
     caller.require("record.create", &input.event_type)?;
     let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
-    let actor = Actor::new(&caller, location);
+    let actor = match caller.user_type {
+        TokenUserType::System => Actor::new(&caller, location),
+        // A person creates at their office, and the new record is assigned to them (OpenCRVS
+        // `getOrCreateEventAndAssign`).
+        TokenUserType::User => actions::acting(&state, &caller).await?.actor,
+    };
     let hash = request_hash(&input);
     let doc = state
         .store
@@ -498,6 +522,22 @@ pub(crate) async fn create(
             create_in_job(ctx, &actor, &input.event_type, &input.transaction_id, &hash)
         })
         .await?;
+    Ok(axum::Json(doc))
+}
+
+/// `POST /events/{eventId}/{action}`: a user action (`declare`, `validate`, `register`,
+/// `reject`, `archive`, `print-certificate`, `edit`, `request-correction`,
+/// `approve-correction`, `reject-correction`, `assign`, `unassign`, `custom`).
+pub(crate) async fn user_action(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path((raw_id, segment)): Path<(String, String)>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    let action = UserAction::from_segment(&segment)
+        .ok_or_else(|| ApiError::new(crvs_common::error::ErrorCode::NotFound, "No such route"))?;
+    let input: ActionInput = body::json(body)?;
+    let doc = actions::perform(state, caller, action, &raw_id, input).await?;
     Ok(axum::Json(doc))
 }
 

@@ -9,6 +9,7 @@ mod locations;
 mod login;
 pub mod sync;
 mod token;
+mod trpc;
 
 use std::sync::Arc;
 
@@ -71,8 +72,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         )
         .route("/events/{event_id}", get(events::read))
         .route("/events/{event_id}/notify", post(events::notify))
+        .route("/events/{event_id}/{action}", post(events::user_action))
         .route("/locations", get(locations::list))
         .route("/config", get(locations::config))
+        .route("/{procedure}", post(trpc::procedure))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/events", events.clone())
@@ -281,6 +284,19 @@ mod tests {
             "/api/events/events/tracking/{trackingId}/data",
             "/api/events/events/{eventId}",
             "/api/events/events/{eventId}/notify",
+            "/api/events/events/{eventId}/declare",
+            "/api/events/events/{eventId}/validate",
+            "/api/events/events/{eventId}/register",
+            "/api/events/events/{eventId}/reject",
+            "/api/events/events/{eventId}/archive",
+            "/api/events/events/{eventId}/print-certificate",
+            "/api/events/events/{eventId}/edit",
+            "/api/events/events/{eventId}/request-correction",
+            "/api/events/events/{eventId}/approve-correction",
+            "/api/events/events/{eventId}/reject-correction",
+            "/api/events/events/{eventId}/assign",
+            "/api/events/events/{eventId}/unassign",
+            "/api/events/events/{eventId}/custom",
             "/api/events/locations",
             "/api/events/config",
             "/api/events/openapi.json",

@@ -1413,7 +1413,23 @@ impl ReadCtx<'_> {
         .collect()
     }
 
-    /// Whether `id` is a location (not an administrative area).
+    /// The administrative areas holding a location, nearest first (empty for an unknown one).
+    pub fn area_chain(&self, location: uuid::Uuid) -> Result<Vec<uuid::Uuid>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "WITH RECURSIVE chain(id, depth) AS (
+                 SELECT administrative_area_id, 0 FROM locations WHERE id = ?1
+                 UNION ALL
+                 SELECT a.parent_id, c.depth + 1 FROM admin_areas a JOIN chain c ON a.id = c.id
+                 WHERE a.parent_id IS NOT NULL AND c.depth < 32)
+             SELECT id FROM chain WHERE id IS NOT NULL ORDER BY depth",
+        )?;
+        let ids = stmt
+            .query_map(params![location.to_string()], |r| r.get::<_, String>(0))?
+            .collect::<Result<Vec<_>, _>>()?;
+        ids.iter().map(|id| parse_uuid(id)).collect()
+    }
+
+    /// Whether `id` is a location (office or facility) this node knows.
     pub fn location_exists(&self, id: uuid::Uuid) -> Result<bool, StoreError> {
         Ok(self
             .conn

@@ -1,0 +1,126 @@
+//! Users and login in tests: users made at central with its CLI, nodes with a configuration of
+//! the test's choosing, waiting for a user to sync down, and the two-step login.
+
+use std::time::Duration;
+
+use serde_json::{Value, json};
+
+use crate::central::{CentralProcess, eventually};
+use crate::{NodeProcess, Reply};
+
+/// How long a user made at central may take to reach a node.
+pub const USER_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
+
+/// Starts a node enrolled at `location` with `config` (TOML) beside its data directory.
+pub fn node_with_config(central: &CentralProcess, location: &str, config: &str) -> NodeProcess {
+    let config = config.to_owned();
+    NodeProcess::start_with(|data_dir, node_id| {
+        let dir = data_dir.parent().expect("data dir has a parent");
+        std::fs::write(dir.join("node.toml"), &config)?;
+        let bundle = central.enroll(node_id, location, central.quic(), data_dir)?;
+        crate::cli_json(data_dir, &["enroll", "--bundle", &bundle.to_string_lossy()])?;
+        Ok(())
+    })
+    .unwrap()
+}
+
+/// Waits until `node` holds `username` with `status`.
+pub async fn wait_for_user(node: &NodeProcess, username: &str, status: &str) {
+    let data_dir = node.data_dir();
+    eventually(
+        &format!("user {username} ({status}) at the node"),
+        USER_SYNC_TIMEOUT,
+        || {
+            let data_dir = data_dir.clone();
+            async move {
+                let users = crate::cli_json(&data_dir, &["user", "list"])?;
+                let found = users.as_array().into_iter().flatten().any(|u| {
+                    u["username"] == username && u["status"] == status && u["hasPassword"] == true
+                });
+                Ok(found.then_some(()))
+            }
+        },
+    )
+    .await
+    .unwrap();
+}
+
+/// The claims of a JWT, decoded without checking it (the node checked it).
+pub fn claims(token: &str) -> Value {
+    let payload = token.split('.').nth(1).expect("a JWT has three parts");
+    serde_json::from_slice(&base64url(payload)).expect("JSON claims")
+}
+
+/// Unpadded base64url (RFC 4648 §5), as JWTs encode their parts.
+fn base64url(text: &str) -> Vec<u8> {
+    let value = |c: u8| -> u32 {
+        match c {
+            b'A'..=b'Z' => u32::from(c - b'A'),
+            b'a'..=b'z' => u32::from(c - b'a') + 26,
+            b'0'..=b'9' => u32::from(c - b'0') + 52,
+            b'-' => 62,
+            b'_' => 63,
+            _ => panic!("not base64url: {c}"),
+        }
+    };
+    let mut out = Vec::new();
+    for chunk in text.as_bytes().chunks(4) {
+        let mut bits = 0u32;
+        for (i, &c) in chunk.iter().enumerate() {
+            bits |= value(c) << (18 - 6 * i);
+        }
+        let bytes = bits.to_be_bytes();
+        out.extend_from_slice(&bytes[1..chunk.len()]);
+    }
+    out
+}
+
+pub async fn authenticate(node: &NodeProcess, username: &str, password: &str) -> Reply {
+    node.anonymous()
+        .post(
+            "/auth/authenticate",
+            &json!({"username": username, "password": password}),
+        )
+        .await
+        .unwrap()
+}
+
+pub async fn login(node: &NodeProcess, username: &str, password: &str, code: &str) -> String {
+    let reply = authenticate(node, username, password).await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let nonce = reply.body["nonce"].as_str().unwrap().to_owned();
+    let verified = node
+        .anonymous()
+        .post("/auth/verifyCode", &json!({"nonce": nonce, "code": code}))
+        .await
+        .unwrap();
+    assert_eq!(verified.status, 200, "{}", verified.body);
+    verified.body["token"].as_str().unwrap().to_owned()
+}
+
+/// Adds a user at central (`crvs-central user add`, mobile +260911234567); the output has
+/// `userId`, `username`, `password` and `role`.
+pub fn add_user(
+    central: &CentralProcess,
+    first: &str,
+    last: &str,
+    role: &str,
+    office: &str,
+) -> Value {
+    central
+        .cli(&[
+            "user",
+            "add",
+            "--firstname",
+            first,
+            "--surname",
+            last,
+            "--role",
+            role,
+            "--office",
+            office,
+            "--mobile",
+            "+260911234567",
+        ])
+        .unwrap()
+}

@@ -11,7 +11,8 @@ WORK="$(mktemp -d)"
 mkfifo "$WORK/out"
 NODE_PORT="$PORT" packaging/quickstart.sh > "$WORK/out" 2> "$WORK/err" &
 QS_PID=$!
-trap 'kill -TERM $QS_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
+# The walk-through pauses central (kill -STOP) to cut the link: never leave it paused.
+trap 'kill -CONT "$(cat demo/central.pid 2>/dev/null)" 2>/dev/null || true; kill -TERM $QS_PID 2>/dev/null || true; rm -rf "$WORK"' EXIT
 # Collect the walk-through up to its last line (quickstart prints it once the node listens).
 exec 3< "$WORK/out"
 : > "$WORK/walk.sh"
@@ -23,12 +24,20 @@ while IFS= read -r line <&3; do
 done
 grep -q "TOKEN=" "$WORK/walk.sh" || { echo "no walk-through printed"; cat "$WORK/err"; exit 1; }
 test -f demo/credentials.json
-for key in node_url central_url client_id client_secret office_id facility_id; do
+for key in node_url central_url client_id client_secret office_id facility_id users REGISTRATION_AGENT LOCAL_REGISTRAR; do
     grep -q "\"$key\"" demo/credentials.json || { echo "credentials.json lacks $key"; exit 1; }
 done
 bash -e "$WORK/walk.sh" > "$WORK/walk.out"
 grep -q '"status":"NOTIFIED"' "$WORK/walk.out" || { echo "walk-through did not find the record NOTIFIED"; cat "$WORK/walk.out"; exit 1; }
 grep -q '"type":"READ"' "$WORK/walk.out" || { echo "read-back did not record a READ action"; exit 1; }
+# Steps 8-12: people log in at the node with central paused, the draft is declared, validated and
+# its registration requested; once central runs again it shows the record with that flag.
+grep -q '"customActionType":"VALIDATE_DECLARATION"' "$WORK/walk.out" \
+    || { echo "the agent's validation is missing"; cat "$WORK/walk.out"; exit 1; }
+grep -q '"type":"REGISTER","transactionId":"[^"]*","status":"Requested"' "$WORK/walk.out" \
+    || { echo "the registrar's requested registration is missing"; cat "$WORK/walk.out"; exit 1; }
+grep -q 'register:requested' "$WORK/walk.out" \
+    || { echo "central never showed the requested registration"; cat "$WORK/walk.out"; exit 1; }
 # Step 6 may run before the entry crossed to central: check central directly until it has it.
 TRACKING="$(grep -o '"trackingId":"[0-9A-Z]*"' "$WORK/walk.out" | head -n1 | sed 's/.*:"\(.*\)"/\1/')"
 CID="$(grep -o '"client_id": *"[^"]*"' demo/credentials.json | sed 's/.*: *"\(.*\)"/\1/')"

@@ -54,6 +54,25 @@ if [[ -z "$CLIENT_ID" ]]; then
     rm -f "$DEMO/client.json"
 fi
 
+# Demo people, made at central (their password hashes sync down to the node, so they log in there
+# offline too): a registration agent and a registrar of the Ibombo District Office. Each run gives
+# them a fresh password, written to credentials.json.
+demo_user() { # demo_user USERNAME FIRSTNAME SURNAME ROLE: prints the user's password
+    local out="$DEMO/user.json"
+    if "${CENTRAL[@]}" user list | grep -q "\"$1\""; then
+        "${CENTRAL[@]}" user set-password "$1" > "$out"
+    else
+        "${CENTRAL[@]}" user add --username "$1" --firstname "$2" --surname "$3" --role "$4" \
+            --office "$OFFICE_ID" --mobile "+260911000000" > "$out"
+    fi
+    json_field "$out" password
+    rm -f "$out"
+}
+AGENT_USER="f.katongo"
+AGENT_PASSWORD="$(demo_user "$AGENT_USER" Felix Katongo REGISTRATION_AGENT)"
+REGISTRAR_USER="k.mweene"
+REGISTRAR_PASSWORD="$(demo_user "$REGISTRAR_USER" Kennedy Mweene LOCAL_REGISTRAR)"
+
 # Node: keys and database, then enrollment with central (the node's key never leaves it).
 "$NODE" --data-dir "$NODE_DATA" init --demo-locations > "$DEMO/node-init.json"
 if [[ ! -f "$NODE_DATA/enrollment.json" ]]; then
@@ -63,6 +82,13 @@ if [[ ! -f "$NODE_DATA/enrollment.json" ]]; then
     "$NODE" --data-dir "$NODE_DATA" enroll --bundle "$DEMO/bundle.json" > /dev/null
 fi
 
+# Demo mode for people's logins: no SMS or email transport, the second factor is 000000 (as
+# OpenCRVS with two-factor authentication off). A real node sets `notification_command`.
+cat > "$DEMO/node.toml" <<TOML
+# crvs-node configuration written by packaging/quickstart.sh (demo).
+two_factor = false
+TOML
+
 umask 077
 cat > "$CREDS" <<JSON
 {
@@ -71,7 +97,11 @@ cat > "$CREDS" <<JSON
   "client_id": "$CLIENT_ID",
   "client_secret": "$CLIENT_SECRET",
   "office_id": "$OFFICE_ID",
-  "facility_id": "$FACILITY_ID"
+  "facility_id": "$FACILITY_ID",
+  "users": [
+    {"username": "$AGENT_USER", "password": "$AGENT_PASSWORD", "role": "REGISTRATION_AGENT"},
+    {"username": "$REGISTRAR_USER", "password": "$REGISTRAR_PASSWORD", "role": "LOCAL_REGISTRAR"}
+  ]
 }
 JSON
 
@@ -108,13 +138,16 @@ start() {
 }
 start central "$DEMO/central.log" "${CENTRAL[@]}" --http-listen "127.0.0.1:${CENTRAL_PORT}" \
     --quic-listen "$CENTRAL_QUIC" run
-start node "$DEMO/node.log" "$NODE" --data-dir "$NODE_DATA" --listen "127.0.0.1:${NODE_PORT}" run
+echo "${PIDS[0]}" > "$DEMO/central.pid"
+start node "$DEMO/node.log" "$NODE" --config "$DEMO/node.toml" --data-dir "$NODE_DATA" \
+    --listen "127.0.0.1:${NODE_PORT}" run
 
 # The first sync brings the node its tracking-id lease and the demo client (created at central).
 for _ in $(seq 1 300); do
     if curl -s -X POST "$NODE_URL/auth/token?grant_type=client_credentials&client_id=$CLIENT_ID&client_secret=$CLIENT_SECRET" \
         | grep -q access_token \
-        && curl -s "$NODE_URL/api/sync/status" | grep -q '"poolFree":[1-9]'; then
+        && curl -s "$NODE_URL/api/sync/status" | grep -q '"poolFree":[1-9]' \
+        && "$NODE" --data-dir "$NODE_DATA" user list | grep -q "\"$REGISTRAR_USER\""; then
         break
     fi
     sleep 0.1
@@ -158,6 +191,50 @@ Walk-through (copy and paste in another terminal):
 
   # 7. Ops: the node's backlog, and every node as central sees it
   curl -s "$NODE_URL/api/sync/status"; echo; curl -s "$CENTRAL_URL/api/sync/status"
+
+  # 8. Cut the link: pause central. People keep working at the node.
+  kill -STOP \$(cat demo/central.pid)
+
+  # 9. The registration agent logs in at the node (password, then the code: 000000 in demo mode)
+  NONCE=\$(curl -s -X POST "$NODE_URL/auth/authenticate" -H 'Content-Type: application/json' \
+          -d '{"username":"$AGENT_USER","password":"$AGENT_PASSWORD"}' | sed 's/.*"nonce":"\([^"]*\)".*/\1/')
+  AGENT=\$(curl -s -X POST "$NODE_URL/auth/verifyCode" -H 'Content-Type: application/json' \
+          -d '{"nonce":"'\$NONCE'","code":"000000"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+
+  # 10. A draft (created assigned to the agent), declared complete, then validated
+  DRAFT=\$(curl -s -X POST "$NODE_URL/api/events/events" -H "Authorization: Bearer \$AGENT" -H 'Content-Type: application/json' \
+          -d '{"type":"birth","transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'"}')
+  DRAFT_ID=\$(echo "\$DRAFT" | sed 's/^{"id":"\([^"]*\)".*/\1/')
+  DRAFT_TRACKING=\$(echo "\$DRAFT" | sed 's/.*"trackingId":"\([^"]*\)".*/\1/')
+  curl -s -X POST "$NODE_URL/api/events/events/\$DRAFT_ID/declare" -H "Authorization: Bearer \$AGENT" -H 'Content-Type: application/json' \
+       -d '{"transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'","keepAssignment":true,
+            "declaration":{"child.name":{"firstname":"Chanda","surname":"Phiri"},"child.gender":"female","child.dob":"2024-07-14",
+                           "child.placeOfBirth":"HEALTH_FACILITY","child.birthLocation":"$FACILITY_ID",
+                           "informant.relation":"MOTHER","informant.email":"mary.phiri@example.com",
+                           "mother.name":{"firstname":"Mary","surname":"Phiri"}}}'
+  curl -s -X POST "$NODE_URL/api/events/events/\$DRAFT_ID/validate" -H "Authorization: Bearer \$AGENT" -H 'Content-Type: application/json' \
+       -d '{"transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'"}'
+
+  # 11. The registrar logs in, takes the record (assign) and asks for registration: at a node that is
+  #     a Requested REGISTER (flag register:requested); central gives the registration number
+  NONCE=\$(curl -s -X POST "$NODE_URL/auth/authenticate" -H 'Content-Type: application/json' \
+          -d '{"username":"$REGISTRAR_USER","password":"$REGISTRAR_PASSWORD"}' | sed 's/.*"nonce":"\([^"]*\)".*/\1/')
+  REGISTRAR=\$(curl -s -X POST "$NODE_URL/auth/verifyCode" -H 'Content-Type: application/json' \
+          -d '{"nonce":"'\$NONCE'","code":"000000"}' | sed 's/.*"token":"\([^"]*\)".*/\1/')
+  curl -s -X POST "$NODE_URL/api/events/events/\$DRAFT_ID/assign" -H "Authorization: Bearer \$REGISTRAR" -H 'Content-Type: application/json' \
+       -d '{"transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'"}'
+  curl -s -X POST "$NODE_URL/api/events/events/\$DRAFT_ID/register" -H "Authorization: Bearer \$REGISTRAR" -H 'Content-Type: application/json' \
+       -d '{"transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'"}'
+  curl -s "$NODE_URL/api/sync/status"; echo    # the backlog waits for the link
+
+  # 12. The link is back: the node's backlog drains and central shows the record, with its flag
+  #     register:requested (the loop asks again each second, for at most two minutes)
+  kill -CONT \$(cat demo/central.pid)
+  for i in \$(seq 120); do
+    FOUND=\$(curl -s -X POST "$CENTRAL_URL/api/events/events/search" -H "Authorization: Bearer \$CTOKEN" -H 'Content-Type: application/json' \\
+           -d '{"query":{"type":"and","clauses":[{"trackingId":{"type":"exact","term":"'\$DRAFT_TRACKING'"}}]}}')
+    case "\$FOUND" in *register:requested*) break ;; esac; sleep 1
+  done; echo "\$FOUND"
 
 Press Ctrl-C to stop central and the node.
 WALK

@@ -344,13 +344,9 @@ pub fn add_user(
     })
 }
 
-/// Every user (never a password hash).
-pub fn list_users(store: &Store) -> anyhow::Result<Vec<crvs_common::user::User>> {
-    Ok(store
-        .read(|r| r.users())?
-        .into_iter()
-        .map(|u| u.user)
-        .collect())
+/// Every user with their username (callers must not print the password hash).
+pub fn list_users(store: &Store) -> anyhow::Result<Vec<UserRow>> {
+    Ok(store.read(|r| r.users())?)
 }
 
 fn change_user(

@@ -212,7 +212,17 @@ fn user(cmd: UserCommand, config: &Config) -> anyhow::Result<()> {
                 admin::add_user(&store, &config.roles, new, crvs_central::store::wall_ms())?;
             print_json(&serde_json::to_value(created)?)
         }
-        UserCommand::List => print_json(&serde_json::to_value(admin::list_users(&store)?)?),
+        UserCommand::List => {
+            let list = admin::list_users(&store)?
+                .into_iter()
+                .map(|row| {
+                    let mut user = serde_json::to_value(&row.user)?;
+                    user["username"] = serde_json::Value::String(row.username);
+                    Ok(user)
+                })
+                .collect::<anyhow::Result<Vec<_>>>()?;
+            print_json(&serde_json::Value::Array(list))
+        }
         UserCommand::SetPassword {
             username,
             password_env,

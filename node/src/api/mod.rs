@@ -75,7 +75,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events/{event_id}/{action}", post(events::user_action))
         .route("/locations", get(locations::list))
         .route("/config", get(locations::config))
-        .route("/{procedure}", post(trpc::procedure))
+        .route("/{procedure}", post(trpc::procedure).get(trpc::query))
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/events", events.clone())

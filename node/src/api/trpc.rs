@@ -25,7 +25,7 @@ pub(crate) const BATCH_CALLS_MAX: usize = 16;
 #[derive(Debug, Deserialize)]
 pub(crate) struct BatchQuery {
     batch: Option<String>,
-    // The input of a GET query; procedures here are mutations, so it is refused below.
+    /// The input of a GET query (`{"json": ...}`, URL-encoded).
     input: Option<String>,
 }
 
@@ -157,7 +157,7 @@ pub(crate) async fn procedure(
     if query.input.is_some() {
         let error = ApiError::new(
             ErrorCode::MethodNotSupported,
-            "These procedures are mutations: POST them",
+            "Give a mutation's input in the body, not in ?input=",
         );
         return (status_of(&error), axum::Json(error_json(&error, &path))).into_response();
     }
@@ -167,22 +167,69 @@ pub(crate) async fn procedure(
             return (status_of(&error), axum::Json(error_json(&error, &path))).into_response();
         }
     };
-    if query.batch.as_deref() != Some("1") {
-        let result = match unwrap_json(&body) {
-            Ok(input) => call(&state, &caller, &path, input).await,
+    run(
+        &state,
+        &caller,
+        &path,
+        query.batch.as_deref() == Some("1"),
+        &body,
+    )
+    .await
+}
+
+/// `GET {base}/event.get?input=<urlencoded {"json": ...}>` (tRPC queries; batched with
+/// `?batch=1`). Any other path under the base is not a route: 404 with the envelope.
+pub(crate) async fn query(
+    State(state): State<Arc<AppState>>,
+    caller: Result<Caller, ApiError>,
+    Path(path): Path<String>,
+    Query(query): Query<BatchQuery>,
+) -> Response {
+    if !path.split(',').all(|p| QUERY_PROCEDURES.contains(&p)) {
+        return ApiError::new(ErrorCode::NotFound, "No such route").into_response();
+    }
+    let body = match query.input.as_deref().map(serde_json::from_str::<Value>) {
+        Some(Ok(body)) => body,
+        None => json!({}),
+        Some(Err(_)) => {
+            let error = ApiError::input_one("invalid_type", "input is not JSON", &[]);
+            return (status_of(&error), axum::Json(error_json(&error, &path))).into_response();
+        }
+    };
+    run(
+        &state,
+        &caller,
+        &path,
+        query.batch.as_deref() == Some("1"),
+        &body,
+    )
+    .await
+}
+
+/// Procedures that are tRPC queries (GET); the others are mutations (POST).
+const QUERY_PROCEDURES: &[&str] = &["event.get"];
+
+async fn run(
+    state: &Arc<AppState>,
+    caller: &Result<Caller, ApiError>,
+    path: &str,
+    batch: bool,
+    body: &Value,
+) -> Response {
+    if !batch {
+        let result = match unwrap_json(body) {
+            Ok(input) => call(state, caller, path, input).await,
             Err(e) => Err(e),
         };
         return match result {
             Ok(value) => axum::Json(json!({"result": {"data": {"json": value}}})).into_response(),
-            Err(error) => {
-                (status_of(&error), axum::Json(error_json(&error, &path))).into_response()
-            }
+            Err(error) => (status_of(&error), axum::Json(error_json(&error, path))).into_response(),
         };
     }
     let procedures: Vec<&str> = path.split(',').collect();
     if procedures.len() > BATCH_CALLS_MAX {
         let error = ApiError::bad_request(format!("At most {BATCH_CALLS_MAX} calls in one batch"));
-        return (status_of(&error), axum::Json(error_json(&error, &path))).into_response();
+        return (status_of(&error), axum::Json(error_json(&error, path))).into_response();
     }
     let mut answers = Vec::with_capacity(procedures.len());
     let mut statuses = Vec::with_capacity(procedures.len());
@@ -192,7 +239,7 @@ pub(crate) async fn procedure(
             .map(unwrap_json)
             .unwrap_or(Ok(Value::Null));
         let result = match input {
-            Ok(input) => call(&state, &caller, name, input).await,
+            Ok(input) => call(state, caller, name, input).await,
             Err(e) => Err(e),
         };
         match result {

@@ -299,6 +299,19 @@ pub struct FieldConflict {
     pub values: Vec<serde_json::Value>,
 }
 
+/// Puts an event's actions in the one order every replica derives from: CREATE first, then by
+/// capture time, ties by action id (time-ordered UUIDv7s, so a write's actions keep their order).
+/// Replicas holding the same actions, received in any order, then agree on status, flags and the
+/// assignee: two concurrent assignments resolve to the later one everywhere.
+pub fn canonical_order(actions: &mut [ActionDocument]) {
+    actions.sort_by(|a, b| {
+        (a.action_type != ActionType::Create)
+            .cmp(&(b.action_type != ActionType::Create))
+            .then_with(|| a.created_at.cmp(&b.created_at))
+            .then_with(|| a.id.cmp(&b.id))
+    });
+}
+
 /// The current assignee: the last Accepted ASSIGN not followed by an UNASSIGN.
 pub fn assigned_to(actions: &[ActionDocument]) -> Option<String> {
     let mut who = None;

@@ -440,7 +440,7 @@ impl<'a> ReadCtx<'a> {
             "SELECT body FROM actions WHERE event_id = ?1
              ORDER BY action_type != 'CREATE', created_at, seq",
         )?;
-        let actions = stmt
+        let mut actions = stmt
             .query_map(params![id], |r| r.get::<_, String>(0))?
             .map(|body| {
                 let body = body?;
@@ -449,6 +449,7 @@ impl<'a> ReadCtx<'a> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        crvs_common::state::canonical_order(&mut actions);
         Ok(Some(EventDocument {
             id: event_id,
             event_type,

@@ -63,14 +63,24 @@ pub struct SyncStatus {
     pub round_trip_ms: Option<u32>,
     /// Position in central's feed applied here.
     pub down_cursor: u64,
+    /// Assignments made here that a concurrent assignment elsewhere overtook (newest first, at
+    /// most [`LOST_ASSIGNMENTS_SHOWN`]): the loser is told on sync.
+    pub lost_assignments: Vec<crate::store::LostAssignment>,
 }
 
 /// Builds the status from the store and the driver.
 pub async fn sync_status(state: &AppState) -> Result<SyncStatus, ApiError> {
     let now_ms = wall_ms();
-    let (sync, head, health) = state
+    let (sync, head, health, lost) = state
         .store
-        .read(move |r| Ok((r.sync_state()?, r.log_head()?, r.node_health(now_ms)?)))
+        .read(move |r| {
+            Ok((
+                r.sync_state()?,
+                r.log_head()?,
+                r.node_health(now_ms)?,
+                r.lost_assignments(LOST_ASSIGNMENTS_SHOWN)?,
+            ))
+        })
         .await?;
     let link = state.sync.as_ref().map(|s| s.link()).unwrap_or_default();
     let enrollment = state.config.enrollment.as_ref();
@@ -96,8 +106,12 @@ pub async fn sync_status(state: &AppState) -> Result<SyncStatus, ApiError> {
         rtt_ms: link.rtt_ms,
         round_trip_ms: link.round_trip_ms,
         down_cursor: sync.down_cursor,
+        lost_assignments: lost,
     })
 }
+
+/// Lost assignments listed in the status.
+pub const LOST_ASSIGNMENTS_SHOWN: usize = 20;
 
 /// `GET /api/sync/status`.
 pub(crate) async fn status(

@@ -35,7 +35,7 @@ pub use sync::{
     ActionOrigin, DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,
     SYNCED_EVENT_TRANSACTION_PREFIX, SyncState, SyncStore,
 };
-pub use users::{OutboxItem, UserRow};
+pub use users::{LostAssignment, OutboxItem, UserRow};
 
 /// Most write jobs waiting for the writer; callers wait (backpressure) beyond it.
 pub const WRITE_QUEUE_MAX: usize = 1024;
@@ -814,6 +814,7 @@ impl WriteCtx<'_> {
                 .filter(|p| p.payload.event_id == event_id)
             {
                 doc.actions.extend(pending.payload.actions.iter().cloned());
+                crvs_common::state::canonical_order(&mut doc.actions);
             }
             return Ok(Some(doc));
         }
@@ -1325,7 +1326,7 @@ impl ReadCtx<'_> {
         let mut stmt = self
             .conn
             .prepare_cached("SELECT body FROM actions WHERE event_id = ?1 ORDER BY seq")?;
-        let actions = stmt
+        let mut actions = stmt
             .query_map(params![id], |r| r.get::<_, String>(0))?
             .map(|body| {
                 let body = body?;
@@ -1334,6 +1335,7 @@ impl ReadCtx<'_> {
                 })
             })
             .collect::<Result<Vec<_>, _>>()?;
+        crvs_common::state::canonical_order(&mut actions);
         Ok(Some(EventDocument {
             id: event_id,
             event_type,

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -210,6 +210,18 @@ CREATE TABLE outbox (
 CREATE INDEX outbox_pending ON outbox (next_attempt_ms) WHERE state = 'pending';
 "#;
 
+/// Version 6: `assignment_notices`, assignments made here that a concurrent assignment made
+/// elsewhere overtook once both met in a sync (the record lock went to the other user).
+const V6: &str = r#"
+CREATE TABLE assignment_notices (
+    id        INTEGER PRIMARY KEY,
+    event_id  TEXT NOT NULL,
+    lost_by   TEXT NOT NULL,
+    won_by    TEXT NOT NULL,
+    at_ms     INTEGER NOT NULL
+);
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -237,6 +249,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 5 {
         tx.execute_batch(V5)?;
+    }
+    if version < 6 {
+        tx.execute_batch(V6)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

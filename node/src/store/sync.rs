@@ -14,12 +14,13 @@
 //! and skipped, so one bad item cannot block every later pool grant; a storage failure fails the
 //! whole batch and the cursor does not move.
 
-use crvs_common::event::{ActionDocument, EntryPayload};
+use crvs_common::event::{ActionDocument, ActionType, EntryPayload};
 use crvs_common::feed::CentralRecord;
 use crvs_common::hlc::Hlc;
 use crvs_common::ids::TrackingId;
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId};
 use crvs_common::scope::ScopeSet;
+use crvs_common::state::assigned_to;
 use crvs_sync::engine::{NodeHealth, NodeStore, StoreFault};
 use crvs_sync::merge::{EventCrdt, actor_for};
 use crvs_sync::wire::Reject;
@@ -684,6 +685,13 @@ impl WriteCtx<'_> {
                     .execute(params![event_id, payload.tracking_id])?;
             }
         }
+        let assignee_before = match known {
+            Some(_) => self
+                .reader()
+                .event_document(payload.event_id)?
+                .and_then(|doc| assigned_to(&doc.actions)),
+            None => None,
+        };
         for action in &payload.actions {
             self.insert_remote_action(&event_id, action, origin)?;
         }
@@ -709,6 +717,23 @@ impl WriteCtx<'_> {
             .reader()
             .event_document(payload.event_id)?
             .ok_or_else(|| ItemError::Store(StoreError::Corrupt("event vanished".into())))?;
+        let assignee_after = assigned_to(&doc.actions);
+        if let (Some(lost_by), Some(won_by)) = (&assignee_before, &assignee_after)
+            && lost_by != won_by
+            && payload
+                .actions
+                .iter()
+                .any(|a| a.action_type == ActionType::Assign)
+        {
+            super::users::record_lost_assignment(
+                self.conn,
+                &event_id,
+                lost_by,
+                won_by,
+                self.now_ms,
+            )?;
+            tracing::warn!(event = %event_id, %lost_by, %won_by, "a concurrent assignment made elsewhere won the record lock");
+        }
         self.refresh_index_with(doc, &crdt)?;
         Ok(())
     }

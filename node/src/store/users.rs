@@ -69,6 +69,43 @@ pub(super) fn put_user(
     Ok(())
 }
 
+/// Most lost-assignment notices kept (the oldest go first).
+pub(super) const ASSIGNMENT_NOTICES_KEPT: i64 = 1000;
+
+/// A record whose lock, taken here, went to a user elsewhere once both assignments met.
+#[derive(Debug, Clone, PartialEq, Eq, serde::Serialize)]
+#[serde(rename_all = "camelCase")]
+pub struct LostAssignment {
+    /// The record.
+    pub event_id: String,
+    /// Who held it here.
+    pub lost_by: String,
+    /// Who holds it now, everywhere.
+    pub won_by: String,
+    /// When the sync told us (ms since the epoch).
+    pub at_ms: u64,
+}
+
+/// Records that `lost_by`'s assignment of `event_id` was overtaken by `won_by`'s.
+pub(super) fn record_lost_assignment(
+    conn: &Connection,
+    event_id: &str,
+    lost_by: &str,
+    won_by: &str,
+    now_ms: u64,
+) -> Result<(), StoreError> {
+    conn.prepare_cached(
+        "INSERT INTO assignment_notices (event_id, lost_by, won_by, at_ms) VALUES (?1, ?2, ?3, ?4)",
+    )?
+    .execute(params![event_id, lost_by, won_by, now_ms as i64])?;
+    conn.prepare_cached(
+        "DELETE FROM assignment_notices WHERE id NOT IN
+             (SELECT id FROM assignment_notices ORDER BY id DESC LIMIT ?1)",
+    )?
+    .execute(params![ASSIGNMENT_NOTICES_KEPT])?;
+    Ok(())
+}
+
 fn status_str(status: UserStatus) -> &'static str {
     match status {
         UserStatus::Active => "active",
@@ -144,6 +181,25 @@ impl ReadCtx<'_> {
                 Ok((hash, exp.max(0) as u64))
             })
             .collect()
+    }
+
+    /// The most recent lost assignments, newest first.
+    pub fn lost_assignments(&self, limit: usize) -> Result<Vec<LostAssignment>, StoreError> {
+        let mut stmt = self.conn.prepare_cached(
+            "SELECT event_id, lost_by, won_by, at_ms FROM assignment_notices
+             ORDER BY id DESC LIMIT ?1",
+        )?;
+        let rows = stmt
+            .query_map(params![limit as i64], |r| {
+                Ok(LostAssignment {
+                    event_id: r.get(0)?,
+                    lost_by: r.get(1)?,
+                    won_by: r.get(2)?,
+                    at_ms: r.get::<_, i64>(3)?.max(0) as u64,
+                })
+            })?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
     }
 
     /// Pending notifications due at `now_ms`, oldest first.

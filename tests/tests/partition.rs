@@ -1,0 +1,201 @@
+//! Two clinics of one district work on the same record while cut off from central (and so from
+//! each other): a user at each assigns it and edits the same field. When the link is back, both
+//! nodes (and central) show the same status, flags, assignee and value, the field conflict is
+//! listed, and the node whose assignment lost is told (its sync status lists the lost lock; its
+//! user is refused with a 409 from then on).
+
+use std::time::Duration;
+
+use crvs_tests::central::{CentralProcess, eventually, node_sync_status, wait_synced};
+use crvs_tests::users::{add_user, login, node_with_config, wait_for_user};
+use crvs_tests::{
+    Api, HOSPITAL_ID, NodeProcess, OFFICE_ID, new_transaction_id, sample_birth_declaration,
+};
+use serde_json::{Value, json};
+
+/// Chikobo Rural Health Centre, same district (Ibombo) as the hospital.
+const CHIKOBO_ID: &str = "7b8d2f30-0002-4000-8000-000000000012";
+
+const SYNC_TIMEOUT: Duration = Duration::from_secs(90);
+
+/// The record's index at a node (search does not write, unlike a read).
+async fn index_at(node: &NodeProcess, tracking_id: &str) -> anyhow::Result<Option<Value>> {
+    let api = node.health_api().await?;
+    let found = api.search_tracking_id(tracking_id).await?;
+    anyhow::ensure!(found.status == 200, "search: {}", found.body);
+    Ok((found.body["total"] == 1).then(|| found.body["results"][0].clone()))
+}
+
+/// What two replicas must agree on.
+fn converged_view(index: &Value) -> Value {
+    json!({
+        "status": index["status"],
+        "flags": index["flags"],
+        "assignedTo": index["assignedTo"],
+        "childName": index["declaration"]["child.name"],
+        "conflicts": index["conflicts"],
+    })
+}
+
+/// A user's API at a node, logged in there (demo mode: code 000000).
+async fn token_at(node: &NodeProcess, user: &Value) -> Api {
+    let username = user["username"].as_str().unwrap();
+    let password = user["password"].as_str().unwrap();
+    node.api(&login(node, username, password, "000000").await)
+}
+
+async fn act(api: &Api, event_id: &str, action: &str, body: Value) -> crvs_tests::Reply {
+    api.post(&format!("/api/events/events/{event_id}/{action}"), &body)
+        .await
+        .unwrap()
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn concurrent_assignments_and_edits_converge_and_the_loser_is_told() {
+    let mut central = CentralProcess::start().unwrap();
+    let first = add_user(
+        &central,
+        "Felix",
+        "Katongo",
+        "REGISTRATION_AGENT",
+        OFFICE_ID,
+    );
+    let second = add_user(
+        &central,
+        "Grace",
+        "Mulenga",
+        "REGISTRATION_AGENT",
+        OFFICE_ID,
+    );
+    let a = node_with_config(&central, HOSPITAL_ID, "two_factor = false\n");
+    let b = node_with_config(&central, CHIKOBO_ID, "two_factor = false\n");
+    for node in [&a, &b] {
+        for user in [&first, &second] {
+            wait_for_user(node, user["username"].as_str().unwrap(), "active").await;
+        }
+    }
+
+    // The hospital's system notifies a birth; it reaches the other clinic through central.
+    let notified = a
+        .health_api()
+        .await
+        .unwrap()
+        .create_and_notify(
+            "birth",
+            &new_transaction_id(),
+            HOSPITAL_ID,
+            &sample_birth_declaration(),
+        )
+        .await
+        .unwrap();
+    assert_eq!(notified.status, 200, "{}", notified.body);
+    let event_id = notified.body["id"].as_str().unwrap().to_owned();
+    let tracking_id = notified.body["trackingId"].as_str().unwrap().to_owned();
+    eventually("the record at the second clinic", SYNC_TIMEOUT, || async {
+        Ok(index_at(&b, &tracking_id).await?.map(|_| ()))
+    })
+    .await
+    .unwrap();
+
+    // Partition: central goes away; the clinics cannot see each other's work.
+    central.kill9().unwrap();
+    let at_a = token_at(&a, &first).await;
+    let at_b = token_at(&b, &second).await;
+    for (api, surname) in [(&at_a, "Banda-Hospital"), (&at_b, "Banda-Chikobo")] {
+        let assigned = act(
+            api,
+            &event_id,
+            "assign",
+            json!({"transactionId": new_transaction_id()}),
+        )
+        .await;
+        assert_eq!(assigned.status, 200, "{}", assigned.body);
+        let edited = act(
+            api,
+            &event_id,
+            "edit",
+            json!({
+                "transactionId": new_transaction_id(),
+                "keepAssignment": true,
+                "declaration": {"child.name": {"firstname": "Liam", "surname": surname}}
+            }),
+        )
+        .await;
+        assert_eq!(edited.status, 200, "{}", edited.body);
+    }
+    let before_a = index_at(&a, &tracking_id).await.unwrap().unwrap();
+    let before_b = index_at(&b, &tracking_id).await.unwrap().unwrap();
+    assert_eq!(before_a["assignedTo"], first["userId"]);
+    assert_eq!(before_b["assignedTo"], second["userId"]);
+
+    // Healing: both drain to central and take each other's entries from it.
+    central.restart().unwrap();
+    wait_synced(&a, SYNC_TIMEOUT).await.unwrap();
+    wait_synced(&b, SYNC_TIMEOUT).await.unwrap();
+    let (view_a, view_b) = eventually("both clinics to converge", SYNC_TIMEOUT, || async {
+        let ia = index_at(&a, &tracking_id).await?.unwrap_or_default();
+        let ib = index_at(&b, &tracking_id).await?.unwrap_or_default();
+        let (va, vb) = (converged_view(&ia), converged_view(&ib));
+        let both_edits = ia["conflicts"].as_array().is_some_and(|c| !c.is_empty());
+        Ok((va == vb && both_edits).then_some((va, vb)))
+    })
+    .await
+    .unwrap();
+    assert_eq!(view_a, view_b);
+    // The later assignment (made second, at the other clinic) holds the lock everywhere.
+    assert_eq!(view_a["assignedTo"], second["userId"], "{view_a}");
+    assert!(
+        view_a["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("edit-in-progress")),
+        "{view_a}"
+    );
+    // The concurrent edits of one field: one deterministic winner, both values listed.
+    let conflict = view_a["conflicts"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|c| c["field"] == "child.name")
+        .unwrap_or_else(|| panic!("no conflict on child.name: {view_a}"))
+        .clone();
+    assert_eq!(conflict["winner"], view_a["childName"]);
+    let values = conflict["values"].as_array().unwrap();
+    assert_eq!(values.len(), 2, "{conflict}");
+    for surname in ["Banda-Hospital", "Banda-Chikobo"] {
+        assert!(values.iter().any(|v| v["surname"] == surname), "{conflict}");
+    }
+
+    // The hospital, whose assignment lost, is told; its user cannot act on the record now.
+    let status = node_sync_status(&a).await.unwrap();
+    let lost = status["lostAssignments"].as_array().unwrap();
+    assert!(
+        lost.iter().any(|l| l["eventId"] == event_id.as_str()
+            && l["lostBy"] == first["userId"]
+            && l["wonBy"] == second["userId"]),
+        "{status}"
+    );
+    let late = act(
+        &at_a,
+        &event_id,
+        "declare",
+        json!({"transactionId": new_transaction_id(), "declaration": sample_birth_declaration()}),
+    )
+    .await;
+    assert_eq!(late.status, 409, "{}", late.body);
+    let status_b = node_sync_status(&b).await.unwrap();
+    assert!(
+        status_b["lostAssignments"].as_array().unwrap().is_empty(),
+        "{status_b}"
+    );
+
+    // Central derives the same.
+    let central_api = central.health_api().await.unwrap();
+    let found = central_api.search_tracking_id(&tracking_id).await.unwrap();
+    assert_eq!(
+        converged_view(&found.body["results"][0]),
+        view_a,
+        "{}",
+        found.body
+    );
+}

@@ -152,35 +152,79 @@ pub fn scope_kinds_for(action: ActionType) -> &'static [&'static str] {
 }
 
 /// The facts of a record from its actions, given a way to place a location in its areas.
+/// "Declared" is the last DECLARE (Requested or Accepted), "registered" the last REGISTER.
 pub fn record_facts(
     event_type: &str,
     actions: &[ActionDocument],
     place_of_event: Option<Uuid>,
-    areas_of: impl Fn(Uuid) -> Vec<Uuid>,
+    mut areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
 ) -> RecordFacts {
-    let place_at = |location: Option<Uuid>| Place {
+    let mut place_at = |location: Option<Uuid>| Place {
         location,
-        areas: location.map(&areas_of).unwrap_or_default(),
+        areas: location.map(&mut areas_of).unwrap_or_default(),
     };
     let created_at = actions
         .iter()
         .find(|a| a.action_type == ActionType::Create)
         .and_then(|a| a.created_at_location);
-    let last_act = |types: &[ActionType]| {
+    let last = |t: ActionType| {
         actions
             .iter()
             .rev()
-            .find(|a| types.contains(&a.action_type) && a.status != ActionStatus::Rejected)
-            .map(|a| Act {
-                by: a.created_by.clone(),
-                at: place_at(a.created_at_location),
-            })
+            .find(|a| a.action_type == t && a.status != ActionStatus::Rejected)
+            .map(|a| (a.created_by.clone(), a.created_at_location))
     };
+    let declared = last(ActionType::Declare);
+    let registered = last(ActionType::Register);
     RecordFacts {
         event_type: event_type.to_owned(),
         place: place_at(place_of_event.or(created_at)),
-        declared: last_act(&[ActionType::Declare, ActionType::Notify]),
-        registered: last_act(&[ActionType::Register]),
+        declared: declared.map(|(by, at)| Act {
+            by,
+            at: place_at(at),
+        }),
+        registered: registered.map(|(by, at)| Act {
+            by,
+            at: place_at(at),
+        }),
+    }
+}
+
+/// The same facts from a record's index (what search scans): the place of the event is the
+/// value of `place_field` in the declaration when it names a location, else where the record
+/// was created; declared and registered come from its legal statuses.
+pub fn index_facts(
+    index: &crate::state::EventIndex,
+    place_field: Option<&str>,
+    mut areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
+) -> RecordFacts {
+    let mut place_at = |location: Option<Uuid>| Place {
+        location,
+        areas: location.map(&mut areas_of).unwrap_or_default(),
+    };
+    let place = place_field
+        .and_then(|f| index.declaration.get(f))
+        .and_then(|v| v.as_str())
+        .and_then(|s| s.parse().ok())
+        .or(index.created_at_location);
+    let act = |status: &Option<crate::state::LegalStatus>| {
+        status
+            .as_ref()
+            .map(|s| (s.created_by.clone(), s.created_at_location))
+    };
+    let declared = act(&index.legal_statuses.declared);
+    let registered = act(&index.legal_statuses.registered);
+    RecordFacts {
+        event_type: index.event_type.clone(),
+        place: place_at(place),
+        declared: declared.map(|(by, at)| Act {
+            by,
+            at: place_at(at),
+        }),
+        registered: registered.map(|(by, at)| Act {
+            by,
+            at: place_at(at),
+        }),
     }
 }
 

@@ -233,10 +233,51 @@ async fn a_birth_goes_from_draft_to_requested_registration_offline_then_syncs() 
         "{}",
         pending.body
     );
+    // Reads and searches are audited: who, when, where, what; a user lists their own trail.
+    let read = registrar_api
+        .get(&format!("/api/events/events/{event_id}"))
+        .await
+        .unwrap();
+    assert_eq!(read.status, 200, "{}", read.body);
+    let registrar_id = registrar["userId"].as_str().unwrap();
+    let audit = registrar_api
+        .get(&format!("/api/users/{registrar_id}/audit?count=50"))
+        .await
+        .unwrap();
+    assert_eq!(audit.status, 200, "{}", audit.body);
+    let rows = audit.body["results"].as_array().unwrap();
+    let has = |operation: &str, subject: Option<&str>| {
+        rows.iter().any(|r| {
+            r["operation"] == operation
+                && r["actor"] == registrar_id
+                && r["location"] == OFFICE_ID
+                && subject.is_none_or(|s| r["subject"] == s)
+        })
+    };
+    assert!(has("record.read", Some(&event_id)), "{}", audit.body);
+    assert!(has("record.search", None), "{}", audit.body);
+    assert!(has("user.logged_in", None), "{}", audit.body);
+    let search_row = rows
+        .iter()
+        .find(|r| r["operation"] == "record.search")
+        .unwrap();
+    assert!(
+        search_row["detail"]
+            .as_str()
+            .unwrap()
+            .contains(&tracking_id),
+        "the query is kept: {search_row}"
+    );
+    let clerks_view = clerk_api
+        .get(&format!("/api/users/{registrar_id}/audit"))
+        .await
+        .unwrap();
+    assert_eq!(clerks_view.status, 403, "{}", clerks_view.body);
+
     // Every write is one entry of the signed, chained log: create, declare, assign, validate,
-    // assign, register.
+    // assign, register, and the registrar's read.
     let log = node.verify_log().unwrap();
-    assert_eq!(log.verified, 6, "{log:?}");
+    assert_eq!(log.verified, 7, "{log:?}");
 
     // The link is back: central holds the whole story.
     central.restart().unwrap();

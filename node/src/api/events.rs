@@ -695,6 +695,12 @@ fn read_in_job(
     let tx = Uuid::new_v4().to_string();
     let read = actor.action(ActionType::Read, ActionStatus::Accepted, &tx, ctx.now_ms());
     ctx.append_action(&meta, read, None)?;
+    ctx.audit(&actions::audit_entry(
+        actor,
+        "record.read",
+        Some(event_id.to_string()),
+        None,
+    ))?;
     Ok(ctx.finish_event()?)
 }
 
@@ -706,16 +712,17 @@ pub(crate) async fn read(
 ) -> Result<axum::Json<EventDocument>, ApiError> {
     caller.require_kind("record.read")?;
     let event_id = parse_event_id(&raw_id)?;
-    let event_type = state
+    let acting = actions::acting(&state, &caller).await?;
+    let stored = state
         .store
-        .read(move |r| Ok(r.event_document(event_id)?.map(|d| d.event_type)))
+        .read(move |r| r.event_document(event_id))
         .await?
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
-    // A caller without access is told "not found", as OpenCRVS does.
-    if !caller.scopes.allows("record.read", &event_type) {
+    // A caller without access (scope or jurisdiction) is told "not found", as OpenCRVS does.
+    if !actions::may(&state, &acting, &caller, &stored, &["record.read"]).await? {
         return Err(ApiError::event_not_found(event_id));
     }
-    let actor = Actor::new(&caller, None);
+    let actor = acting.actor;
     let doc = state
         .store
         .write(move |ctx| read_in_job(ctx, &actor, event_id))
@@ -796,8 +803,9 @@ pub(crate) async fn record_data(
         .read(move |r| r.event_document(event_id))
         .await?
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
-    let full = caller.scopes.allows("record.read", &doc.event_type);
-    if !full && !caller.scopes.allows("record.search", &doc.event_type) {
+    let acting = actions::acting(&state, &caller).await?;
+    let full = actions::may(&state, &acting, &caller, &doc, &["record.read"]).await?;
+    if !full && !actions::may(&state, &acting, &caller, &doc, &["record.search"]).await? {
         return Err(ApiError::new(
             crvs_common::error::ErrorCode::NotFound,
             format!("Event not found with tracking ID: {tracking}"),
@@ -817,7 +825,7 @@ pub(crate) async fn record_data(
             serde_json::Value::Array(issues).to_string(),
         ));
     }
-    let actor = Actor::new(&caller, None);
+    let actor = acting.actor;
     let doc = state
         .store
         .write(move |ctx| read_in_job(ctx, &actor, event_id))

@@ -19,7 +19,7 @@ use sha2::{Digest as _, Sha256};
 
 use super::{ApiError, AppState, body};
 use crate::auth::{DECOY_HASH, TokenUserType, verify_secret};
-use crate::store::{UserRow, wall_ms};
+use crate::store::{AuditEntry, UserRow, wall_ms};
 
 /// The attempt limiter and the logins waiting for their code.
 #[derive(Debug, Default)]
@@ -288,6 +288,17 @@ fn user_token(state: &AppState, user: &UserRow) -> Result<String, ApiError> {
         .map_err(|e| ApiError::internal(&e))
 }
 
+fn login_audit(user: &UserRow, operation: &'static str) -> AuditEntry {
+    AuditEntry {
+        actor: user.user.id.to_string(),
+        actor_type: "user",
+        location: Some(user.user.primary_office_id),
+        operation,
+        subject: None,
+        detail: None,
+    }
+}
+
 /// `POST /auth/verifyCode {nonce, code}` → `{token}`.
 pub(crate) async fn verify_code(
     State(state): State<Arc<AppState>>,
@@ -309,6 +320,8 @@ pub(crate) async fn verify_code(
     };
     let user = load_user(&state, &user_id).await?;
     let token = user_token(&state, &user)?;
+    let audit = login_audit(&user, "user.logged_in");
+    state.store.write(move |ctx| ctx.audit(&audit)).await?;
     tracing::info!(user = %user.user.id, "user logged in");
     Ok(axum::Json(
         serde_json::to_value(TokenOutput { token }).map_err(|e| ApiError::internal(&e))?,
@@ -372,9 +385,23 @@ pub(crate) async fn invalidate_token(
             ApiError::unauthorized()
         })?;
     let digest: [u8; 32] = Sha256::digest(input.token.as_bytes()).into();
+    let audit = AuditEntry {
+        actor: claims.sub.clone(),
+        actor_type: match claims.user_type {
+            TokenUserType::User => "user",
+            TokenUserType::System => "system",
+        },
+        location: None,
+        operation: "user.logged_out",
+        subject: None,
+        detail: None,
+    };
     state
         .store
-        .write(move |ctx| ctx.revoke_token(digest, claims.exp))
+        .write(move |ctx| {
+            ctx.revoke_token(digest, claims.exp)?;
+            ctx.audit(&audit)
+        })
         .await?;
     Ok(axum::Json(serde_json::json!({})))
 }

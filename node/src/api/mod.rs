@@ -10,6 +10,7 @@ mod login;
 pub mod sync;
 mod token;
 mod trpc;
+mod users;
 
 use std::sync::Arc;
 
@@ -93,6 +94,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/invalidateToken", post(login::invalidate_token))
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
+        .route("/api/users/{user_id}/audit", get(users::audit))
         .route("/api/sync/status", get(sync::status))
         .route("/metrics", get(sync::metrics))
         .route_layer(axum::middleware::from_fn_with_state(
@@ -253,7 +255,8 @@ mod tests {
         for (path, ops) in paths {
             let concrete = path
                 .replace("{eventId}", "00000000-0000-4000-8000-000000000000")
-                .replace("{trackingId}", "AAAAAA");
+                .replace("{trackingId}", "AAAAAA")
+                .replace("{userId}", "00000000-0000-4000-8000-000000000001");
             for method in ops.as_object().unwrap().keys() {
                 let req = Request::builder()
                     .method(method.to_uppercase().as_str())
@@ -311,6 +314,7 @@ mod tests {
             "/ping",
             "/api/ping",
             "/api/sync/status",
+            "/api/users/{userId}/audit",
             "/metrics",
         ];
         for path in routed {

@@ -10,6 +10,7 @@
 //! [`Store::appended`], so the sync driver sends new entries without polling. The sync side of the store (what the sync engine
 //! reads and writes) is in `store::sync`, behind [`SyncStore`].
 
+mod audit;
 mod schema;
 mod sync;
 mod users;
@@ -30,6 +31,7 @@ use crvs_sync::merge::{APPEND_MAX_BYTES, EventCrdt, actor_for};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
+pub use audit::{AUDIT_DETAIL_BYTES_MAX, AUDIT_PAGE_MAX, AuditEntry, AuditRow};
 pub use schema::SCHEMA_VERSION;
 pub use sync::{
     ActionOrigin, DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,

@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -222,6 +222,22 @@ CREATE TABLE assignment_notices (
 );
 "#;
 
+/// Version 7: `audit_log`, one row per read of a record, per search and per login or logout:
+/// who (user or client), when, where (the user's office), what (operation, record, query).
+const V7: &str = r#"
+CREATE TABLE audit_log (
+    id          INTEGER PRIMARY KEY,
+    at_ms       INTEGER NOT NULL,
+    actor       TEXT NOT NULL,
+    actor_type  TEXT NOT NULL CHECK (actor_type IN ('user', 'system')),
+    location    TEXT,
+    operation   TEXT NOT NULL,
+    subject     TEXT,
+    detail      TEXT
+);
+CREATE INDEX audit_by_actor ON audit_log (actor, id);
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -252,6 +268,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 6 {
         tx.execute_batch(V6)?;
+    }
+    if version < 7 {
+        tx.execute_batch(V7)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -29,7 +29,8 @@ pub(crate) fn open(dir: &std::path::Path, seed: u8, standalone: bool) -> Store {
     Store::open(&path, key(seed), pool, 64).unwrap()
 }
 
-/// An accepted action of `action_type` by system client `by`.
+/// An accepted action of `action_type` by system client `by`. Its id is time-ordered, as the
+/// node's own are, so actions made one after the other keep that order among equal times.
 pub(crate) fn action(
     action_type: ActionType,
     tx: &str,
@@ -37,7 +38,7 @@ pub(crate) fn action(
     by: &str,
 ) -> ActionDocument {
     ActionDocument {
-        id: uuid::Uuid::new_v4(),
+        id: uuid::Uuid::now_v7(),
         action_type,
         transaction_id: tx.into(),
         status: ActionStatus::Accepted,

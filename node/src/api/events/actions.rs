@@ -198,6 +198,54 @@ pub(crate) async fn acting(state: &AppState, caller: &Caller) -> Result<Acting, 
     })
 }
 
+/// Whether `acting` may do something of `kinds` to `doc` (scopes and jurisdiction). System
+/// clients have no office: only their scopes' event types count for them.
+pub(crate) async fn may(
+    state: &Arc<AppState>,
+    acting: &Acting,
+    caller: &Caller,
+    doc: &EventDocument,
+    kinds: &'static [&'static str],
+) -> Result<bool, ApiError> {
+    if acting.actor.user_type == UserType::System {
+        return Ok(kinds
+            .iter()
+            .any(|k| caller.scopes.allows(k, &doc.event_type)));
+    }
+    let config = event_config(state, &doc.event_type)?;
+    let place = place_of_event(config, doc);
+    let (event_type, actions) = (doc.event_type.clone(), doc.actions.clone());
+    let facts = state
+        .store
+        .read(move |r| {
+            Ok(record_facts(&event_type, &actions, place, |location| {
+                r.area_chain(location).unwrap_or_default()
+            }))
+        })
+        .await?;
+    Ok(grants(&caller.scopes, kinds, None, &acting.facts, &facts))
+}
+
+/// The audit row of `acting` doing `operation`.
+pub(crate) fn audit_entry(
+    acting: &Actor,
+    operation: &'static str,
+    subject: Option<String>,
+    detail: Option<String>,
+) -> crate::store::AuditEntry {
+    crate::store::AuditEntry {
+        actor: acting.id.clone(),
+        actor_type: match acting.user_type {
+            UserType::User => "user",
+            UserType::System => "system",
+        },
+        location: acting.location,
+        operation,
+        subject,
+        detail,
+    }
+}
+
 fn forbidden_here(action: &UserAction) -> ApiError {
     ApiError::forbidden(format!(
         "Not allowed to {} this record",

@@ -15,7 +15,8 @@ pub type Declaration = Map<String, Value>;
 #[derive(Debug, Clone, Copy, PartialEq, Eq, PartialOrd, Ord, Hash, Serialize, Deserialize)]
 #[serde(rename_all = "SCREAMING_SNAKE_CASE")]
 pub enum ActionType {
-    /// Deletes an undeclared draft; never persisted as an action.
+    /// Deletes an undeclared draft. OpenCRVS drops the record; here it is an Accepted action in
+    /// the signed log (the CREATE may have synced already), after which the record is not found.
     Delete,
     /// Creates the record; always the first action.
     Create,

@@ -312,6 +312,14 @@ pub fn canonical_order(actions: &mut [ActionDocument]) {
     });
 }
 
+/// Whether the record was deleted (an Accepted DELETE of an undeclared draft). A deleted
+/// record keeps its actions (they are in signed logs) but is not found by reads or actions.
+pub fn is_deleted(actions: &[ActionDocument]) -> bool {
+    actions
+        .iter()
+        .any(|a| a.action_type == ActionType::Delete && a.status == ActionStatus::Accepted)
+}
+
 /// The current assignee: the last Accepted ASSIGN not followed by an UNASSIGN.
 pub fn assigned_to(actions: &[ActionDocument]) -> Option<String> {
     let mut who = None;

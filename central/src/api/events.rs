@@ -37,6 +37,8 @@ pub(crate) async fn read(
         .store
         .read_async(move |r| r.event_document(event_id))
         .await?
+        // A deleted draft keeps its signed actions but is not found.
+        .filter(|doc| !crvs_common::state::is_deleted(&doc.actions))
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
     // A caller without access is told "not found", as OpenCRVS does.
     if !caller.scopes.allows("record.read", &doc.event_type) {

@@ -28,10 +28,12 @@ use crvs_common::state::effective_declaration;
 use crvs_sync::merge::{EventCrdt, actor_for};
 
 mod actions;
+mod drafts;
 mod search;
 
 pub(crate) use actions::{ActionInput, UserAction};
-pub(crate) use search::search;
+pub(crate) use drafts::{DraftInput, create as drafts_create, list as drafts_list};
+pub(crate) use search::{ListQuery, list, list_with, search};
 
 /// `POST /events` body (`EventInput`).
 #[derive(Debug, Serialize, Deserialize)]
@@ -154,9 +156,17 @@ fn check_transaction_id(tx: &str) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// An event id in the standard hyphenated form only (as OpenCRVS's zod `uuid()` requires):
+/// `urn:uuid:`, braced or unhyphenated spellings are input errors, not other names of a record.
 fn parse_event_id(raw: &str) -> Result<Uuid, ApiError> {
-    raw.parse()
-        .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
+    let hyphenated = raw.len() == 36
+        && raw
+            .char_indices()
+            .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'));
+    hyphenated
+        .then(|| raw.parse().ok())
+        .flatten()
+        .ok_or_else(|| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
 }
 
 fn event_config<'a>(state: &'a AppState, event_type: &str) -> Result<&'a EventConfig, ApiError> {
@@ -467,6 +477,7 @@ fn notify_in_job(
     }
     let doc = ctx
         .document(event_id)?
+        .filter(|doc| !crvs_common::state::is_deleted(&doc.actions))
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
     if let Some(assignee) = assigned_to(&doc.actions)
         && (actor.user_type == UserType::System || assignee != actor.id)
@@ -485,6 +496,7 @@ fn notify_in_job(
         )));
     }
     let meta = EventMeta::of(&doc);
+    ctx.clear_drafts(&event_id.to_string())?;
     if let Some(fresh) = fresh {
         ctx.append_action(&meta, fresh.requested, Some(hash))?;
         ctx.append_action(&meta, fresh.accepted, None)?;
@@ -528,6 +540,36 @@ pub(crate) async fn create(
 /// `POST /events/{eventId}/{action}`: a user action (`declare`, `validate`, `register`,
 /// `reject`, `archive`, `print-certificate`, `edit`, `request-correction`,
 /// `approve-correction`, `reject-correction`, `assign`, `unassign`, `custom`).
+/// `POST /events/{eventId}/draft`: creates or replaces the caller's draft on the record.
+pub(crate) async fn create_draft(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    let input: DraftInput = body::json(body)?;
+    Ok(axum::Json(
+        drafts::create(state, caller, &raw_id, input).await?,
+    ))
+}
+
+/// `GET /drafts`: the caller's drafts.
+pub(crate) async fn list_drafts(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+) -> Result<axum::Json<serde_json::Value>, ApiError> {
+    Ok(axum::Json(drafts::list(state, caller).await?))
+}
+
+/// `DELETE /events/{eventId}`: deletes an undeclared draft; answers the record as it was.
+pub(crate) async fn delete(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    Path(raw_id): Path<String>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    Ok(axum::Json(actions::delete(state, caller, &raw_id).await?))
+}
+
 pub(crate) async fn user_action(
     State(state): State<Arc<AppState>>,
     caller: Caller,
@@ -717,6 +759,7 @@ pub(crate) async fn read(
         .store
         .read(move |r| r.event_document(event_id))
         .await?
+        .filter(|doc| !crvs_common::state::is_deleted(&doc.actions))
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
     // A caller without access (scope or jurisdiction) is told "not found", as OpenCRVS does.
     if !actions::may(&state, &acting, &caller, &stored, &["record.read"]).await? {
@@ -802,6 +845,7 @@ pub(crate) async fn record_data(
         .store
         .read(move |r| r.event_document(event_id))
         .await?
+        .filter(|doc| !crvs_common::state::is_deleted(&doc.actions))
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
     let acting = actions::acting(&state, &caller).await?;
     let full = actions::may(&state, &acting, &caller, &doc, &["record.read"]).await?;

@@ -64,15 +64,20 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
     let events = Router::new()
-        .route("/events", post(events::create))
+        .route("/events", post(events::create).get(events::list))
         .route("/events/notify", post(events::create_and_notify))
         .route("/events/search", post(events::search))
         .route(
             "/events/tracking/{tracking_id}/data",
             get(events::record_data),
         )
-        .route("/events/{event_id}", get(events::read))
+        .route(
+            "/events/{event_id}",
+            get(events::read).delete(events::delete),
+        )
         .route("/events/{event_id}/notify", post(events::notify))
+        .route("/events/{event_id}/draft", post(events::create_draft))
+        .route("/drafts", get(events::list_drafts))
         .route("/events/{event_id}/{action}", post(events::user_action))
         .route("/locations", get(locations::list))
         .route("/config", get(locations::config))
@@ -287,6 +292,8 @@ mod tests {
             "/api/events/events/tracking/{trackingId}/data",
             "/api/events/events/{eventId}",
             "/api/events/events/{eventId}/notify",
+            "/api/events/events/{eventId}/draft",
+            "/api/events/drafts",
             "/api/events/events/{eventId}/declare",
             "/api/events/events/{eventId}/validate",
             "/api/events/events/{eventId}/register",

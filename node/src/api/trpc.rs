@@ -68,6 +68,21 @@ fn event_id_of(input: &Value) -> Result<String, ApiError> {
     }
 }
 
+/// Whether `name` is a procedure served here.
+fn is_procedure(name: &str) -> bool {
+    action_segment(name).is_some() || OTHER_PROCEDURES.contains(&name)
+}
+
+/// Procedures that are not user actions.
+const OTHER_PROCEDURES: &[&str] = &[
+    "event.create",
+    "event.get",
+    "event.delete",
+    "event.list",
+    "event.draft.create",
+    "event.draft.list",
+];
+
 /// Runs one procedure.
 async fn call(
     state: &Arc<AppState>,
@@ -75,8 +90,7 @@ async fn call(
     procedure: &str,
     input: Value,
 ) -> Result<Value, ApiError> {
-    let known = procedure == "event.create" || procedure == "event.get";
-    if !known && action_segment(procedure).is_none() {
+    if !is_procedure(procedure) {
         return Err(ApiError::new(
             ErrorCode::NotFound,
             format!("No procedure found on path \"{procedure}\""),
@@ -93,6 +107,26 @@ async fn call(
         "event.get" => {
             let id = event_id_of(&input)?;
             events::read(State(Arc::clone(state)), caller, Path(id)).await?
+        }
+        "event.list" => {
+            let query: events::ListQuery =
+                serde_json::from_value(if input.is_null() { json!({}) } else { input })
+                    .map_err(|e| ApiError::input_one("invalid_type", e.to_string(), &[]))?;
+            let out = events::list_with(Arc::clone(state), caller, query).await?;
+            return serde_json::to_value(out).map_err(|e| ApiError::internal(&e));
+        }
+        "event.draft.create" => {
+            let id = event_id_of(&input)?;
+            let body = bytes_of(&input);
+            let input: events::DraftInput = body::json(body)?;
+            return events::drafts_create(Arc::clone(state), caller, &id, input).await;
+        }
+        "event.draft.list" => {
+            return events::drafts_list(Arc::clone(state), caller).await;
+        }
+        "event.delete" => {
+            let id = event_id_of(&input)?;
+            events::delete(State(Arc::clone(state)), caller, Path(id)).await?
         }
         _ => {
             let segment = action_segment(procedure).unwrap_or_default();
@@ -186,6 +220,14 @@ pub(crate) async fn query(
     Query(query): Query<BatchQuery>,
 ) -> Response {
     if !path.split(',').all(|p| QUERY_PROCEDURES.contains(&p)) {
+        // A known mutation over GET is tRPC's 405; anything else under the base is no route.
+        if path.split(',').all(is_procedure) {
+            let error = ApiError::new(
+                ErrorCode::MethodNotSupported,
+                "This procedure is a mutation: POST it",
+            );
+            return (status_of(&error), axum::Json(error_json(&error, &path))).into_response();
+        }
         return ApiError::new(ErrorCode::NotFound, "No such route").into_response();
     }
     let body = match query.input.as_deref().map(serde_json::from_str::<Value>) {
@@ -207,7 +249,7 @@ pub(crate) async fn query(
 }
 
 /// Procedures that are tRPC queries (GET); the others are mutations (POST).
-const QUERY_PROCEDURES: &[&str] = &["event.get"];
+const QUERY_PROCEDURES: &[&str] = &["event.get", "event.list", "event.draft.list"];
 
 async fn run(
     state: &Arc<AppState>,

@@ -1,4 +1,4 @@
-//! The audit trail: one row per read of a record, per search and per login or logout, written
+//! The audit trail and users' drafts. Audit: one row per read of a record, per search and per login or logout, written
 //! in the same write job as what it records (a read's READ action, for example). Local to the
 //! node; a user's rows are listed by `GET /api/users/{userId}/audit`.
 
@@ -87,7 +87,51 @@ impl WriteCtx<'_> {
     }
 }
 
+impl WriteCtx<'_> {
+    /// Stores `user_id`'s draft on `event_id` (replacing their previous one): `draft_json` is
+    /// the draft as answered, `id` its id.
+    pub fn put_draft(
+        &mut self,
+        event_id: &str,
+        user_id: &str,
+        id: &str,
+        draft_json: &str,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO drafts (event_id, user_id, id, draft_json) VALUES (?1, ?2, ?3, ?4)
+                 ON CONFLICT(event_id, user_id) DO UPDATE SET id = excluded.id,
+                     draft_json = excluded.draft_json",
+            )?
+            .execute(params![event_id, user_id, id, draft_json])?;
+        Ok(())
+    }
+
+    /// Drops every draft on `event_id` (the record got a real action).
+    pub fn clear_drafts(&mut self, event_id: &str) -> Result<(), StoreError> {
+        clear_drafts(self.conn, event_id)
+    }
+}
+
+/// Drops every draft on `event_id`.
+pub(super) fn clear_drafts(conn: &rusqlite::Connection, event_id: &str) -> Result<(), StoreError> {
+    conn.prepare_cached("DELETE FROM drafts WHERE event_id = ?1")?
+        .execute(params![event_id])?;
+    Ok(())
+}
+
 impl ReadCtx<'_> {
+    /// `user_id`'s drafts (JSON as answered), oldest record first.
+    pub fn drafts_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
+        let mut stmt = self
+            .conn
+            .prepare_cached("SELECT draft_json FROM drafts WHERE user_id = ?1 ORDER BY event_id")?;
+        let rows = stmt
+            .query_map(params![user_id], |r| r.get(0))?
+            .collect::<Result<Vec<String>, _>>()?;
+        Ok(rows)
+    }
+
     /// `actor`'s audit rows, newest first, and how many there are in all.
     pub fn audit_of(
         &self,

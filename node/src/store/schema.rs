@@ -6,7 +6,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1: events, actions, the signed log, the tracking-id pool, clients and locations.
 const V1: &str = r#"
@@ -238,6 +238,20 @@ CREATE TABLE audit_log (
 CREATE INDEX audit_by_actor ON audit_log (actor, id);
 "#;
 
+/// Version 8: `drafts`, a user's unsubmitted work on an action (OpenCRVS's action drafts): one
+/// per record and user, local to the node, dropped when the record gets any action other than
+/// READ, ASSIGN or UNASSIGN.
+const V8: &str = r#"
+CREATE TABLE drafts (
+    event_id   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    id         TEXT NOT NULL UNIQUE,
+    draft_json TEXT NOT NULL,
+    PRIMARY KEY (event_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX drafts_by_user ON drafts (user_id);
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -271,6 +285,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 7 {
         tx.execute_batch(V7)?;
+    }
+    if version < 8 {
+        tx.execute_batch(V8)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

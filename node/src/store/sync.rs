@@ -717,6 +717,14 @@ impl WriteCtx<'_> {
             .reader()
             .event_document(payload.event_id)?
             .ok_or_else(|| ItemError::Store(StoreError::Corrupt("event vanished".into())))?;
+        if payload.actions.iter().any(|a| {
+            !matches!(
+                a.action_type,
+                ActionType::Read | ActionType::Assign | ActionType::Unassign
+            )
+        }) {
+            super::audit::clear_drafts(self.conn, &event_id)?;
+        }
         let assignee_after = assigned_to(&doc.actions);
         if let (Some(lost_by), Some(won_by)) = (&assignee_before, &assignee_after)
             && lost_by != won_by

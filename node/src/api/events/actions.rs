@@ -14,7 +14,7 @@ use crvs_common::event::{
 use crvs_common::limits::CONTENT_TEXT_CHARS_MAX;
 use crvs_common::state::{
     CUSTOM_VALIDATE_DECLARATION, aggregate_declaration, assigned_to, derive_flags, derive_status,
-    is_allowed, not_allowed_message,
+    is_allowed, is_deleted, not_allowed_message,
 };
 use crvs_common::user::UserStatus;
 use serde::{Deserialize, Serialize};
@@ -54,6 +54,8 @@ pub(crate) enum UserAction {
     Unassign,
     /// `CUSTOM` with a `customActionType` from the input.
     Custom,
+    /// `DELETE` of an undeclared draft (`DELETE /events/{eventId}`, tRPC `event.delete`).
+    Delete,
 }
 
 impl UserAction {
@@ -71,6 +73,7 @@ impl UserAction {
             Self::RejectCorrection => ActionType::RejectCorrection,
             Self::Assign => ActionType::Assign,
             Self::Unassign => ActionType::Unassign,
+            Self::Delete => ActionType::Delete,
         }
     }
 
@@ -147,6 +150,32 @@ pub(crate) struct ActionInput {
     #[serde(default, skip_serializing)]
     #[expect(dead_code, reason = "the index is updated in the write transaction")]
     wait_for: Option<bool>,
+}
+
+/// `DELETE /events/{eventId}`: deletes an undeclared draft (status CREATED) assigned to the
+/// caller. The DELETE is a signed action like any other, so the deletion reaches central; from
+/// then on the record is not found.
+pub(crate) async fn delete(
+    state: Arc<AppState>,
+    caller: Caller,
+    raw_event_id: &str,
+) -> Result<EventDocument, ApiError> {
+    let input = ActionInput {
+        event_id: None,
+        transaction_id: Uuid::new_v4().to_string(),
+        action_type: None,
+        declaration: Declaration::new(),
+        annotation: None,
+        content: None,
+        custom_action_type: None,
+        request_id: None,
+        assigned_to: None,
+        keep_assignment: None,
+        original_action_id: None,
+        created_at_location: None,
+        wait_for: None,
+    };
+    perform(state, caller, UserAction::Delete, raw_event_id, input).await
 }
 
 /// The acting person (or client) with the facts jurisdiction is checked against.
@@ -463,6 +492,7 @@ fn act_in_job(
     }
     let doc = ctx
         .document(event_id)?
+        .filter(|doc| !is_deleted(&doc.actions))
         .ok_or_else(|| ApiError::event_not_found(event_id))?;
     let config = event_config(state, &doc.event_type)?;
     let facts = {
@@ -569,6 +599,9 @@ fn act_in_job(
     }
 
     let meta = EventMeta::of(&doc);
+    if !matches!(action, UserAction::Assign | UserAction::Unassign) {
+        ctx.clear_drafts(&event_id.to_string())?;
+    }
     let now = ctx.now_ms();
     let tx = input.transaction_id.clone();
     let mut first = acting
@@ -583,7 +616,7 @@ fn act_in_job(
             first.declaration = None;
             ctx.append_action(&meta, first, Some(hash))?;
         }
-        UserAction::Unassign => {
+        UserAction::Unassign | UserAction::Delete => {
             first.declaration = None;
             ctx.append_action(&meta, first, Some(hash))?;
         }
@@ -632,10 +665,10 @@ fn acting_custom(action: &UserAction, input: &ActionInput) -> Option<String> {
     }
 }
 
-/// ASSIGN and UNASSIGN are written Accepted; every other action starts Requested.
+/// ASSIGN, UNASSIGN and DELETE are written Accepted; every other action starts Requested.
 fn first_status(action: &UserAction) -> ActionStatus {
     match action {
-        UserAction::Assign | UserAction::Unassign => ActionStatus::Accepted,
+        UserAction::Assign | UserAction::Unassign | UserAction::Delete => ActionStatus::Accepted,
         _ => ActionStatus::Requested,
     }
 }

@@ -152,7 +152,8 @@ pub fn scope_kinds_for(action: ActionType) -> &'static [&'static str] {
 }
 
 /// The facts of a record from its actions, given a way to place a location in its areas.
-/// "Declared" is the last DECLARE (Requested or Accepted), "registered" the last REGISTER.
+/// "Declared" is the last DECLARE (Requested or Accepted); "registered" the last Accepted
+/// REGISTER (as OpenCRVS's legal status: a requested registration is not one yet).
 pub fn record_facts(
     event_type: &str,
     actions: &[ActionDocument],
@@ -175,7 +176,11 @@ pub fn record_facts(
             .map(|a| (a.created_by.clone(), a.created_at_location))
     };
     let declared = last(ActionType::Declare);
-    let registered = last(ActionType::Register);
+    let registered = actions
+        .iter()
+        .rev()
+        .find(|a| a.action_type == ActionType::Register && a.status == ActionStatus::Accepted)
+        .map(|a| (a.created_by.clone(), a.created_at_location));
     RecordFacts {
         event_type: event_type.to_owned(),
         place: place_at(place_of_event.or(created_at)),
@@ -429,11 +434,25 @@ mod tests {
             ),
             action(
                 ActionType::Register,
+                ActionStatus::Accepted,
+                "registrar",
+                OFFICE,
+            ),
+        ];
+        let requested_only = [
+            actions[0].clone(),
+            action(
+                ActionType::Register,
                 ActionStatus::Requested,
                 "registrar",
                 OFFICE,
             ),
         ];
+        let facts = record_facts("birth", &requested_only, None, |_| Vec::new());
+        assert!(
+            facts.registered.is_none(),
+            "a requested registration is not one yet"
+        );
         let areas = |l: Uuid| {
             if l == id(ELSEWHERE) {
                 vec![id(OTHER_DISTRICT)]

@@ -228,9 +228,85 @@ async fn drafts_lists_and_deletion() {
         [first_id.as_str()]
     );
 
+    // Import of a whole record from another system (record.import): stored as it is, once.
+    let importer = node
+        .add_client(
+            "legacy register",
+            &["type=record.import", "type=record.read&event=birth"],
+        )
+        .unwrap();
+    let importer = node.api(&node.token_for(&importer).await.unwrap());
+    let mut legacy = health.read(&notified[0]).await.unwrap().body;
+    // Another system's record: its own ids throughout.
+    let copied = legacy.clone();
+    let fresh: std::collections::HashMap<String, String> = copied["actions"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|a| {
+            (
+                a["id"].as_str().unwrap().to_owned(),
+                uuid::Uuid::now_v7().to_string(),
+            )
+        })
+        .collect();
+    for action in legacy["actions"].as_array_mut().unwrap() {
+        action["id"] = json!(fresh[action["id"].as_str().unwrap()]);
+        action["transactionId"] = json!(format!(
+            "legacy-{}",
+            action["transactionId"].as_str().unwrap()
+        ));
+        if let Some(original) = action["originalActionId"].as_str().map(str::to_owned) {
+            action["originalActionId"] = json!(fresh[&original]);
+        }
+    }
+    let imported_id = uuid::Uuid::new_v4().to_string();
+    legacy["id"] = json!(imported_id);
+    legacy["trackingId"] = json!("LEG001");
+    let stored = importer
+        .post("/api/events/events/import", &legacy)
+        .await
+        .unwrap();
+    assert_eq!(stored.status, 200, "{}", stored.body);
+    assert_eq!(stored.body["trackingId"], "LEG001");
+    assert_eq!(
+        stored.body["actions"].as_array().unwrap().len(),
+        legacy["actions"].as_array().unwrap().len()
+    );
+    let again = importer
+        .post("/api/events/events/import", &legacy)
+        .await
+        .unwrap();
+    assert_eq!(again.status, 409, "{}", again.body);
+    let mut reused = copied.clone();
+    reused["id"] = json!(uuid::Uuid::new_v4().to_string());
+    reused["trackingId"] = json!("LEG003");
+    let clash = importer
+        .post("/api/events/events/import", &reused)
+        .await
+        .unwrap();
+    assert_eq!(clash.status, 409, "action ids already here: {}", clash.body);
+    let mut headless = legacy.clone();
+    headless["id"] = json!(uuid::Uuid::new_v4().to_string());
+    headless["trackingId"] = json!("LEG002");
+    headless["actions"].as_array_mut().unwrap().remove(0);
+    let refused = importer
+        .post("/api/events/events/import", &headless)
+        .await
+        .unwrap();
+    assert_eq!(refused.status, 400, "no CREATE: {}", refused.body);
+    let no_scope = health
+        .post("/api/events/events/import", &headless)
+        .await
+        .unwrap();
+    assert_eq!(no_scope.status, 403, "{}", no_scope.body);
+
     // The DELETE is a signed action: once synced, central does not find the record either.
     wait_synced(&node, SYNC_TIMEOUT).await.unwrap();
     let central_api = central.health_api().await.unwrap();
     assert_eq!(central_api.read(&second_id).await.unwrap().status, 404);
     assert_eq!(central_api.read(&first_id).await.unwrap().status, 200);
+    let imported = central_api.read(&imported_id).await.unwrap();
+    assert_eq!(imported.status, 200, "the import syncs: {}", imported.body);
+    assert_eq!(imported.body["trackingId"], "LEG001");
 }

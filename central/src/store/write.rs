@@ -643,6 +643,20 @@ impl<'a> WriteTx<'a> {
                     .prepare_cached("SELECT node_id, event_id FROM tracking_ids WHERE id = ?1")?
                     .query_row(params![payload.tracking_id], |r| Ok((r.get(0)?, r.get(1)?)))
                     .optional()?;
+                // A record imported at a node (`record.import`) brings its own tracking id: one
+                // central never issued nor saw is claimed for it here, in this transaction, so it
+                // stays nationally unique; any other id must be this node's unused lease.
+                let lease = match lease {
+                    None if payload.tracking_id.parse::<TrackingId>().is_ok() => {
+                        self.conn
+                            .prepare_cached(
+                                "INSERT INTO tracking_ids (id, node_id, granted_at_ms) VALUES (?1, ?2, ?3)",
+                            )?
+                            .execute(params![payload.tracking_id, node_hex, i64_of(self.now_ms)])?;
+                        Some((node_hex.clone(), None))
+                    }
+                    other => other,
+                };
                 if !matches!(&lease, Some((holder, None)) if *holder == node_hex) {
                     return Ok(Err(content_reject(
                         seq,

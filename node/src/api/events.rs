@@ -29,6 +29,7 @@ use crvs_sync::merge::{EventCrdt, actor_for};
 
 mod actions;
 mod drafts;
+mod import;
 mod search;
 
 pub(crate) use actions::{ActionInput, UserAction};
@@ -559,6 +560,40 @@ pub(crate) async fn list_drafts(
     caller: Caller,
 ) -> Result<axum::Json<serde_json::Value>, ApiError> {
     Ok(axum::Json(drafts::list(state, caller).await?))
+}
+
+/// `POST /events/import`: one whole record from another system (`record.import`).
+pub(crate) async fn import_one(
+    State(state): State<Arc<AppState>>,
+    caller: Caller,
+    body: Result<Bytes, BytesRejection>,
+) -> Result<axum::Json<EventDocument>, ApiError> {
+    if !caller.scopes.has_kind("record.import") {
+        return Err(ApiError::forbidden("Missing scope record.import"));
+    }
+    let doc: EventDocument = body::json(body)?;
+    Ok(axum::Json(import::import(state, caller, doc).await?))
+}
+
+/// tRPC `event.bulkImport`: several records, each in its own write; stops at the first refusal
+/// (the ones before it are stored).
+pub(crate) async fn import_many(
+    state: Arc<AppState>,
+    caller: Caller,
+    docs: Vec<EventDocument>,
+) -> Result<Vec<EventDocument>, ApiError> {
+    if docs.len() > import::IMPORT_RECORDS_MAX {
+        return Err(ApiError::input_one(
+            "too_big",
+            format!("At most {} records per import", import::IMPORT_RECORDS_MAX),
+            &[],
+        ));
+    }
+    let mut stored = Vec::with_capacity(docs.len());
+    for doc in docs {
+        stored.push(import::import(Arc::clone(&state), caller.clone(), doc).await?);
+    }
+    Ok(stored)
 }
 
 /// `DELETE /events/{eventId}`: deletes an undeclared draft; answers the record as it was.

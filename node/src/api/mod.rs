@@ -66,6 +66,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     let events = Router::new()
         .route("/events", post(events::create).get(events::list))
         .route("/events/notify", post(events::create_and_notify))
+        .route("/events/import", post(events::import_one))
         .route("/events/search", post(events::search))
         .route(
             "/events/tracking/{tracking_id}/data",
@@ -288,6 +289,7 @@ mod tests {
         let routed = [
             "/api/events/events",
             "/api/events/events/notify",
+            "/api/events/events/import",
             "/api/events/events/search",
             "/api/events/events/tracking/{trackingId}/data",
             "/api/events/events/{eventId}",

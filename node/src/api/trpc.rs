@@ -75,6 +75,7 @@ fn is_procedure(name: &str) -> bool {
 
 /// Procedures that are not user actions.
 const OTHER_PROCEDURES: &[&str] = &[
+    "event.bulkImport",
     "event.create",
     "event.get",
     "event.delete",
@@ -120,6 +121,12 @@ async fn call(
             let body = bytes_of(&input);
             let input: events::DraftInput = body::json(body)?;
             return events::drafts_create(Arc::clone(state), caller, &id, input).await;
+        }
+        "event.bulkImport" => {
+            let docs: Vec<crvs_common::event::EventDocument> = serde_json::from_value(input)
+                .map_err(|e| ApiError::input_one("invalid_type", e.to_string(), &[]))?;
+            let stored = events::import_many(Arc::clone(state), caller, docs).await?;
+            return serde_json::to_value(stored).map_err(|e| ApiError::internal(&e));
         }
         "event.draft.list" => {
             return events::drafts_list(Arc::clone(state), caller).await;

@@ -919,6 +919,49 @@ impl WriteCtx<'_> {
         Ok(())
     }
 
+    /// Inserts an event imported from another system (`record.import`) with its own id and
+    /// tracking id, outside this node's pool (if the id happens to be free in the pool it is
+    /// taken out, so it is never handed out again). Refused if either id is already a record's.
+    pub fn insert_imported_event(&mut self, event: &NewEvent<'_>) -> Result<bool, StoreError> {
+        let id = event.id.to_string();
+        let taken: Option<i64> = self
+            .conn
+            .prepare_cached("SELECT 1 FROM events WHERE id = ?1 OR tracking_id = ?2")?
+            .query_row(params![id, event.tracking_id], |r| r.get(0))
+            .optional()?;
+        if taken.is_some() {
+            return Ok(false);
+        }
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, event_type, tracking_id, transaction_id, request_hash,
+                                     created_at, updated_at, status, index_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'CREATED', '{}')",
+            )?
+            .execute(params![
+                id,
+                event.event_type,
+                event.tracking_id,
+                event.transaction_id,
+                event.request_hash,
+                event.created_at
+            ])?;
+        self.conn
+            .prepare_cached(
+                "UPDATE tracking_pool SET event_id = ?1 WHERE tracking_id = ?2 AND event_id IS NULL",
+            )?
+            .execute(params![id, event.tracking_id])?;
+        self.known = Some(EventDocument {
+            id: event.id,
+            event_type: event.event_type.to_owned(),
+            created_at: event.created_at.to_owned(),
+            updated_at: event.created_at.to_owned(),
+            actions: Vec::new(),
+            tracking_id: event.tracking_id.to_owned(),
+        });
+        Ok(true)
+    }
+
     /// Stages one action of `event`: its row is written now, its signed log entry by
     /// [`Self::finish_event`], which the job must call before returning (one entry per write, one
     /// event per entry). Everything lands in this job's savepoint, so it commits or vanishes

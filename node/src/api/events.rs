@@ -497,12 +497,13 @@ fn notify_in_job(
         )));
     }
     let meta = EventMeta::of(&doc);
-    ctx.clear_drafts(&event_id.to_string())?;
     if let Some(fresh) = fresh {
         ctx.append_action(&meta, fresh.requested, Some(hash))?;
         ctx.append_action(&meta, fresh.accepted, None)?;
         return Ok(ctx.finish_event_with_change(fresh.change)?);
     }
+    // A record created in this very job has no drafts; any other may.
+    ctx.clear_drafts(&event_id.to_string())?;
     let (requested, accepted) =
         actor.notify_pair(transaction_id, declaration, annotation, ctx.now_ms());
     ctx.append_action(&meta, requested, Some(hash))?;

@@ -151,6 +151,37 @@ pub fn scope_kinds_for(action: ActionType) -> &'static [&'static str] {
     }
 }
 
+/// Who did something and where, before the place is resolved into its areas.
+type RawAct = Option<(String, Option<Uuid>)>;
+
+/// Builds the facts, placing each location in its areas with `areas_of`.
+fn facts(
+    event_type: &str,
+    place: Option<Uuid>,
+    declared: RawAct,
+    registered: RawAct,
+    mut areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
+) -> RecordFacts {
+    let mut place_at = |location: Option<Uuid>| Place {
+        location,
+        areas: location.map(&mut areas_of).unwrap_or_default(),
+    };
+    let mut act = |raw: RawAct| {
+        raw.map(|(by, at)| Act {
+            by,
+            at: place_at(at),
+        })
+    };
+    let declared = act(declared);
+    let registered = act(registered);
+    RecordFacts {
+        event_type: event_type.to_owned(),
+        place: place_at(place),
+        declared,
+        registered,
+    }
+}
+
 /// The facts of a record from its actions, given a way to place a location in its areas.
 /// "Declared" is the last DECLARE (Requested or Accepted); "registered" the last Accepted
 /// REGISTER (as OpenCRVS's legal status: a requested registration is not one yet).
@@ -158,41 +189,33 @@ pub fn record_facts(
     event_type: &str,
     actions: &[ActionDocument],
     place_of_event: Option<Uuid>,
-    mut areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
+    areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
 ) -> RecordFacts {
-    let mut place_at = |location: Option<Uuid>| Place {
-        location,
-        areas: location.map(&mut areas_of).unwrap_or_default(),
-    };
     let created_at = actions
         .iter()
         .find(|a| a.action_type == ActionType::Create)
         .and_then(|a| a.created_at_location);
-    let last = |t: ActionType| {
+    let last = |t: ActionType, accepted_only: bool| {
         actions
             .iter()
             .rev()
-            .find(|a| a.action_type == t && a.status != ActionStatus::Rejected)
+            .find(|a| {
+                a.action_type == t
+                    && if accepted_only {
+                        a.status == ActionStatus::Accepted
+                    } else {
+                        a.status != ActionStatus::Rejected
+                    }
+            })
             .map(|a| (a.created_by.clone(), a.created_at_location))
     };
-    let declared = last(ActionType::Declare);
-    let registered = actions
-        .iter()
-        .rev()
-        .find(|a| a.action_type == ActionType::Register && a.status == ActionStatus::Accepted)
-        .map(|a| (a.created_by.clone(), a.created_at_location));
-    RecordFacts {
-        event_type: event_type.to_owned(),
-        place: place_at(place_of_event.or(created_at)),
-        declared: declared.map(|(by, at)| Act {
-            by,
-            at: place_at(at),
-        }),
-        registered: registered.map(|(by, at)| Act {
-            by,
-            at: place_at(at),
-        }),
-    }
+    facts(
+        event_type,
+        place_of_event.or(created_at),
+        last(ActionType::Declare, false),
+        last(ActionType::Register, true),
+        areas_of,
+    )
 }
 
 /// The same facts from a record's index (what search scans): the place of the event is the
@@ -201,12 +224,8 @@ pub fn record_facts(
 pub fn index_facts(
     index: &crate::state::EventIndex,
     place_field: Option<&str>,
-    mut areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
+    areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
 ) -> RecordFacts {
-    let mut place_at = |location: Option<Uuid>| Place {
-        location,
-        areas: location.map(&mut areas_of).unwrap_or_default(),
-    };
     let place = place_field
         .and_then(|f| index.declaration.get(f))
         .and_then(|v| v.as_str())
@@ -217,20 +236,13 @@ pub fn index_facts(
             .as_ref()
             .map(|s| (s.created_by.clone(), s.created_at_location))
     };
-    let declared = act(&index.legal_statuses.declared);
-    let registered = act(&index.legal_statuses.registered);
-    RecordFacts {
-        event_type: index.event_type.clone(),
-        place: place_at(place),
-        declared: declared.map(|(by, at)| Act {
-            by,
-            at: place_at(at),
-        }),
-        registered: registered.map(|(by, at)| Act {
-            by,
-            at: place_at(at),
-        }),
-    }
+    facts(
+        &index.event_type,
+        place,
+        act(&index.legal_statuses.declared),
+        act(&index.legal_statuses.registered),
+        areas_of,
+    )
 }
 
 #[cfg(test)]

@@ -883,7 +883,22 @@ impl WriteCtx<'_> {
 
     /// Inserts a new event and marks its tracking id used.
     pub fn insert_event(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
-        let id = event.id.to_string();
+        self.insert_event_row(event)?;
+        let n = self
+            .conn
+            .prepare_cached("UPDATE tracking_pool SET event_id = ?1 WHERE tracking_id = ?2 AND event_id IS NULL")?
+            .execute(params![event.id.to_string(), event.tracking_id])?;
+        if n != 1 {
+            return Err(StoreError::Corrupt(format!(
+                "tracking id {} was not free",
+                event.tracking_id
+            )));
+        }
+        Ok(())
+    }
+
+    /// The event's row, still without actions; the job knows it from here on.
+    fn insert_event_row(&mut self, event: &NewEvent<'_>) -> Result<(), StoreError> {
         self.conn
             .prepare_cached(
                 "INSERT INTO events (id, event_type, tracking_id, transaction_id, request_hash,
@@ -891,23 +906,13 @@ impl WriteCtx<'_> {
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'CREATED', '{}')",
             )?
             .execute(params![
-                id,
+                event.id.to_string(),
                 event.event_type,
                 event.tracking_id,
                 event.transaction_id,
                 event.request_hash,
                 event.created_at
             ])?;
-        let n = self
-            .conn
-            .prepare_cached("UPDATE tracking_pool SET event_id = ?1 WHERE tracking_id = ?2 AND event_id IS NULL")?
-            .execute(params![id, event.tracking_id])?;
-        if n != 1 {
-            return Err(StoreError::Corrupt(format!(
-                "tracking id {} was not free",
-                event.tracking_id
-            )));
-        }
         self.known = Some(EventDocument {
             id: event.id,
             event_type: event.event_type.to_owned(),
@@ -932,33 +937,12 @@ impl WriteCtx<'_> {
         if taken.is_some() {
             return Ok(false);
         }
-        self.conn
-            .prepare_cached(
-                "INSERT INTO events (id, event_type, tracking_id, transaction_id, request_hash,
-                                     created_at, updated_at, status, index_json)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?6, 'CREATED', '{}')",
-            )?
-            .execute(params![
-                id,
-                event.event_type,
-                event.tracking_id,
-                event.transaction_id,
-                event.request_hash,
-                event.created_at
-            ])?;
+        self.insert_event_row(event)?;
         self.conn
             .prepare_cached(
                 "UPDATE tracking_pool SET event_id = ?1 WHERE tracking_id = ?2 AND event_id IS NULL",
             )?
             .execute(params![id, event.tracking_id])?;
-        self.known = Some(EventDocument {
-            id: event.id,
-            event_type: event.event_type.to_owned(),
-            created_at: event.created_at.to_owned(),
-            updated_at: event.created_at.to_owned(),
-            actions: Vec::new(),
-            tracking_id: event.tracking_id.to_owned(),
-        });
         Ok(true)
     }
 

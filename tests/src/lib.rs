@@ -817,6 +817,48 @@ pub fn is_tracking_id(s: &str) -> bool {
 pub fn new_transaction_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+/// The `main` of a bench binary: `parsed` is its options (`Ok(None)`: `--help`, so `usage` is
+/// printed), `runtime` the runtime it asked for, `bench` the measurement. Bad options exit 2, a
+/// failed bench 1, each with one line on stderr prefixed by `name` (and `failure_prefix`).
+pub fn bench_main<O, F>(
+    name: &str,
+    usage: &str,
+    failure_prefix: &str,
+    parsed: anyhow::Result<Option<O>>,
+    runtime: std::io::Result<tokio::runtime::Runtime>,
+    bench: impl FnOnce(O) -> F,
+) -> std::process::ExitCode
+where
+    F: Future<Output = anyhow::Result<()>>,
+{
+    let options = match parsed {
+        Ok(Some(options)) => options,
+        Ok(None) => {
+            // The usage text is the answer to --help, on stdout.
+            let _ = std::io::stdout().write_all(usage.as_bytes());
+            return std::process::ExitCode::SUCCESS;
+        }
+        Err(e) => {
+            eprintln!("{name}: {e:#}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    let runtime = match runtime {
+        Ok(runtime) => runtime,
+        Err(e) => {
+            eprintln!("{name}: starting the runtime: {e}");
+            return std::process::ExitCode::FAILURE;
+        }
+    };
+    match runtime.block_on(bench(options)) {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("{name}: {failure_prefix}{e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
 pub mod central;
 pub mod proxy;
 pub mod users;

@@ -843,34 +843,17 @@ async fn wait_until_up(http: &reqwest::Client, url: &str) -> anyhow::Result<()> 
 }
 
 fn main() -> std::process::ExitCode {
-    let options = match parse_options(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("crvs-bench: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("crvs-bench: starting the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(options)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("crvs-bench: FAILED: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        .build();
+    crvs_tests::bench_main(
+        "crvs-bench",
+        USAGE,
+        "FAILED: ",
+        parse_options(std::env::args().skip(1)),
+        runtime,
+        bench,
+    )
 }
 
 async fn bench(options: Options) -> anyhow::Result<()> {

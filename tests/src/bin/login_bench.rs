@@ -160,43 +160,25 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
 }
 
 fn main() -> std::process::ExitCode {
-    let options = match parse_options(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("crvs-login-bench: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
     // One thread: the load generator takes at most one core from the node it measures.
-    let runtime = match tokio::runtime::Builder::new_current_thread()
+    let runtime = tokio::runtime::Builder::new_current_thread()
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("crvs-login-bench: starting the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
+        .build();
     // On SIGINT/SIGTERM the bench is dropped, which stops central and the node and removes
     // their temporary directories.
-    let outcome = runtime.block_on(async {
-        tokio::select! {
-            outcome = bench(options) => outcome,
-            signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}")),
-        }
-    });
-    match outcome {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("crvs-login-bench: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+    crvs_tests::bench_main(
+        "crvs-login-bench",
+        USAGE,
+        "",
+        parse_options(std::env::args().skip(1)),
+        runtime,
+        |options| async move {
+            tokio::select! {
+                outcome = bench(options) => outcome,
+                signal = interrupted() => Err(anyhow::anyhow!("stopped by {signal}")),
+            }
+        },
+    )
 }
 
 /// Resolves with the signal's name on SIGINT or SIGTERM.

@@ -126,35 +126,18 @@ fn parse_options(args: impl IntoIterator<Item = String>) -> anyhow::Result<Optio
 }
 
 fn main() -> std::process::ExitCode {
-    let options = match parse_options(std::env::args().skip(1)) {
-        Ok(Some(options)) => options,
-        Ok(None) => {
-            print!("{USAGE}");
-            return std::process::ExitCode::SUCCESS;
-        }
-        Err(e) => {
-            eprintln!("crvs-sync-bench: {e:#}");
-            return std::process::ExitCode::from(2);
-        }
-    };
-    let runtime = match tokio::runtime::Builder::new_multi_thread()
+    let runtime = tokio::runtime::Builder::new_multi_thread()
         .worker_threads(2)
         .enable_all()
-        .build()
-    {
-        Ok(runtime) => runtime,
-        Err(e) => {
-            eprintln!("crvs-sync-bench: starting the runtime: {e}");
-            return std::process::ExitCode::FAILURE;
-        }
-    };
-    match runtime.block_on(bench(options)) {
-        Ok(()) => std::process::ExitCode::SUCCESS,
-        Err(e) => {
-            eprintln!("crvs-sync-bench: {e:#}");
-            std::process::ExitCode::FAILURE
-        }
-    }
+        .build();
+    crvs_tests::bench_main(
+        "crvs-sync-bench",
+        USAGE,
+        "",
+        parse_options(std::env::args().skip(1)),
+        runtime,
+        bench,
+    )
 }
 
 // ---------------------------------------------------------------------------------------------

@@ -32,8 +32,9 @@ async fn drafts_lists_and_deletion() {
         OFFICE_ID,
     );
     let other = add_user(&central, "Joshua", "Mutale", "LOCAL_REGISTRAR", OFFICE_ID);
+    let clerk = add_user(&central, "Kalusha", "Bwalya", "HOSPITAL_CLERK", HOSPITAL_ID);
     let node = node_with_config(&central, HOSPITAL_ID, "two_factor = false\n");
-    for user in [&agent, &other] {
+    for user in [&agent, &other, &clerk] {
         wait_for_user(&node, user["username"].as_str().unwrap(), "active").await;
     }
     let login_as = |user: &Value| {
@@ -300,6 +301,57 @@ async fn drafts_lists_and_deletion() {
         .await
         .unwrap();
     assert_eq!(no_scope.status, 403, "{}", no_scope.body);
+
+    // Users the node holds: a registration agent (user.read in their area) finds the registrar
+    // by id, by mobile and by search; a hospital clerk (no user.read) sees only themselves.
+    let registrar_id = other["userId"].as_str().unwrap();
+    let found = api
+        .get(&format!("/api/users/{registrar_id}"))
+        .await
+        .unwrap();
+    assert_eq!(found.status, 200, "{}", found.body);
+    assert_eq!(found.body["role"], "LOCAL_REGISTRAR");
+    assert!(found.body.get("passwordHash").is_none(), "{}", found.body);
+    let by_mobile = api.get("/api/users?mobile=%2B260911234567").await.unwrap();
+    assert_eq!(by_mobile.status, 200, "{}", by_mobile.body);
+    assert_eq!(
+        by_mobile.body.as_array().unwrap().len(),
+        3,
+        "{}",
+        by_mobile.body
+    );
+    let searched = api
+        .post(
+            "/api/users/search",
+            &json!({"role": "LOCAL_REGISTRAR", "name": "mUT"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(searched.status, 200, "{}", searched.body);
+    assert_eq!(searched.body["total"], 1, "{}", searched.body);
+    assert_eq!(searched.body["results"][0]["id"], registrar_id);
+    let bad = api
+        .post("/api/users/search", &json!({"count": 1000}))
+        .await
+        .unwrap();
+    assert_eq!(bad.status, 400, "{}", bad.body);
+    let clerk_id = clerk["userId"].as_str().unwrap();
+    let clerk_api = login_as(&clerk).await;
+    let hidden = clerk_api
+        .get(&format!("/api/users/{registrar_id}"))
+        .await
+        .unwrap();
+    assert_eq!(hidden.status, 404, "{}", hidden.body);
+    let me = clerk_api
+        .get(&format!("/api/users/{clerk_id}"))
+        .await
+        .unwrap();
+    assert_eq!(me.status, 200, "{}", me.body);
+    let all = clerk_api
+        .post("/api/users/search", &json!({}))
+        .await
+        .unwrap();
+    assert_eq!(all.body["total"], 1, "only themselves: {}", all.body);
 
     // The DELETE is a signed action: once synced, central does not find the record either.
     wait_synced(&node, SYNC_TIMEOUT).await.unwrap();

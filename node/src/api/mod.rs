@@ -100,6 +100,9 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/auth/invalidateToken", post(login::invalidate_token))
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
+        .route("/api/users", get(users::by_mobile))
+        .route("/api/users/search", post(users::search))
+        .route("/api/users/{user_id}", get(users::get))
         .route("/api/users/{user_id}/audit", get(users::audit))
         .route("/api/sync/status", get(sync::status))
         .route("/metrics", get(sync::metrics))
@@ -324,6 +327,9 @@ mod tests {
             "/api/ping",
             "/api/sync/status",
             "/api/users/{userId}/audit",
+            "/api/users/{userId}",
+            "/api/users",
+            "/api/users/search",
             "/metrics",
         ];
         for path in routed {

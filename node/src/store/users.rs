@@ -151,6 +151,15 @@ impl ReadCtx<'_> {
         row.map(decode_user).transpose()
     }
 
+    /// Users with this mobile number.
+    pub fn users_by_mobile(&self, mobile: &str) -> Result<Vec<UserRow>, StoreError> {
+        Ok(self
+            .users()?
+            .into_iter()
+            .filter(|u| u.user.mobile.as_deref() == Some(mobile))
+            .collect())
+    }
+
     /// Every user, by login name.
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
         let mut stmt = self.conn.prepare_cached(

@@ -72,6 +72,9 @@ AGENT_USER="f.katongo"
 AGENT_PASSWORD="$(demo_user "$AGENT_USER" Felix Katongo REGISTRATION_AGENT)"
 REGISTRAR_USER="k.mweene"
 REGISTRAR_PASSWORD="$(demo_user "$REGISTRAR_USER" Kennedy Mweene LOCAL_REGISTRAR)"
+# Those changes are entries of central's log up to this seq; the node has them (a re-run's new
+# passwords included) once its downstream cursor reaches it.
+USERS_SEQ="$("${CENTRAL[@]}" status | grep -o '"centralLogSeq": *[0-9]*' | head -n1 | grep -o '[0-9]*$')"
 
 # Node: keys and database, then enrollment with central (the node's key never leaves it).
 "$NODE" --data-dir "$NODE_DATA" init --demo-locations > "$DEMO/node-init.json"
@@ -142,13 +145,16 @@ echo "${PIDS[0]}" > "$DEMO/central.pid"
 start node "$DEMO/node.log" "$NODE" --config "$DEMO/node.toml" --data-dir "$NODE_DATA" \
     --listen "127.0.0.1:${NODE_PORT}" run
 
-# The first sync brings the node its tracking-id lease and the demo client (created at central).
+# The first sync brings the node its tracking-id lease, the demo client and the demo people
+# (created at central).
 for _ in $(seq 1 300); do
     if curl -s -X POST "$NODE_URL/auth/token?grant_type=client_credentials&client_id=$CLIENT_ID&client_secret=$CLIENT_SECRET" \
         | grep -q access_token \
-        && curl -s "$NODE_URL/api/sync/status" | grep -q '"poolFree":[1-9]' \
-        && "$NODE" --data-dir "$NODE_DATA" user list | grep -q "\"$REGISTRAR_USER\""; then
-        break
+        && curl -s "$NODE_URL/api/sync/status" | grep -q '"poolFree":[1-9]'; then
+        DOWN="$(curl -s "$NODE_URL/api/sync/status" | grep -o '"downCursor":[0-9]*' | grep -o '[0-9]*$')"
+        if [[ "${DOWN:-0}" -ge "${USERS_SEQ:-0}" ]]; then
+            break
+        fi
     fi
     sleep 0.1
 done

@@ -817,6 +817,39 @@ pub fn is_tracking_id(s: &str) -> bool {
 pub fn new_transaction_id() -> String {
     uuid::Uuid::new_v4().to_string()
 }
+/// `(busy, total)` CPU time of the whole machine so far, from the first line of `/proc/stat`
+/// (benches print how busy the machine was beside their figures).
+pub fn cpu_times() -> Option<(u64, u64)> {
+    let stat = std::fs::read_to_string("/proc/stat").ok()?;
+    let fields: Vec<u64> = stat
+        .lines()
+        .next()?
+        .strip_prefix("cpu ")?
+        .split_whitespace()
+        .map(str::parse)
+        .collect::<Result<_, _>>()
+        .ok()?;
+    let total: u64 = fields.iter().sum();
+    // idle and iowait
+    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
+    Some((total - idle, total))
+}
+
+/// The fraction of the machine's CPU time spent busy since `before` ([`cpu_times`]).
+pub fn busy_since(before: Option<(u64, u64)>) -> Option<f64> {
+    let (busy0, total0) = before?;
+    let (busy1, total1) = cpu_times()?;
+    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
+    Some(busy1.saturating_sub(busy0) as f64 / total as f64)
+}
+
+/// The fraction of the machine's CPU time spent busy over the next `window`.
+pub async fn cpu_busy(window: Duration) -> Option<f64> {
+    let before = cpu_times();
+    tokio::time::sleep(window).await;
+    busy_since(before)
+}
+
 /// The `main` of a bench binary: `parsed` is its options (`Ok(None)`: `--help`, so `usage` is
 /// printed), `runtime` the runtime it asked for, `bench` the measurement. Bad options exit 2, a
 /// failed bench 1, each with one line on stderr prefixed by `name` (and `failure_prefix`).

@@ -27,6 +27,8 @@ use reqwest::header::{AUTHORIZATION, CONTENT_TYPE, HeaderValue};
 use serde::Deserialize;
 use serde_json::{Value, json};
 
+use crvs_tests::cpu_busy;
+
 /// The demo office the notifications are sent from (`createdAtLocation`).
 const OFFICE_ID: &str = "7b8d2f30-0002-4000-8000-000000000001";
 /// Demo health facilities where the children are born.
@@ -788,32 +790,6 @@ fn rss(pid: u32) -> anyhow::Result<(u64, u64)> {
         Ok(kib * 1024)
     };
     Ok((field("VmRSS:")?, field("VmHWM:")?))
-}
-
-/// `(busy, total)` CPU time of the whole machine so far, from the first line of `/proc/stat`.
-fn cpu_times() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let total: u64 = fields.iter().sum();
-    // idle and iowait
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
-}
-
-/// The fraction of CPU time the machine spent busy over `window` (both servers idle then).
-async fn cpu_busy(window: Duration) -> Option<f64> {
-    let (busy0, total0) = cpu_times()?;
-    tokio::time::sleep(window).await;
-    let (busy1, total1) = cpu_times()?;
-    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
-    Some(busy1.saturating_sub(busy0) as f64 / total as f64)
 }
 
 fn mib(bytes: u64) -> f64 {

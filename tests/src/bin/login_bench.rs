@@ -36,7 +36,9 @@ use crvs_common::login::DEMO_CODE;
 use crvs_common::role::RoleSet;
 use crvs_common::scope::ScopeSet;
 use crvs_tests::central::{CentralProcess, eventually};
-use crvs_tests::{ADMIN_AREA_ID, Api, HOSPITAL_ID, NodeProcess, OFFICE_ID};
+use crvs_tests::{
+    ADMIN_AREA_ID, Api, HOSPITAL_ID, NodeProcess, OFFICE_ID, busy_since, cpu_busy, cpu_times,
+};
 use serde_json::json;
 use uuid::Uuid;
 
@@ -474,38 +476,6 @@ async fn run_logins(
         waited: pool.waited() - waited_before,
         busy: busy_since(cpu_before),
     })
-}
-
-/// `(busy, total)` CPU time of the whole machine so far, from the first line of `/proc/stat`.
-fn cpu_times() -> Option<(u64, u64)> {
-    let stat = std::fs::read_to_string("/proc/stat").ok()?;
-    let fields: Vec<u64> = stat
-        .lines()
-        .next()?
-        .strip_prefix("cpu ")?
-        .split_whitespace()
-        .map(str::parse)
-        .collect::<Result<_, _>>()
-        .ok()?;
-    let total: u64 = fields.iter().sum();
-    // idle and iowait
-    let idle = fields.get(3)? + fields.get(4).copied().unwrap_or(0);
-    Some((total - idle, total))
-}
-
-/// The fraction of the machine's CPU time spent busy since `before`.
-fn busy_since(before: Option<(u64, u64)>) -> Option<f64> {
-    let (busy0, total0) = before?;
-    let (busy1, total1) = cpu_times()?;
-    let total = total1.checked_sub(total0).filter(|t| *t > 0)?;
-    Some(busy1.saturating_sub(busy0) as f64 / total as f64)
-}
-
-/// The fraction of the machine's CPU time spent busy over the next `window`.
-async fn cpu_busy(window: Duration) -> Option<f64> {
-    let before = cpu_times();
-    tokio::time::sleep(window).await;
-    busy_since(before)
 }
 
 fn percent(fraction: Option<f64>) -> String {

@@ -36,6 +36,16 @@ pub struct ConfigFile {
     pub roles_config: Option<PathBuf>,
     /// Lifetime of system-client tokens, seconds (OpenCRVS: 600).
     pub token_ttl_secs: u64,
+    /// Login second factor: a 6-digit code sent through `notification_command`. `false` is
+    /// the documented demo mode: no code is sent and `000000` is accepted (as OpenCRVS does
+    /// with `TWO_FA_ENABLED=false`). Invitations and reminders are not sent either.
+    pub two_factor: bool,
+    /// The transport of login codes, invitations and reminders: a program and its arguments, run
+    /// once per message with the text on stdin and `CRVS_CHANNEL` (`sms`|`email`),
+    /// `CRVS_RECIPIENT` and `CRVS_TEMPLATE` in its environment; exit status 0 means sent.
+    pub notification_command: Vec<String>,
+    /// Lifetime of user tokens, seconds (OpenCRVS: 7 days).
+    pub user_token_ttl_secs: u64,
     /// Tracking ids leased to a node per grant.
     pub pool_lease_size: u32,
     /// Lease more when a node reports fewer free ids than this.
@@ -57,6 +67,9 @@ impl Default for ConfigFile {
             event_config: None,
             roles_config: None,
             token_ttl_secs: 600,
+            two_factor: true,
+            notification_command: Vec::new(),
+            user_token_ttl_secs: crate::auth::USER_TOKEN_TTL_SECS,
             pool_lease_size: 1000,
             pool_low_water: 200,
             log_format: "text".to_owned(),
@@ -81,6 +94,16 @@ impl ConfigFile {
         anyhow::ensure!(
             (10..=86_400).contains(&self.token_ttl_secs),
             "token_ttl_secs must be between 10 and 86400"
+        );
+        anyhow::ensure!(
+            (60..=30 * 86_400).contains(&self.user_token_ttl_secs),
+            "user_token_ttl_secs must be between 60 and 2592000"
+        );
+        anyhow::ensure!(
+            self.notification_command
+                .first()
+                .is_none_or(|program| !program.trim().is_empty()),
+            "notification_command must start with a program"
         );
         anyhow::ensure!(
             (1..=POOL_LEASE_SIZE_LIMIT).contains(&self.pool_lease_size),

@@ -19,10 +19,10 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
-pub mod keys;
 pub mod pki;
 pub mod store;
 pub mod sync_server;
+pub use crvs_common::server::keys;
 #[cfg(test)]
 mod testing;
 
@@ -116,22 +116,41 @@ pub async fn run(
         &jwt_key,
         auth::ISSUER.to_owned(),
         Duration::from_secs(config.file.token_ttl_secs),
+    )
+    .with_user_ttl(Duration::from_secs(config.file.user_token_ttl_secs));
+    let now_s = store::wall_ms() / 1000;
+    let revoked = store
+        .read_async(move |r| r.revoked_tokens(now_s))
+        .await
+        .context("loading logged-out tokens")?;
+    for (digest, exp) in revoked {
+        tokens
+            .remember_revoked(digest, exp, now_s)
+            .context("loading logged-out tokens")?;
+    }
+    let auth = crvs_common::server::AuthCore::new(
+        tokens,
+        api::SECRET_VERIFICATIONS_MAX,
+        Arc::new(config.roles.clone()),
+        config.file.two_factor,
+        config.file.notification_command.clone(),
     );
+    auth.log_transport();
     let endpoint = sync_server::endpoint(&config, store.clone(), quic)?;
     let central_id = store.central_id();
     let state = Arc::new(api::AppState {
         store: store.clone(),
         config: Arc::new(config),
-        tokens,
-        secret_permits: tokio::sync::Semaphore::new(api::SECRET_VERIFICATIONS_MAX),
+        auth,
     });
-    let app = api::router(state);
+    let app = api::router(Arc::clone(&state));
     tracing::info!(central_id = %central_id.fmt_short(), addr = %http.local_addr()?, "central listening");
     let (stop_tx, stop_rx) = tokio::sync::watch::channel(false);
     tokio::spawn(async move {
         shutdown.await;
         let _ = stop_tx.send(true);
     });
+    let outbox = tokio::spawn(crvs_common::server::outbox::run(state, stop_rx.clone()));
     let mut http_stop = stop_rx.clone();
     let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|stopped| *stopped).await;
@@ -152,6 +171,8 @@ pub async fn run(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("shutdown grace period over; dropping work in flight"),
     }
+    // Stopped by the same signal; a send in flight is killed with its child process.
+    outbox.abort();
     tracing::debug!("central stopped");
     Ok(())
 }

@@ -27,5 +27,7 @@ pub mod login;
 pub mod role;
 pub mod scope;
 pub mod search;
+#[cfg(feature = "server")]
+pub mod server;
 pub mod state;
 pub mod user;

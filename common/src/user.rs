@@ -87,6 +87,17 @@ pub struct User {
     pub data: Option<Map<String, Value>>,
 }
 
+/// A user with their login credentials, as node and central store them.
+#[derive(Debug, Clone, PartialEq)]
+pub struct Account {
+    /// The user, as OpenCRVS spells it.
+    pub user: User,
+    /// Login name.
+    pub username: String,
+    /// argon2id PHC string; empty while the user has no password (`pending`).
+    pub password_hash: String,
+}
+
 /// One reason a user or username was refused. `Display` gives `field: message`; the message
 /// alone follows zod's wording, as OpenCRVS reports it.
 #[derive(Debug, Clone, PartialEq, Eq, thiserror::Error)]

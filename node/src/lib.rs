@@ -14,13 +14,11 @@
 #![cfg_attr(not(test), deny(clippy::unwrap_used))]
 
 pub mod api;
-pub mod auth;
 pub mod config;
 pub mod enroll;
-pub mod keys;
 pub mod metrics;
-pub mod outbox;
 pub mod store;
+pub use crvs_common::server::{auth, keys};
 pub mod sync_driver;
 
 use std::future::Future;
@@ -173,35 +171,25 @@ pub async fn run_with(
             .remember_revoked(digest, exp, now_s)
             .context("loading logged-out tokens")?;
     }
-    let outbox_wake = Arc::new(tokio::sync::Notify::new());
-    let outbox = if config.file.notification_command.is_empty() {
-        if config.file.two_factor {
-            tracing::warn!(
-                "two_factor is on but no notification_command is set: user logins will be \
-                 refused until one is (or set two_factor = false for a demo)"
-            );
-        } else {
-            tracing::warn!("two_factor = false: demo mode, every login accepts the code 000000");
-        }
-        None
-    } else {
-        Some(tokio::spawn(outbox::run(
-            store.clone(),
-            config.file.notification_command.clone(),
-            Arc::clone(&outbox_wake),
-            stop_rx.clone(),
-        )))
-    };
+    let auth = crvs_common::server::AuthCore::new(
+        tokens,
+        crvs_common::server::SECRET_VERIFICATIONS_MAX,
+        Arc::new(config.roles.clone()),
+        config.file.two_factor,
+        config.file.notification_command.clone(),
+    );
+    auth.log_transport();
     let state = Arc::new(api::AppState {
         store,
         config: Arc::new(config),
-        tokens,
-        secret_permits: tokio::sync::Semaphore::new(api::SECRET_VERIFICATIONS_MAX),
+        auth,
         sync: driver.as_ref().map(|(handle, _)| handle.clone()),
         metrics: metrics::Metrics::new(),
-        logins: std::sync::Mutex::new(api::LoginBook::default()),
-        outbox_wake,
     });
+    let outbox = tokio::spawn(crvs_common::server::outbox::run(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
     let app = api::router(state);
     tracing::info!(
         node_id = %node_id.fmt_short(),
@@ -221,12 +209,10 @@ pub async fn run_with(
             tokio::time::sleep(SHUTDOWN_GRACE).await;
         } => tracing::warn!("shutdown grace period over; dropping requests in flight"),
     }
-    if let Some(task) = outbox {
-        // Stopped by the same signal; a send in flight is killed with its child process.
-        let abort = task.abort_handle();
-        if tokio::time::timeout(SYNC_STOP_GRACE, task).await.is_err() {
-            abort.abort();
-        }
+    // Stopped by the same signal; a send in flight is killed with its child process.
+    let abort = outbox.abort_handle();
+    if tokio::time::timeout(SYNC_STOP_GRACE, outbox).await.is_err() {
+        abort.abort();
     }
     if let Some((_, task)) = driver {
         // The server future (and with it the stop sender) is gone: the driver is stopping.

@@ -3,33 +3,29 @@
 //! the gateway-style `/events`, the token endpoint for clients created at central, ping, the
 //! OpenAPI document, and the ops routes (`/api/sync/*`, `/metrics`).
 
-mod body;
-mod error;
 mod events;
 mod locations;
 mod ops;
-mod token;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use crvs_common::error::ErrorCode;
 use crvs_common::limits::REQUEST_BODY_BYTES_MAX;
-use crvs_common::scope::ScopeSet;
-use tokio::sync::Semaphore;
 
-pub use error::ApiError;
+pub use crvs_common::server::{ApiError, Caller};
+use crvs_common::server::{AuthCore, AuthHost, ClientRow, body};
+use crvs_common::user::Account;
 
-use crate::auth::{TokenKeys, TokenUserType};
 use crate::config::Config;
 use crate::store::Store;
 
-/// Secret verifications (argon2id, ~19 MiB each) allowed at once.
+/// Secret verifications (argon2id, ~19 MiB each) allowed at once (central's machine is larger
+/// than a clinic's board).
 pub const SECRET_VERIFICATIONS_MAX: usize = 4;
 
 /// Shared state of every handler.
@@ -39,10 +35,47 @@ pub struct AppState {
     pub store: Store,
     /// Validated configuration.
     pub config: Arc<Config>,
-    /// Token keys.
-    pub tokens: TokenKeys,
-    /// Bounds concurrent argon2 verifications.
-    pub secret_permits: Semaphore,
+    /// Token keys, argon2 permits, logins in progress, roles, the outbox's wake-up.
+    pub auth: AuthCore,
+}
+
+impl AuthHost for AppState {
+    fn auth(&self) -> &AuthCore {
+        &self.auth
+    }
+
+    async fn account_by_username(&self, username: String) -> Result<Option<Account>, ApiError> {
+        let row = self
+            .store
+            .read_async(move |r| r.user_by_username(&username))
+            .await?;
+        Ok(row.as_ref().map(crate::store::UserRow::account))
+    }
+
+    async fn account(&self, id: uuid::Uuid) -> Result<Option<Account>, ApiError> {
+        let row = self.store.read_async(move |r| r.user(id)).await?;
+        Ok(row.as_ref().map(crate::store::UserRow::account))
+    }
+
+    async fn client(&self, id: String) -> Result<Option<ClientRow>, ApiError> {
+        Ok(self.store.read_async(move |r| r.client(&id)).await?)
+    }
+
+    async fn accounts_write<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, u64) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.store
+            .write_async(move |tx| job(tx.conn(), tx.now_ms()))
+            .await
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(&e)
+    }
 }
 
 /// The OpenAPI document of every route, served at `GET /api/events/openapi.json`.
@@ -72,9 +105,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/api/events", events.clone())
         .nest("/events", events)
         .merge(ops)
-        .route("/auth/token", post(token::token))
-        .route("/api/auth/token", post(token::token))
-        .route("/token", post(token::token))
+        .merge(crvs_common::server::auth_routes::<AppState>())
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
         .fallback(not_found)
@@ -116,58 +147,6 @@ async fn method_not_allowed() -> ApiError {
         ErrorCode::MethodNotSupported,
         "Method not allowed on this route",
     )
-}
-
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// Client (or user) id.
-    pub id: String,
-    /// `user` or `system`.
-    pub user_type: TokenUserType,
-    /// Parsed scopes.
-    pub scopes: ScopeSet,
-}
-
-impl Caller {
-    /// 403 unless some scope of `kind` exists at all.
-    pub fn require_kind(&self, kind: &str) -> Result<(), ApiError> {
-        if self.scopes.has_kind(kind) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("Missing scope {kind}")))
-        }
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(ApiError::unauthorized)?;
-        let value = value.to_str().map_err(|_| ApiError::unauthorized())?;
-        let token = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .ok_or_else(ApiError::unauthorized)?;
-        let claims = state.tokens.validate(token).map_err(|e| {
-            tracing::debug!(error = %e, "token refused");
-            ApiError::unauthorized()
-        })?;
-        let scopes = ScopeSet::parse_all(&claims.scope).map_err(|_| ApiError::unauthorized())?;
-        Ok(Self {
-            id: claims.sub,
-            user_type: claims.user_type,
-            scopes,
-        })
-    }
 }
 
 #[cfg(test)]

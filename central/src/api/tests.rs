@@ -12,15 +12,16 @@ use crate::testing::{Fixture, NodeWriter, enroll, facility, fixture, lease};
 
 fn state(fx: &Fixture) -> Arc<AppState> {
     let jwt = crate::keys::load_key_file(&fx.config.jwt_key_path()).unwrap();
+    let tokens = crate::auth::TokenKeys::new(
+        &jwt,
+        crate::auth::ISSUER.into(),
+        std::time::Duration::from_secs(600),
+    );
+    let roles = Arc::new(fx.config.roles.clone());
     Arc::new(AppState {
         store: fx.store.clone(),
-        tokens: TokenKeys::new(
-            &jwt,
-            crate::auth::ISSUER.into(),
-            std::time::Duration::from_secs(600),
-        ),
+        auth: AuthCore::new(tokens, 1, roles, false, Vec::new()),
         config: Arc::new(fx.config.clone()),
-        secret_permits: Semaphore::new(1),
     })
 }
 

@@ -13,7 +13,6 @@ mod write;
 
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
 use crvs_sync::engine::{CentralStore, NodeRecord, StoreFault};
@@ -116,22 +115,18 @@ pub struct UserRow {
     pub created_at: String,
 }
 
-/// A system client as stored.
-#[derive(Debug, Clone)]
-pub struct ClientRow {
-    /// Client id (UUID).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// argon2id PHC string.
-    pub secret_hash: String,
-    /// Encoded scopes.
-    pub scopes: Vec<String>,
-    /// `active` or `disabled`.
-    pub status: String,
-    /// Creation time.
-    pub created_at: String,
+impl UserRow {
+    /// The user and credentials, as the shared login code takes them.
+    pub fn account(&self) -> crvs_common::user::Account {
+        crvs_common::user::Account {
+            user: self.user.clone(),
+            username: self.username.clone(),
+            password_hash: self.password_hash.clone(),
+        }
+    }
 }
+
+pub use crvs_common::server::{ClientRow, wall_ms};
 
 /// A node to enroll (or re-enroll with a new certificate).
 #[derive(Debug, Clone)]
@@ -325,14 +320,6 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
     conn.pragma_update(None, "synchronous", "FULL")?;
     conn.pragma_update(None, "foreign_keys", "ON")?;
     Ok(conn)
-}
-
-/// Wall clock in milliseconds since the Unix epoch. The IO shell is where time is read.
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 /// A poisoned lock only means another thread panicked while holding it; the connection itself

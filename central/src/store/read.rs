@@ -647,6 +647,25 @@ impl<'a> ReadCtx<'a> {
             .query_row(params![seq as i64], |r| Ok((r.get(0)?, r.get(1)?)))?)
     }
 
+    /// SHA-256 and expiry (seconds) of every logged-out token not expired at `now_s`.
+    pub fn revoked_tokens(&self, now_s: u64) -> Result<Vec<([u8; 32], u64)>, StoreError> {
+        Ok(crvs_common::server::accounts::revoked_tokens(
+            self.conn, now_s,
+        )?)
+    }
+
+    /// `actor`'s audit rows, newest first, and how many there are in all.
+    pub fn audit_of(
+        &self,
+        actor: &str,
+        skip: u32,
+        count: u32,
+    ) -> Result<(Vec<crvs_common::server::accounts::AuditRow>, u64), StoreError> {
+        Ok(crvs_common::server::accounts::audit_of(
+            self.conn, actor, skip, count,
+        )?)
+    }
+
     /// A user by username (exact; usernames are stored lowercase).
     pub fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
         self.user_where("username = ?1", username)

@@ -1,12 +1,13 @@
 //! Schema and migrations, versioned by `PRAGMA user_version`. A database newer than the code is
 //! refused without being touched; upgrades run in one immediate transaction.
 
+use crvs_common::server::accounts;
 use rusqlite::Connection;
 
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 3;
+pub const SCHEMA_VERSION: i64 = 4;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -183,6 +184,13 @@ CREATE INDEX users_office ON users (primary_office_id);
 CREATE INDEX users_mobile ON users (mobile) WHERE mobile IS NOT NULL;
 "#;
 
+/// Version 4: the account tables shared with the node ([`accounts`]): logged-out tokens, the
+/// outbox of login codes and invitations, and the audit trail.
+fn v4(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(accounts::TOKENS_AND_OUTBOX_DDL)?;
+    tx.execute_batch(accounts::AUDIT_LOG_DDL)
+}
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -204,6 +212,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 3 {
         tx.execute_batch(V3)?;
+    }
+    if version < 4 {
+        v4(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

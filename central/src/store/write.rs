@@ -65,6 +65,12 @@ impl<'a> WriteTx<'a> {
         self.now_ms
     }
 
+    /// The transaction's connection, for the account tables shared with the node
+    /// ([`crvs_common::server::accounts`]).
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
     /// Read access inside the transaction (sees its own writes).
     pub fn reader(&self) -> ReadCtx<'_> {
         ReadCtx::new(self.conn)

@@ -2,40 +2,29 @@
 //! gateway-style `/events`, the token endpoint, locations, config, ping and the OpenAPI document;
 //! and the ops routes `/api/sync/status` and `/metrics` ([`sync`]).
 
-mod body;
-mod error;
 mod events;
 mod locations;
-mod login;
 pub mod sync;
-mod token;
 mod trpc;
 mod users;
 
 use std::sync::Arc;
 
 use axum::Router;
-use axum::extract::{DefaultBodyLimit, FromRequestParts};
-use axum::http::request::Parts;
+use axum::extract::DefaultBodyLimit;
 use axum::http::{HeaderValue, header};
 use axum::response::IntoResponse;
 use axum::routing::{get, post};
 use crvs_common::error::ErrorCode;
 use crvs_common::limits::REQUEST_BODY_BYTES_MAX;
-use crvs_common::scope::ScopeSet;
-use tokio::sync::Semaphore;
 
-pub use error::ApiError;
-pub use login::LoginBook;
-
-use crate::auth::{TokenKeys, TokenUserType};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::sync_driver::SyncHandle;
-
-/// Secret verifications (argon2id, ~19 MiB each) allowed at once: bounds memory on a 1 GB board.
-pub const SECRET_VERIFICATIONS_MAX: usize = 2;
+pub use crvs_common::server::{ApiError, Caller};
+use crvs_common::server::{AuthCore, AuthHost, ClientRow, body};
+use crvs_common::user::Account;
 
 /// Shared state of every handler.
 #[derive(Debug)]
@@ -44,18 +33,49 @@ pub struct AppState {
     pub store: Store,
     /// Validated configuration.
     pub config: Arc<Config>,
-    /// Token keys.
-    pub tokens: TokenKeys,
-    /// Bounds concurrent argon2 verifications.
-    pub secret_permits: Semaphore,
+    /// Token keys, argon2 permits, logins in progress, roles, the outbox's wake-up.
+    pub auth: AuthCore,
     /// The sync driver, when the node is enrolled.
     pub sync: Option<SyncHandle>,
     /// Prometheus metrics.
     pub metrics: Metrics,
-    /// Login attempts and the logins waiting for their code.
-    pub logins: std::sync::Mutex<LoginBook>,
-    /// Wakes the outbox transport when a notification is queued.
-    pub outbox_wake: Arc<tokio::sync::Notify>,
+}
+
+impl AuthHost for AppState {
+    fn auth(&self) -> &AuthCore {
+        &self.auth
+    }
+
+    async fn account_by_username(&self, username: String) -> Result<Option<Account>, ApiError> {
+        Ok(self
+            .store
+            .read(move |r| r.user_by_username(&username))
+            .await?)
+    }
+
+    async fn account(&self, id: uuid::Uuid) -> Result<Option<Account>, ApiError> {
+        Ok(self.store.read(move |r| r.user(id)).await?)
+    }
+
+    async fn client(&self, id: String) -> Result<Option<ClientRow>, ApiError> {
+        Ok(self.store.read(move |r| r.client(&id)).await?)
+    }
+
+    async fn accounts_write<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection, u64) -> Result<T, ApiError> + Send + 'static,
+    {
+        self.store
+            .write(move |ctx| job(ctx.conn(), ctx.now_ms()))
+            .await
+    }
+}
+
+impl From<crate::store::StoreError> for ApiError {
+    fn from(e: crate::store::StoreError) -> Self {
+        Self::internal(&e)
+    }
 }
 
 /// The OpenAPI document of every route, served at `GET /api/events/openapi.json`.
@@ -87,17 +107,7 @@ pub fn router(state: Arc<AppState>) -> Router {
     Router::new()
         .nest("/api/events", events.clone())
         .nest("/events", events)
-        .route("/auth/token", post(token::token))
-        .route("/api/auth/token", post(token::token))
-        .route("/token", post(token::token))
-        .route("/auth/authenticate", post(login::authenticate))
-        .route("/auth/verifyCode", post(login::verify_code))
-        .route(
-            "/auth/resendAuthenticationCode",
-            post(login::resend_code),
-        )
-        .route("/auth/refreshToken", post(login::refresh_token))
-        .route("/auth/invalidateToken", post(login::invalidate_token))
+        .merge(crvs_common::server::auth_routes::<AppState>())
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
         .route("/api/users", get(users::by_mobile))
@@ -153,72 +163,6 @@ async fn method_not_allowed() -> ApiError {
     )
 }
 
-/// The authenticated caller of a request.
-#[derive(Debug, Clone)]
-pub struct Caller {
-    /// Client (or user) id.
-    pub id: String,
-    /// `user` or `system`.
-    pub user_type: TokenUserType,
-    /// Parsed scopes.
-    pub scopes: ScopeSet,
-    /// The user's role (users only).
-    pub role: Option<String>,
-}
-
-impl Caller {
-    /// 403 unless some scope of `kind` exists at all.
-    pub fn require_kind(&self, kind: &str) -> Result<(), ApiError> {
-        if self.scopes.has_kind(kind) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!("Missing scope {kind}")))
-        }
-    }
-
-    /// 403 unless a scope of `kind` covers `event_type`.
-    pub fn require(&self, kind: &str, event_type: &str) -> Result<(), ApiError> {
-        if self.scopes.allows(kind, event_type) {
-            Ok(())
-        } else {
-            Err(ApiError::forbidden(format!(
-                "Missing scope {kind} for event type {event_type}"
-            )))
-        }
-    }
-}
-
-impl FromRequestParts<Arc<AppState>> for Caller {
-    type Rejection = ApiError;
-
-    async fn from_request_parts(
-        parts: &mut Parts,
-        state: &Arc<AppState>,
-    ) -> Result<Self, Self::Rejection> {
-        let value = parts
-            .headers
-            .get(header::AUTHORIZATION)
-            .ok_or_else(ApiError::unauthorized)?;
-        let value = value.to_str().map_err(|_| ApiError::unauthorized())?;
-        let token = value
-            .split_once(' ')
-            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
-            .map(|(_, t)| t.trim())
-            .ok_or_else(ApiError::unauthorized)?;
-        let claims = state.tokens.validate(token).map_err(|e| {
-            tracing::debug!(error = %e, "token refused");
-            ApiError::unauthorized()
-        })?;
-        let scopes = ScopeSet::parse_all(&claims.scope).map_err(|_| ApiError::unauthorized())?;
-        Ok(Self {
-            id: claims.sub,
-            user_type: claims.user_type,
-            scopes,
-            role: claims.role,
-        })
-    }
-}
-
 #[cfg(test)]
 mod tests {
     use axum::body::Body;
@@ -237,19 +181,18 @@ mod tests {
         let key = crate::keys::load_key_file(&config.node_key_path()).unwrap();
         let store = crate::open_store(&config, key).unwrap();
         let jwt = crate::keys::load_key_file(&config.jwt_key_path()).unwrap();
+        let tokens = crate::auth::TokenKeys::new(
+            &jwt,
+            "crvs-edge:node:test".into(),
+            std::time::Duration::from_secs(600),
+        );
+        let auth = AuthCore::new(tokens, 1, Arc::new(config.roles.clone()), false, Vec::new());
         Arc::new(AppState {
             store,
-            tokens: TokenKeys::new(
-                &jwt,
-                "crvs-edge:node:test".into(),
-                std::time::Duration::from_secs(600),
-            ),
+            auth,
             config: Arc::new(config),
-            secret_permits: Semaphore::new(1),
             sync: None,
             metrics: Metrics::new(),
-            logins: std::sync::Mutex::new(LoginBook::default()),
-            outbox_wake: Arc::new(tokio::sync::Notify::new()),
         })
     }
 

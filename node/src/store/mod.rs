@@ -19,7 +19,6 @@ use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
-use std::time::{SystemTime, UNIX_EPOCH};
 
 use crvs_common::event::{ActionDocument, EntryPayload, EventDocument};
 use crvs_common::hlc::{Hlc, HlcClock};
@@ -32,12 +31,14 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, params};
 use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use audit::{AUDIT_DETAIL_BYTES_MAX, AUDIT_PAGE_MAX, AuditEntry, AuditRow};
+pub use crvs_common::server::accounts::OutboxItem;
+pub use crvs_common::server::{ClientRow, wall_ms};
 pub use schema::SCHEMA_VERSION;
 pub use sync::{
     ActionOrigin, DOWN_REJECTS_KEPT, DownReport, SYNC_ERROR_BYTES_MAX, SYNC_REJECTS_KEPT,
     SYNCED_EVENT_TRANSACTION_PREFIX, SyncState, SyncStore,
 };
-pub use users::{LostAssignment, OutboxItem, UserRow};
+pub use users::{LostAssignment, UserRow};
 
 /// Most write jobs waiting for the writer; callers wait (backpressure) beyond it.
 pub const WRITE_QUEUE_MAX: usize = 1024;
@@ -115,23 +116,6 @@ pub struct PoolSettings {
     pub standalone: bool,
 }
 
-/// A system client as stored.
-#[derive(Debug, Clone)]
-pub struct ClientRow {
-    /// Client id (UUID).
-    pub id: String,
-    /// Display name.
-    pub name: String,
-    /// argon2id PHC string.
-    pub secret_hash: String,
-    /// Encoded scopes.
-    pub scopes: Vec<String>,
-    /// `active` or `disabled`.
-    pub status: String,
-    /// Creation time.
-    pub created_at: String,
-}
-
 /// A new event row.
 #[derive(Debug)]
 pub struct NewEvent<'a> {
@@ -206,14 +190,6 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
     conn.pragma_update(None, "wal_autocheckpoint", WAL_AUTOCHECKPOINT_PAGES)?;
     conn.pragma_update(None, "journal_size_limit", WAL_FILE_KEEP_BYTES)?;
     Ok(conn)
-}
-
-/// Wall clock in milliseconds since the Unix epoch. The IO shell is where time is read.
-pub fn wall_ms() -> u64 {
-    SystemTime::now()
-        .duration_since(UNIX_EPOCH)
-        .map(|d| d.as_millis() as u64)
-        .unwrap_or(0)
 }
 
 impl Store {
@@ -800,6 +776,12 @@ impl EventMeta {
 }
 
 impl WriteCtx<'_> {
+    /// The transaction's connection, for the account tables shared with central
+    /// ([`crvs_common::server::accounts`]).
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
     /// Wall-clock time of this job, ms since the epoch.
     pub fn now_ms(&self) -> u64 {
         self.now_ms

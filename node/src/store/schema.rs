@@ -1,6 +1,7 @@
 //! Schema and migrations, versioned by `PRAGMA user_version`. A database newer than the code is
 //! refused without being touched; upgrades run in one immediate transaction.
 
+use crvs_common::server::accounts;
 use rusqlite::Connection;
 
 use super::StoreError;
@@ -179,7 +180,8 @@ UPDATE log SET bytes_through = totals.through
 
 /// Version 5: people. `users` holds the users central sent down (OpenCRVS's `User` as JSON and
 /// the password hash, so they can log in here offline); `revoked_tokens` the tokens logged out
-/// before they expire; `outbox` the notifications (login codes) waiting for their transport.
+/// before they expire; `outbox` the notifications (login codes) waiting for their transport
+/// (those two are [`accounts::TOKENS_AND_OUTBOX_DDL`], shared with central).
 const V5: &str = r#"
 CREATE TABLE users (
     id                TEXT PRIMARY KEY,
@@ -190,24 +192,6 @@ CREATE TABLE users (
     status            TEXT NOT NULL,
     primary_office_id TEXT NOT NULL
 );
-CREATE TABLE revoked_tokens (
-    token_sha256 BLOB PRIMARY KEY,
-    expires_at   INTEGER NOT NULL
-) WITHOUT ROWID;
-CREATE TABLE outbox (
-    id              INTEGER PRIMARY KEY,
-    channel         TEXT NOT NULL CHECK (channel IN ('sms', 'email')),
-    recipient       TEXT NOT NULL,
-    template        TEXT NOT NULL,
-    body            TEXT NOT NULL,
-    created_at_ms   INTEGER NOT NULL,
-    expires_at_ms   INTEGER NOT NULL,
-    next_attempt_ms INTEGER NOT NULL,
-    attempts        INTEGER NOT NULL DEFAULT 0,
-    state           TEXT NOT NULL DEFAULT 'pending' CHECK (state IN ('pending', 'sent', 'expired')),
-    last_error      TEXT
-);
-CREATE INDEX outbox_pending ON outbox (next_attempt_ms) WHERE state = 'pending';
 "#;
 
 /// Version 6: `assignment_notices`, assignments made here that a concurrent assignment made
@@ -224,19 +208,7 @@ CREATE TABLE assignment_notices (
 
 /// Version 7: `audit_log`, one row per read of a record, per search and per login or logout:
 /// who (user or client), when, where (the user's office), what (operation, record, query).
-const V7: &str = r#"
-CREATE TABLE audit_log (
-    id          INTEGER PRIMARY KEY,
-    at_ms       INTEGER NOT NULL,
-    actor       TEXT NOT NULL,
-    actor_type  TEXT NOT NULL CHECK (actor_type IN ('user', 'system')),
-    location    TEXT,
-    operation   TEXT NOT NULL,
-    subject     TEXT,
-    detail      TEXT
-);
-CREATE INDEX audit_by_actor ON audit_log (actor, id);
-"#;
+const V7: &str = accounts::AUDIT_LOG_DDL;
 
 /// Version 8: `drafts`, a user's unsubmitted work on an action (OpenCRVS's action drafts): one
 /// per record and user, local to the node, dropped when the record gets any action other than
@@ -279,6 +251,7 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 5 {
         tx.execute_batch(V5)?;
+        tx.execute_batch(accounts::TOKENS_AND_OUTBOX_DDL)?;
     }
     if version < 6 {
         tx.execute_batch(V6)?;

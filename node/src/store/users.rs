@@ -1,41 +1,15 @@
-//! People at the node: the users central sent down (so they can log in here offline), tokens
-//! logged out before they expire, and the outbox of notifications (login codes) waiting for
-//! their transport.
+//! People at the node: the users central sent down (so they can log in here offline) and the
+//! assignments other places won. The logged-out tokens and the outbox live in tables shared
+//! with central ([`crvs_common::server::accounts`]).
 
+use crvs_common::server::accounts;
 use crvs_common::user::{User, UserStatus};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
-use super::{ReadCtx, StoreError, WriteCtx};
+use super::{ReadCtx, StoreError};
 
 /// A user as the node stores it.
-#[derive(Debug, Clone, PartialEq)]
-pub struct UserRow {
-    /// The user, as OpenCRVS spells it.
-    pub user: User,
-    /// Login name.
-    pub username: String,
-    /// argon2id PHC string; empty while the user has no password.
-    pub password_hash: String,
-}
-
-/// A notification waiting in the outbox.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub struct OutboxItem {
-    /// Row id.
-    pub id: i64,
-    /// `sms` or `email`.
-    pub channel: String,
-    /// Phone number or email address.
-    pub recipient: String,
-    /// What it is (`authentication-code`).
-    pub template: String,
-    /// The text to send.
-    pub body: String,
-    /// Sending it after this is pointless (the code it carries has expired).
-    pub expires_at_ms: u64,
-    /// Failed attempts so far.
-    pub attempts: u32,
-}
+pub use crvs_common::user::Account as UserRow;
 
 /// Inserts or replaces a user sent down by central.
 pub(super) fn put_user(
@@ -174,22 +148,7 @@ impl ReadCtx<'_> {
     /// SHA-256 and expiry (seconds since the epoch) of every logged-out token that has not
     /// expired yet.
     pub fn revoked_tokens(&self, now_s: u64) -> Result<Vec<([u8; 32], u64)>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT token_sha256, expires_at FROM revoked_tokens WHERE expires_at > ?1",
-        )?;
-        let rows = stmt
-            .query_map(params![now_s as i64], |r| {
-                Ok((r.get::<_, Vec<u8>>(0)?, r.get::<_, i64>(1)?))
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        rows.into_iter()
-            .map(|(h, exp)| {
-                let hash = <[u8; 32]>::try_from(h.as_slice()).map_err(|_| {
-                    StoreError::Corrupt("revoked token hash is not 32 bytes".into())
-                })?;
-                Ok((hash, exp.max(0) as u64))
-            })
-            .collect()
+        Ok(accounts::revoked_tokens(self.conn, now_s)?)
     }
 
     /// The most recent lost assignments, newest first.
@@ -209,114 +168,5 @@ impl ReadCtx<'_> {
             })?
             .collect::<Result<Vec<_>, _>>()?;
         Ok(rows)
-    }
-
-    /// Pending notifications due at `now_ms`, oldest first.
-    pub fn outbox_due(&self, now_ms: u64, limit: usize) -> Result<Vec<OutboxItem>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT id, channel, recipient, template, body, expires_at_ms, attempts FROM outbox
-             WHERE state = 'pending' AND next_attempt_ms <= ?1 ORDER BY id LIMIT ?2",
-        )?;
-        let rows = stmt
-            .query_map(params![now_ms as i64, limit as i64], |r| {
-                Ok(OutboxItem {
-                    id: r.get(0)?,
-                    channel: r.get(1)?,
-                    recipient: r.get(2)?,
-                    template: r.get(3)?,
-                    body: r.get(4)?,
-                    expires_at_ms: r.get::<_, i64>(5)?.max(0) as u64,
-                    attempts: r.get::<_, i64>(6)?.clamp(0, i64::from(u32::MAX)) as u32,
-                })
-            })?
-            .collect::<Result<Vec<_>, _>>()?;
-        Ok(rows)
-    }
-
-    /// Notifications not sent yet.
-    pub fn outbox_pending(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn
-            .prepare_cached("SELECT count(*) FROM outbox WHERE state = 'pending'")?
-            .query_row([], |r| r.get(0))?;
-        Ok(n.max(0) as u64)
-    }
-}
-
-impl WriteCtx<'_> {
-    /// Remembers a logged-out token until it would have expired; forgets expired ones.
-    pub fn revoke_token(&mut self, sha256: [u8; 32], expires_at_s: u64) -> Result<(), StoreError> {
-        let now_s = self.now_ms / 1000;
-        self.conn
-            .prepare_cached("DELETE FROM revoked_tokens WHERE expires_at <= ?1")?
-            .execute(params![now_s as i64])?;
-        self.conn
-            .prepare_cached(
-                "INSERT OR IGNORE INTO revoked_tokens (token_sha256, expires_at) VALUES (?1, ?2)",
-            )?
-            .execute(params![sha256.as_slice(), expires_at_s as i64])?;
-        Ok(())
-    }
-
-    /// Queues a notification; its transport picks it up.
-    pub fn enqueue_notification(
-        &mut self,
-        channel: &str,
-        recipient: &str,
-        template: &str,
-        body: &str,
-        expires_at_ms: u64,
-    ) -> Result<i64, StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO outbox (channel, recipient, template, body, created_at_ms,
-                                     expires_at_ms, next_attempt_ms)
-                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?5)",
-            )?
-            .execute(params![
-                channel,
-                recipient,
-                template,
-                body,
-                self.now_ms as i64,
-                expires_at_ms as i64
-            ])?;
-        Ok(self.conn.last_insert_rowid())
-    }
-
-    /// Marks a notification sent and forgets its text (a login code has no business on disk
-    /// once delivered).
-    pub fn outbox_sent(&mut self, id: i64) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached("UPDATE outbox SET state = 'sent', body = '' WHERE id = ?1")?
-            .execute(params![id])?;
-        Ok(())
-    }
-
-    /// Records a failed attempt; the next one is not before `next_attempt_ms`.
-    pub fn outbox_failed(
-        &mut self,
-        id: i64,
-        error: &str,
-        next_attempt_ms: u64,
-    ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "UPDATE outbox SET attempts = attempts + 1, last_error = ?2, next_attempt_ms = ?3
-                 WHERE id = ?1",
-            )?
-            .execute(params![id, error, next_attempt_ms as i64])?;
-        Ok(())
-    }
-
-    /// Gives up on pending notifications that expired, and forgets their text.
-    pub fn outbox_expire(&mut self) -> Result<usize, StoreError> {
-        Ok(self
-            .conn
-            .prepare_cached(
-                "UPDATE outbox SET state = 'expired', body = ''
-                 WHERE state = 'pending' AND expires_at_ms <= ?1",
-            )?
-            .execute(params![self.now_ms as i64])?)
     }
 }

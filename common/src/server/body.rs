@@ -1,23 +1,23 @@
 //! Request body parsing: size limit, JSON syntax and strict top-level keys, every failure mapped
 //! to OpenCRVS's envelope (`Input validation failed` with zod-like issues, or 413).
 
+use crate::error::ErrorCode;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::http::StatusCode;
-use crvs_common::error::ErrorCode;
 use serde::de::DeserializeOwned;
 
 use super::error::ApiError;
 
 /// Turns the raw-body extraction result into bytes or an envelope error.
-pub(crate) fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
+pub fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiError> {
     body.map_err(|rejection| {
         if rejection.status() == StatusCode::PAYLOAD_TOO_LARGE {
             ApiError::new(
                 ErrorCode::PayloadTooLarge,
                 format!(
                     "Request body is larger than {} bytes",
-                    crvs_common::limits::REQUEST_BODY_BYTES_MAX
+                    crate::limits::REQUEST_BODY_BYTES_MAX
                 ),
             )
         } else {
@@ -27,15 +27,13 @@ pub(crate) fn bytes(body: Result<Bytes, BytesRejection>) -> Result<Bytes, ApiErr
 }
 
 /// Parses a JSON body into `T` (whose serde derive denies unknown fields).
-pub(crate) fn json<T: DeserializeOwned>(
-    body: Result<Bytes, BytesRejection>,
-) -> Result<T, ApiError> {
+pub fn json<T: DeserializeOwned>(body: Result<Bytes, BytesRejection>) -> Result<T, ApiError> {
     let bytes = bytes(body)?;
     parse(&bytes)
 }
 
 /// Parses JSON bytes into `T`, mapping serde's error to a zod-like issue.
-pub(crate) fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
+pub fn parse<T: DeserializeOwned>(bytes: &[u8]) -> Result<T, ApiError> {
     if bytes.iter().all(u8::is_ascii_whitespace) {
         return Err(ApiError::input_one("invalid_type", "Required", &[]));
     }

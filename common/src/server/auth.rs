@@ -1,16 +1,19 @@
-//! Local authentication: system-client secrets (argon2id) and the node's JWTs (EdDSA).
+//! Authentication shared by node and central: secrets and passwords (argon2id) and the JWTs
+//! (EdDSA) each of them mints.
 //!
-//! Tokens carry OpenCRVS's claims (`sub`, `scope[]`, `userType`, `iss`, `aud`, `exp`). They are
-//! signed with the node's token key, so a token from another node or from central does not
-//! validate here; `iss` names the node so the two are distinguishable by eye too.
+//! Tokens carry OpenCRVS's claims (`sub`, `scope[]`, `userType`, `iss`, `aud`, `exp`). Each
+//! server signs with its own token key, so a token from one node does not validate at another
+//! node or at central; `iss` names the server so they are distinguishable by eye too. The
+//! argon2id parameters are the node's: a hash made at central syncs down and must verify on a
+//! 1 GB board.
 
 use std::collections::HashMap;
 use std::sync::Mutex;
 use std::time::Duration;
 
+use crate::log::NodeSecretKey;
 use argon2::password_hash::{PasswordHasher as _, PasswordVerifier as _};
 use argon2::{Algorithm as ArgonAlgorithm, Argon2, Params, Version};
-use crvs_common::log::NodeSecretKey;
 use jsonwebtoken::{Algorithm, DecodingKey, EncodingKey, Header, Validation};
 use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
@@ -40,7 +43,7 @@ fn argon2() -> Argon2<'static> {
 
 /// Hashes a client secret into a PHC string.
 pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
-    let salt_bytes = crate::keys::random_bytes::<16>()?;
+    let salt_bytes = super::keys::random_bytes::<16>()?;
     let hash = argon2()
         .hash_password_with_salt(secret.as_bytes(), &salt_bytes)
         .map_err(|e| anyhow::anyhow!("argon2: {e}"))?;
@@ -84,7 +87,7 @@ pub struct Claims {
     /// differ, so logging one out leaves the other valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
-    /// Issuer: `crvs-edge:node:<node id>`.
+    /// Issuer: `crvs-edge:node:<node id>` or `crvs-edge:central`.
     pub iss: String,
     /// Audiences.
     pub aud: Vec<String>,
@@ -103,7 +106,7 @@ pub struct TokenError(String);
 /// (as integrations do for its whole lifetime) is not re-verified on every request.
 pub const VERIFIED_TOKENS_MAX: usize = 4096;
 
-/// Mints and validates this node's tokens.
+/// Mints and validates one server's tokens.
 pub struct TokenKeys {
     encoding: EncodingKey,
     decoding: DecodingKey,
@@ -119,7 +122,8 @@ pub struct TokenKeys {
 }
 
 /// Logged-out tokens remembered at once (each until it would have expired). A node serves one
-/// facility's staff; past this, logout answers an error rather than forget a revocation.
+/// facility's staff, central a country's; past this, logout answers an error rather than forget
+/// a revocation.
 pub const REVOKED_TOKENS_MAX: usize = 100_000;
 
 /// User token lifetime by default, seconds (OpenCRVS `CONFIG_TOKEN_EXPIRY_SECONDS`).
@@ -150,7 +154,7 @@ pub fn ed25519_pkcs8_der(key: &NodeSecretKey) -> zeroize::Zeroizing<Vec<u8>> {
 }
 
 impl TokenKeys {
-    /// Builds the keys from the node's token-signing key; `issuer` names this node.
+    /// Builds the keys from a token-signing key; `issuer` names this server.
     pub fn new(key: &NodeSecretKey, issuer: String, ttl: Duration) -> Self {
         let der = ed25519_pkcs8_der(key);
         let encoding = EncodingKey::from_ed_der(&der);
@@ -233,7 +237,7 @@ impl TokenKeys {
         Ok(())
     }
 
-    /// The issuer this node writes and accepts.
+    /// The issuer this server writes and accepts.
     pub fn issuer(&self) -> &str {
         &self.issuer
     }
@@ -340,7 +344,7 @@ mod tests {
     }
 
     fn now() -> u64 {
-        crate::store::wall_ms() / 1000
+        jsonwebtoken::get_current_timestamp()
     }
 
     #[test]

@@ -1,4 +1,5 @@
-//! The outbox transport: sends queued notifications (login codes) by running the configured
+//! The outbox transport (node and central): sends queued notifications (login codes,
+//! invitations) by running the configured
 //! `notification_command` once per message, retries failures with backoff, and gives up on
 //! messages whose content has expired. The queue is a SQLite table, so nothing queued is lost
 //! to a restart.
@@ -10,7 +11,8 @@ use std::time::Duration;
 use tokio::io::AsyncWriteExt as _;
 use tokio::sync::Notify;
 
-use crate::store::{OutboxItem, Store, StoreError, wall_ms};
+use super::accounts::{self, OutboxItem};
+use super::{ApiError, AuthHost, wall_ms};
 
 /// Messages taken from the queue per pass.
 pub const OUTBOX_BATCH_MAX: usize = 16;
@@ -27,15 +29,15 @@ fn backoff_ms(attempts: u32) -> u64 {
 }
 
 /// Runs the transport until `stop` turns true.
-pub async fn run(
-    store: Store,
-    command: Vec<String>,
-    wake: Arc<Notify>,
-    mut stop: tokio::sync::watch::Receiver<bool>,
-) {
+pub async fn run<H: AuthHost>(host: Arc<H>, mut stop: tokio::sync::watch::Receiver<bool>) {
+    let command = host.auth().notification_command.clone();
+    let wake: Arc<Notify> = Arc::clone(&host.auth().outbox_wake);
+    if command.is_empty() {
+        return;
+    }
     loop {
-        if let Err(e) = pass(&store, &command).await {
-            tracing::warn!(error = %e, "outbox pass failed");
+        if let Err(e) = pass(&*host, &command).await {
+            tracing::warn!(error = ?e, "outbox pass failed");
         }
         tokio::select! {
             () = wake.notified() => {}
@@ -45,27 +47,39 @@ pub async fn run(
     }
 }
 
-async fn pass(store: &Store, command: &[String]) -> Result<(), StoreError> {
-    let expired = store.write(|ctx| ctx.outbox_expire()).await?;
+fn internal(e: rusqlite::Error) -> ApiError {
+    ApiError::internal(&e)
+}
+
+async fn pass<H: AuthHost>(host: &H, command: &[String]) -> Result<(), ApiError> {
+    let expired = host
+        .accounts_write(|conn, now_ms| accounts::outbox_expire(conn, now_ms).map_err(internal))
+        .await?;
     if expired > 0 {
         tracing::warn!(expired, "outbox: notifications expired unsent");
     }
-    let due = store
-        .read(|r| r.outbox_due(wall_ms(), OUTBOX_BATCH_MAX))
+    let due = host
+        .accounts_write(|conn, now_ms| {
+            accounts::outbox_due(conn, now_ms, OUTBOX_BATCH_MAX).map_err(internal)
+        })
         .await?;
     for item in due {
         let id = item.id;
         match send(command, &item).await {
             Ok(()) => {
-                store.write(move |ctx| ctx.outbox_sent(id)).await?;
+                host.accounts_write(move |conn, _| {
+                    accounts::outbox_sent(conn, id).map_err(internal)
+                })
+                .await?;
                 tracing::info!(id, channel = %item.channel, "outbox: sent");
             }
             Err(error) => {
                 let next = wall_ms() + backoff_ms(item.attempts);
                 tracing::warn!(id, %error, "outbox: send failed; will retry");
-                store
-                    .write(move |ctx| ctx.outbox_failed(id, &error, next))
-                    .await?;
+                host.accounts_write(move |conn, _| {
+                    accounts::outbox_failed(conn, id, &error, next).map_err(internal)
+                })
+                .await?;
             }
         }
     }

@@ -1,11 +1,9 @@
 //! The one HTTP error type: client faults become 4xx with OpenCRVS's envelope, internal faults a
 //! 500 with a generic body (the cause is logged once, never sent).
 
+use crate::error::{ErrorCode, ErrorEnvelope, Issue};
 use axum::http::StatusCode;
 use axum::response::{IntoResponse, Response};
-use crvs_common::error::{ErrorCode, ErrorEnvelope, Issue};
-
-use crate::store::StoreError;
 
 /// An error answered with `{message, code, issues?}`.
 #[derive(Debug)]
@@ -79,12 +77,6 @@ impl ApiError {
     /// The envelope (for tests).
     pub fn envelope(&self) -> &ErrorEnvelope {
         &self.envelope
-    }
-}
-
-impl From<StoreError> for ApiError {
-    fn from(e: StoreError) -> Self {
-        Self::internal(&e)
     }
 }
 

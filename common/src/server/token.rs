@@ -11,8 +11,8 @@ use axum::http::{HeaderMap, HeaderValue, StatusCode, header};
 use axum::response::{IntoResponse, Response};
 use serde_json::json;
 
-use super::AppState;
-use crate::auth::{TokenUserType, verify_secret};
+use super::auth::{DECOY_HASH, TokenUserType, verify_secret};
+use super::{AuthHost, wall_ms};
 
 /// Longest client id or secret considered, in bytes; longer ones are refused without hashing.
 const CREDENTIAL_BYTES_MAX: usize = 512;
@@ -45,8 +45,8 @@ fn params(query: Option<&str>, headers: &HeaderMap, body: &[u8]) -> HashMap<Stri
 }
 
 /// The token handler.
-pub(crate) async fn token(
-    State(state): State<Arc<AppState>>,
+pub async fn token<H: AuthHost>(
+    State(host): State<Arc<H>>,
     RawQuery(query): RawQuery,
     headers: HeaderMap,
     body: Result<Bytes, axum::extract::rejection::BytesRejection>,
@@ -91,11 +91,10 @@ pub(crate) async fn token(
             "Invalid client id or secret",
         );
     }
-    let id = client_id.clone();
-    let client = match state.store.read_async(move |r| r.client(&id)).await {
+    let client = match host.client(client_id.clone()).await {
         Ok(c) => c,
         Err(e) => {
-            tracing::error!(error = %e, "token: reading client");
+            tracing::error!(error = ?e, "token: reading client");
             return oauth_error(
                 StatusCode::INTERNAL_SERVER_ERROR,
                 "server_error",
@@ -105,9 +104,9 @@ pub(crate) async fn token(
     };
     let (hash, active) = match &client {
         Some(c) => (c.secret_hash.clone(), c.status == "active"),
-        None => (crate::auth::DECOY_HASH.to_owned(), false),
+        None => (DECOY_HASH.to_owned(), false),
     };
-    let Ok(_permit) = state.secret_permits.acquire().await else {
+    let Ok(_permit) = host.auth().secret_permits.acquire().await else {
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
@@ -128,8 +127,9 @@ pub(crate) async fn token(
             );
         }
     };
-    let now_secs = crate::store::wall_ms() / 1000;
-    match state
+    let now_secs = wall_ms() / 1000;
+    match host
+        .auth()
         .tokens
         .mint(&client.id, client.scopes, TokenUserType::System, now_secs)
     {

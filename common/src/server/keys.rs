@@ -1,12 +1,14 @@
-//! Key files: the node's ed25519 identity (signs log entries) and its token-signing key (signs
-//! JWTs). Kept in separate files, outside the database, mode 0600; never logged.
+//! Key files shared by node and central: ed25519 seeds (the log-signing identity, the
+//! token-signing key) and other secret files, kept outside the database with mode 0600 and
+//! never logged; plus the OS random source.
 
 use std::io::Write as _;
 use std::path::Path;
 
 use anyhow::Context as _;
-use crvs_common::log::NodeSecretKey;
 use zeroize::Zeroizing;
+
+use crate::log::NodeSecretKey;
 
 /// Fills a buffer from the OS random source.
 pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
@@ -15,9 +17,8 @@ pub fn random_bytes<const N: usize>() -> anyhow::Result<[u8; N]> {
     Ok(buf)
 }
 
-/// Creates a new key file with a fresh random seed; fails if it exists.
-pub fn create_key_file(path: &Path) -> anyhow::Result<NodeSecretKey> {
-    let seed = Zeroizing::new(random_bytes::<32>()?);
+/// Writes a new file readable by its owner only (mode 0600 on unix), synced; fails if it exists.
+pub fn write_private_file(path: &Path, contents: &[u8]) -> anyhow::Result<()> {
     let mut options = std::fs::OpenOptions::new();
     options.write(true).create_new(true);
     #[cfg(unix)]
@@ -27,10 +28,17 @@ pub fn create_key_file(path: &Path) -> anyhow::Result<NodeSecretKey> {
     }
     let mut file = options
         .open(path)
-        .with_context(|| format!("creating key file {}", path.display()))?;
-    let text = Zeroizing::new(hex::encode(*seed));
-    file.write_all(text.as_bytes())?;
+        .with_context(|| format!("creating {}", path.display()))?;
+    file.write_all(contents)?;
     file.sync_all()?;
+    Ok(())
+}
+
+/// Creates a new key file with a fresh random seed; fails if it exists.
+pub fn create_key_file(path: &Path) -> anyhow::Result<NodeSecretKey> {
+    let seed = Zeroizing::new(random_bytes::<32>()?);
+    let text = Zeroizing::new(hex::encode(*seed));
+    write_private_file(path, text.as_bytes())?;
     Ok(NodeSecretKey::from_bytes(&seed))
 }
 

@@ -1,0 +1,232 @@
+//! HTTP server glue node and central share (feature `server`): the error envelope, body
+//! parsing, key files, tokens and secrets, the account tables (logged-out tokens, outbox,
+//! audit), and the routes that are the same at both: the OAuth2 token route, human login and
+//! logout, and the outbox transport. Written once over [`AuthHost`], which each server
+//! implements on its own state and store.
+
+pub mod accounts;
+pub mod auth;
+pub mod body;
+pub mod error;
+pub mod keys;
+pub mod login;
+pub mod outbox;
+pub mod token;
+
+use std::future::Future;
+use std::sync::Arc;
+
+use axum::Router;
+use axum::extract::FromRequestParts;
+use axum::http::header;
+use axum::http::request::Parts;
+use axum::routing::post;
+use rusqlite::Connection;
+use tokio::sync::{Notify, Semaphore};
+
+pub use error::ApiError;
+
+use crate::role::RoleSet;
+use crate::scope::ScopeSet;
+use crate::user::Account;
+use auth::TokenUserType;
+
+/// Secret verifications (argon2id, ~19 MiB each) a server runs at once by default: bounds
+/// memory on a 1 GB board.
+pub const SECRET_VERIFICATIONS_MAX: usize = 2;
+
+/// A system client as both servers store it (created at central, synced down to nodes).
+#[derive(Debug, Clone)]
+pub struct ClientRow {
+    /// Client id (UUID).
+    pub id: String,
+    /// Display name.
+    pub name: String,
+    /// argon2id PHC string.
+    pub secret_hash: String,
+    /// Encoded scopes.
+    pub scopes: Vec<String>,
+    /// `active` or `disabled`.
+    pub status: String,
+    /// Creation time.
+    pub created_at: String,
+}
+
+/// What the shared auth routes hold: token keys, the argon2 permits, the login book, the roles
+/// and how login codes travel.
+#[derive(Debug)]
+pub struct AuthCore {
+    /// This server's token keys.
+    pub tokens: auth::TokenKeys,
+    /// Bounds concurrent argon2 verifications.
+    pub secret_permits: Semaphore,
+    /// Login attempts and the logins waiting for their code.
+    pub logins: std::sync::Mutex<login::LoginBook>,
+    /// Roles and their scopes.
+    pub roles: Arc<RoleSet>,
+    /// Whether login codes are random and sent (`false`: demo mode, the code is `000000`).
+    pub two_factor: bool,
+    /// The outbox transport command (empty: none configured).
+    pub notification_command: Vec<String>,
+    /// Wakes the outbox transport when a notification is queued.
+    pub outbox_wake: Arc<Notify>,
+}
+
+impl AuthCore {
+    /// Core state around `tokens`, allowing `secret_verifications` argon2 runs at once.
+    pub fn new(
+        tokens: auth::TokenKeys,
+        secret_verifications: usize,
+        roles: Arc<RoleSet>,
+        two_factor: bool,
+        notification_command: Vec<String>,
+    ) -> Self {
+        Self {
+            tokens,
+            secret_permits: Semaphore::new(secret_verifications),
+            logins: std::sync::Mutex::new(login::LoginBook::default()),
+            roles,
+            two_factor,
+            notification_command,
+            outbox_wake: Arc::new(Notify::new()),
+        }
+    }
+
+    /// Says at start-up how login codes will travel.
+    pub fn log_transport(&self) {
+        if !self.notification_command.is_empty() {
+            return;
+        }
+        if self.two_factor {
+            tracing::warn!(
+                "two_factor is on but no notification_command is set: user logins will be \
+                 refused until one is (or set two_factor = false for a demo)"
+            );
+        } else {
+            tracing::warn!("two_factor = false: demo mode, every login accepts the code 000000");
+        }
+    }
+}
+
+/// What a server provides to the shared auth routes and the outbox transport.
+pub trait AuthHost: Send + Sync + 'static {
+    /// The shared auth state.
+    fn auth(&self) -> &AuthCore;
+
+    /// The account with this (lower-case) username.
+    fn account_by_username(
+        &self,
+        username: String,
+    ) -> impl Future<Output = Result<Option<Account>, ApiError>> + Send;
+
+    /// The account with this user id.
+    fn account(
+        &self,
+        id: uuid::Uuid,
+    ) -> impl Future<Output = Result<Option<Account>, ApiError>> + Send;
+
+    /// The system client with this id.
+    fn client(
+        &self,
+        id: String,
+    ) -> impl Future<Output = Result<Option<ClientRow>, ApiError>> + Send;
+
+    /// Runs `job` in a durable write transaction on the account tables ([`accounts`]), with the
+    /// transaction's time in ms.
+    fn accounts_write<T, F>(&self, job: F) -> impl Future<Output = Result<T, ApiError>> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection, u64) -> Result<T, ApiError> + Send + 'static;
+}
+
+/// The auth routes both servers serve: `POST /auth/token` (also `/api/auth/token`, `/token`),
+/// `/auth/authenticate`, `/auth/verifyCode`, `/auth/resendAuthenticationCode`,
+/// `/auth/refreshToken` and `/auth/invalidateToken`.
+pub fn auth_routes<H: AuthHost>() -> Router<Arc<H>> {
+    Router::new()
+        .route("/auth/token", post(token::token::<H>))
+        .route("/api/auth/token", post(token::token::<H>))
+        .route("/token", post(token::token::<H>))
+        .route("/auth/authenticate", post(login::authenticate::<H>))
+        .route("/auth/verifyCode", post(login::verify_code::<H>))
+        .route(
+            "/auth/resendAuthenticationCode",
+            post(login::resend_code::<H>),
+        )
+        .route("/auth/refreshToken", post(login::refresh_token::<H>))
+        .route("/auth/invalidateToken", post(login::invalidate_token::<H>))
+}
+
+/// The authenticated caller of a request.
+#[derive(Debug, Clone)]
+pub struct Caller {
+    /// Client (or user) id.
+    pub id: String,
+    /// `user` or `system`.
+    pub user_type: TokenUserType,
+    /// Parsed scopes.
+    pub scopes: ScopeSet,
+    /// The user's role (users only).
+    pub role: Option<String>,
+}
+
+impl Caller {
+    /// 403 unless some scope of `kind` exists at all.
+    pub fn require_kind(&self, kind: &str) -> Result<(), ApiError> {
+        if self.scopes.has_kind(kind) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!("Missing scope {kind}")))
+        }
+    }
+
+    /// 403 unless a scope of `kind` covers `event_type`.
+    pub fn require(&self, kind: &str, event_type: &str) -> Result<(), ApiError> {
+        if self.scopes.allows(kind, event_type) {
+            Ok(())
+        } else {
+            Err(ApiError::forbidden(format!(
+                "Missing scope {kind} for event type {event_type}"
+            )))
+        }
+    }
+}
+
+impl<H: AuthHost> FromRequestParts<Arc<H>> for Caller {
+    type Rejection = ApiError;
+
+    async fn from_request_parts(
+        parts: &mut Parts,
+        state: &Arc<H>,
+    ) -> Result<Self, Self::Rejection> {
+        let value = parts
+            .headers
+            .get(header::AUTHORIZATION)
+            .ok_or_else(ApiError::unauthorized)?;
+        let value = value.to_str().map_err(|_| ApiError::unauthorized())?;
+        let token = value
+            .split_once(' ')
+            .filter(|(scheme, _)| scheme.eq_ignore_ascii_case("bearer"))
+            .map(|(_, t)| t.trim())
+            .ok_or_else(ApiError::unauthorized)?;
+        let claims = state.auth().tokens.validate(token).map_err(|e| {
+            tracing::debug!(error = %e, "token refused");
+            ApiError::unauthorized()
+        })?;
+        let scopes = ScopeSet::parse_all(&claims.scope).map_err(|_| ApiError::unauthorized())?;
+        Ok(Self {
+            id: claims.sub,
+            user_type: claims.user_type,
+            scopes,
+            role: claims.role,
+        })
+    }
+}
+
+/// Milliseconds since the Unix epoch, wall clock.
+pub fn wall_ms() -> u64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map(|d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX))
+        .unwrap_or(0)
+}

@@ -139,6 +139,19 @@ impl LocationSet {
         Ok(())
     }
 
+    /// The areas holding `location` (an office or facility), its own area first, then that
+    /// area's ancestors up to the root. Empty for an unknown location or one without an area.
+    pub fn location_chain(&self, location: Uuid) -> Vec<Uuid> {
+        let area = self
+            .locations
+            .iter()
+            .find(|l| l.id == location)
+            .and_then(|l| l.administrative_area_id);
+        let mut chain = area.map(|a| self.area_hierarchy(a)).unwrap_or_default();
+        chain.reverse();
+        chain
+    }
+
     /// The ancestors of an administrative area, root first, ending with the area itself.
     pub fn area_hierarchy(&self, area: Uuid) -> Vec<Uuid> {
         let parents: HashMap<Uuid, Option<Uuid>> = self

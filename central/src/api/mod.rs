@@ -7,6 +7,7 @@ mod events;
 mod locations;
 mod ops;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -17,6 +18,7 @@ use axum::routing::{get, post};
 use crvs_common::error::ErrorCode;
 use crvs_common::limits::REQUEST_BODY_BYTES_MAX;
 
+use crvs_common::server::users::{UserHost, UserLookup};
 pub use crvs_common::server::{ApiError, Caller};
 use crvs_common::server::{AuthCore, AuthHost, ClientRow, body};
 use crvs_common::user::Account;
@@ -61,6 +63,14 @@ impl AuthHost for AppState {
         Ok(self.store.read_async(move |r| r.client(&id)).await?)
     }
 
+    async fn accounts_read<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        Ok(self.store.read_async(move |r| Ok(job(r.conn())?)).await?)
+    }
+
     async fn accounts_write<T, F>(&self, job: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
@@ -69,6 +79,31 @@ impl AuthHost for AppState {
         self.store
             .write_async(move |tx| job(tx.conn(), tx.now_ms()))
             .await
+    }
+}
+
+impl UserHost for AppState {
+    async fn accounts(&self, lookup: UserLookup) -> Result<Vec<Account>, ApiError> {
+        let rows = self
+            .store
+            .read_async(move |r| match &lookup {
+                UserLookup::All => r.users(),
+                UserLookup::Id(id) => Ok(r.user(*id)?.into_iter().collect()),
+                UserLookup::Mobile(mobile) => r.users_by_mobile(mobile),
+            })
+            .await?;
+        Ok(rows.iter().map(crate::store::UserRow::account).collect())
+    }
+
+    async fn area_chains(
+        &self,
+        locations: Vec<uuid::Uuid>,
+    ) -> Result<HashMap<uuid::Uuid, Vec<uuid::Uuid>>, ApiError> {
+        let set = self.store.read_async(|r| r.location_set()).await?;
+        Ok(locations
+            .into_iter()
+            .map(|l| (l, set.location_chain(l)))
+            .collect())
     }
 }
 
@@ -106,6 +141,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .nest("/events", events)
         .merge(ops)
         .merge(crvs_common::server::auth_routes::<AppState>())
+        .merge(crvs_common::server::users::user_routes::<AppState>())
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
         .fallback(not_found)

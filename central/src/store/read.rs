@@ -161,6 +161,12 @@ fn decode_user(
 }
 
 impl<'a> ReadCtx<'a> {
+    /// The read connection, for the account tables shared with the node
+    /// ([`crvs_common::server::accounts`]).
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
     pub(super) fn new(conn: &'a Connection) -> Self {
         Self { conn }
     }
@@ -692,11 +698,27 @@ impl<'a> ReadCtx<'a> {
 
     /// Every user, by username.
     pub fn users(&self) -> Result<Vec<UserRow>, StoreError> {
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT user_json, username, password_hash, created_at FROM users ORDER BY username",
-        )?;
-        let rows = stmt
-            .query_map([], |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
+        self.users_where("", params![])
+    }
+
+    /// The users with this mobile number, by username.
+    pub fn users_by_mobile(&self, mobile: &str) -> Result<Vec<UserRow>, StoreError> {
+        self.users_where("WHERE mobile = ?1", params![mobile])
+    }
+
+    fn users_where(
+        &self,
+        clause: &str,
+        values: &[&dyn rusqlite::ToSql],
+    ) -> Result<Vec<UserRow>, StoreError> {
+        let sql = format!(
+            "SELECT user_json, username, password_hash, created_at FROM users {clause}
+             ORDER BY username"
+        );
+        let rows = self
+            .conn
+            .prepare_cached(&sql)?
+            .query_map(values, |r| Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?)))?
             .collect::<Result<Vec<_>, _>>()?;
         rows.into_iter().map(decode_user).collect()
     }

@@ -12,6 +12,7 @@ pub mod keys;
 pub mod login;
 pub mod outbox;
 pub mod token;
+pub mod users;
 
 use std::future::Future;
 use std::sync::Arc;
@@ -130,6 +131,12 @@ pub trait AuthHost: Send + Sync + 'static {
         &self,
         id: String,
     ) -> impl Future<Output = Result<Option<ClientRow>, ApiError>> + Send;
+
+    /// Runs `job` on a read connection, for the account tables ([`accounts`]).
+    fn accounts_read<T, F>(&self, job: F) -> impl Future<Output = Result<T, ApiError>> + Send
+    where
+        T: Send + 'static,
+        F: FnOnce(&Connection) -> rusqlite::Result<T> + Send + 'static;
 
     /// Runs `job` in a durable write transaction on the account tables ([`accounts`]), with the
     /// transaction's time in ms.

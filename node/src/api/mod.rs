@@ -6,8 +6,8 @@ mod events;
 mod locations;
 pub mod sync;
 mod trpc;
-mod users;
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::Router;
@@ -22,6 +22,7 @@ use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::store::Store;
 use crate::sync_driver::SyncHandle;
+use crvs_common::server::users::{UserHost, UserLookup};
 pub use crvs_common::server::{ApiError, Caller};
 use crvs_common::server::{AuthCore, AuthHost, ClientRow, body};
 use crvs_common::user::Account;
@@ -61,6 +62,14 @@ impl AuthHost for AppState {
         Ok(self.store.read(move |r| r.client(&id)).await?)
     }
 
+    async fn accounts_read<T, F>(&self, job: F) -> Result<T, ApiError>
+    where
+        T: Send + 'static,
+        F: FnOnce(&rusqlite::Connection) -> rusqlite::Result<T> + Send + 'static,
+    {
+        Ok(self.store.read(move |r| Ok(job(r.conn())?)).await?)
+    }
+
     async fn accounts_write<T, F>(&self, job: F) -> Result<T, ApiError>
     where
         T: Send + 'static,
@@ -69,6 +78,34 @@ impl AuthHost for AppState {
         self.store
             .write(move |ctx| job(ctx.conn(), ctx.now_ms()))
             .await
+    }
+}
+
+impl UserHost for AppState {
+    async fn accounts(&self, lookup: UserLookup) -> Result<Vec<Account>, ApiError> {
+        Ok(self
+            .store
+            .read(move |r| match &lookup {
+                UserLookup::All => r.users(),
+                UserLookup::Id(id) => Ok(r.user(*id)?.into_iter().collect()),
+                UserLookup::Mobile(mobile) => r.users_by_mobile(mobile),
+            })
+            .await?)
+    }
+
+    async fn area_chains(
+        &self,
+        locations: Vec<uuid::Uuid>,
+    ) -> Result<HashMap<uuid::Uuid, Vec<uuid::Uuid>>, ApiError> {
+        Ok(self
+            .store
+            .read(move |r| {
+                locations
+                    .into_iter()
+                    .map(|l| Ok((l, r.area_chain(l)?)))
+                    .collect()
+            })
+            .await?)
     }
 }
 
@@ -110,10 +147,7 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crvs_common::server::auth_routes::<AppState>())
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
-        .route("/api/users", get(users::by_mobile))
-        .route("/api/users/search", post(users::search))
-        .route("/api/users/{user_id}", get(users::get))
-        .route("/api/users/{user_id}/audit", get(users::audit))
+        .merge(crvs_common::server::users::user_routes::<AppState>())
         .route("/api/sync/status", get(sync::status))
         .route("/metrics", get(sync::metrics))
         .route_layer(axum::middleware::from_fn_with_state(

@@ -1277,6 +1277,12 @@ fn parse_uuid(s: &str) -> Result<uuid::Uuid, StoreError> {
 }
 
 impl ReadCtx<'_> {
+    /// The read connection, for the account tables shared with central
+    /// ([`crvs_common::server::accounts`]).
+    pub fn conn(&self) -> &Connection {
+        self.conn
+    }
+
     /// The event created with this `(transactionId, type)`: its id and request hash.
     pub fn event_by_transaction(
         &self,

@@ -1,25 +1,64 @@
-//! People routes at a node, over the users central sent down (read only: users are made and
-//! changed at central): `GET /api/users/{userId}`, `GET /api/users?mobile=`, `POST
+//! The user read routes node and central both serve (a node over the users central sent down,
+//! central over all of them): `GET /api/users/{userId}`, `GET /api/users?mobile=`, `POST
 //! /api/users/search`, and `GET /api/users/{userId}/audit`, a user's audit trail (reads,
-//! searches, logins) as this node recorded it. Anyone may see themselves; seeing others needs a
-//! `user.read` scope, whose `accessLevel=administrativeArea` limits it to users whose office is
-//! in the caller's office's area.
+//! searches, logins, changes) as that server recorded it. Anyone may see themselves; seeing
+//! others needs a `user.read` scope, whose `accessLevel=administrativeArea` limits it to users
+//! whose office is in the caller's office's area.
 
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 
+use axum::Router;
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use crvs_common::user::{User, UserStatus};
+use axum::routing::{get, post};
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
-use super::{ApiError, AppState, Caller, body};
-use crate::store::{AUDIT_PAGE_MAX, AuditRow, UserRow};
+use super::accounts::{AUDIT_PAGE_MAX, AuditRow};
+use super::{ApiError, AuthHost, Caller, body};
+use crate::error::ErrorCode;
+use crate::user::{Account, User, UserStatus};
+
+/// Which users to load.
+#[derive(Debug, Clone)]
+pub enum UserLookup {
+    /// Every user.
+    All,
+    /// The user with this id.
+    Id(Uuid),
+    /// The users with this mobile number.
+    Mobile(String),
+}
+
+/// What a server provides to the user routes, beyond [`AuthHost`].
+pub trait UserHost: AuthHost {
+    /// The accounts `lookup` names.
+    fn accounts(
+        &self,
+        lookup: UserLookup,
+    ) -> impl Future<Output = Result<Vec<Account>, ApiError>> + Send;
+
+    /// For each location (office), the areas holding it, its own area first.
+    fn area_chains(
+        &self,
+        locations: Vec<Uuid>,
+    ) -> impl Future<Output = Result<HashMap<Uuid, Vec<Uuid>>, ApiError>> + Send;
+}
+
+/// The routes of this module.
+pub fn user_routes<H: UserHost>() -> Router<Arc<H>> {
+    Router::new()
+        .route("/api/users", get(by_mobile::<H>))
+        .route("/api/users/search", post(search::<H>))
+        .route("/api/users/{user_id}", get(get_user::<H>))
+        .route("/api/users/{user_id}/audit", get(audit::<H>))
+}
 
 /// Most users one search answers.
-pub(crate) const USER_PAGE_MAX: u32 = 100;
+pub const USER_PAGE_MAX: u32 = 100;
 
 /// Which users the caller may see.
 enum Visibility {
@@ -31,7 +70,7 @@ enum Visibility {
     OnlySelf,
 }
 
-async fn visibility(state: &AppState, caller: &Caller) -> Result<Visibility, ApiError> {
+async fn visibility<H: UserHost>(host: &H, caller: &Caller) -> Result<Visibility, ApiError> {
     let scopes: Vec<_> = caller
         .scopes
         .scopes()
@@ -49,26 +88,28 @@ async fn visibility(state: &AppState, caller: &Caller) -> Result<Visibility, Api
     }
     // accessLevel=administrativeArea (or location): the area of the caller's own office.
     let me: Uuid = caller.id.parse().map_err(|_| ApiError::unauthorized())?;
-    let area = state
-        .store
-        .read(move |r| {
-            let Some(user) = r.user(me)? else {
-                return Ok(None);
-            };
-            Ok(r.area_chain(user.user.primary_office_id)?.first().copied())
-        })
+    let office = host
+        .account(me)
         .await?
+        .ok_or_else(ApiError::unauthorized)?
+        .user
+        .primary_office_id;
+    let area = host
+        .area_chains(vec![office])
+        .await?
+        .get(&office)
+        .and_then(|chain| chain.first().copied())
         .ok_or_else(ApiError::unauthorized)?;
     Ok(Visibility::InArea(area))
 }
 
 /// The users of `rows` the caller may see.
-async fn visible(
-    state: &AppState,
+pub async fn visible<H: UserHost>(
+    host: &H,
     caller: &Caller,
-    rows: Vec<UserRow>,
+    rows: Vec<Account>,
 ) -> Result<Vec<User>, ApiError> {
-    let visibility = visibility(state, caller).await?;
+    let visibility = visibility(host, caller).await?;
     let area = match visibility {
         Visibility::All => return Ok(rows.into_iter().map(|r| r.user).collect()),
         Visibility::OnlySelf => {
@@ -81,15 +122,7 @@ async fn visible(
         Visibility::InArea(area) => area,
     };
     let offices: Vec<Uuid> = rows.iter().map(|r| r.user.primary_office_id).collect();
-    let chains: HashMap<Uuid, Vec<Uuid>> = state
-        .store
-        .read(move |r| {
-            offices
-                .into_iter()
-                .map(|o| Ok((o, r.area_chain(o)?)))
-                .collect::<Result<_, _>>()
-        })
-        .await?;
+    let chains = host.area_chains(offices).await?;
     Ok(rows
         .into_iter()
         .filter(|r| {
@@ -104,55 +137,47 @@ async fn visible(
 
 /// `GET /api/users/{userId}`: one user (never a password hash). Someone the caller may not see
 /// is "not found".
-pub(crate) async fn get(
-    State(state): State<Arc<AppState>>,
+pub async fn get_user<H: UserHost>(
+    State(host): State<Arc<H>>,
     caller: Caller,
     Path(raw_id): Path<String>,
 ) -> Result<axum::Json<User>, ApiError> {
     let id: Uuid = raw_id
         .parse()
         .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["userId"]))?;
-    let rows: Vec<UserRow> = state
-        .store
-        .read(move |r| r.user(id))
-        .await?
-        .into_iter()
-        .collect();
-    visible(&state, &caller, rows)
+    let rows = host.accounts(UserLookup::Id(id)).await?;
+    visible(&*host, &caller, rows)
         .await?
         .pop()
         .map(axum::Json)
-        .ok_or_else(|| ApiError::new(crvs_common::error::ErrorCode::NotFound, "User not found"))
+        .ok_or_else(|| ApiError::new(ErrorCode::NotFound, "User not found"))
 }
 
 /// Query of `GET /api/users`.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct ByMobile {
+pub struct ByMobile {
     mobile: String,
 }
 
 /// `GET /api/users?mobile=+260...`: the users with that mobile number the caller may see.
-pub(crate) async fn by_mobile(
-    State(state): State<Arc<AppState>>,
+pub async fn by_mobile<H: UserHost>(
+    State(host): State<Arc<H>>,
     caller: Caller,
     query: Result<Query<ByMobile>, axum::extract::rejection::QueryRejection>,
 ) -> Result<axum::Json<Vec<User>>, ApiError> {
     let Query(query) =
         query.map_err(|e| ApiError::input_one("invalid_type", e.body_text(), &["mobile"]))?;
-    crvs_common::user::validate_mobile(&query.mobile)
+    crate::user::validate_mobile(&query.mobile)
         .map_err(|e| ApiError::input_one(e.code(), e.message(), &["mobile"]))?;
-    let rows = state
-        .store
-        .read(move |r| r.users_by_mobile(&query.mobile))
-        .await?;
-    Ok(axum::Json(visible(&state, &caller, rows).await?))
+    let rows = host.accounts(UserLookup::Mobile(query.mobile)).await?;
+    Ok(axum::Json(visible(&*host, &caller, rows).await?))
 }
 
 /// `POST /api/users/search` body: every given criterion must hold.
 #[derive(Debug, Deserialize)]
 #[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct UserSearch {
+pub struct UserSearch {
     /// Part of the first name or surname, any case.
     name: Option<String>,
     role: Option<String>,
@@ -165,14 +190,14 @@ pub(crate) struct UserSearch {
 
 /// Users search answer.
 #[derive(Debug, Serialize)]
-pub(crate) struct UserSearchOutput {
+pub struct UserSearchOutput {
     results: Vec<User>,
     total: u64,
 }
 
 /// `POST /api/users/search`: users the caller may see, by name, role, office, status.
-pub(crate) async fn search(
-    State(state): State<Arc<AppState>>,
+pub async fn search<H: UserHost>(
+    State(host): State<Arc<H>>,
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<UserSearchOutput>, ApiError> {
@@ -185,9 +210,9 @@ pub(crate) async fn search(
             &["count"],
         ));
     }
-    let rows = state.store.read(|r| r.users()).await?;
+    let rows = host.accounts(UserLookup::All).await?;
     let needle = input.name.as_deref().map(str::to_lowercase);
-    let matching: Vec<User> = visible(&state, &caller, rows)
+    let matching: Vec<User> = visible(&*host, &caller, rows)
         .await?
         .into_iter()
         .filter(|u| input.role.as_deref().is_none_or(|r| u.role == r))
@@ -216,7 +241,7 @@ pub(crate) async fn search(
 /// Paging of the audit listing.
 #[derive(Debug, Deserialize)]
 #[serde(deny_unknown_fields)]
-pub(crate) struct AuditQuery {
+pub struct AuditQuery {
     #[serde(default)]
     skip: u32,
     #[serde(default = "default_count")]
@@ -229,14 +254,14 @@ fn default_count() -> u32 {
 
 /// Audit listing answer.
 #[derive(Debug, Serialize)]
-pub(crate) struct AuditOutput {
+pub struct AuditOutput {
     results: Vec<AuditRow>,
     total: u64,
 }
 
 /// `GET /api/users/{userId}/audit?skip=0&count=10`: newest first.
-pub(crate) async fn audit(
-    State(state): State<Arc<AppState>>,
+pub async fn audit<H: UserHost>(
+    State(host): State<Arc<H>>,
     caller: Caller,
     Path(user_id): Path<String>,
     query: Result<Query<AuditQuery>, axum::extract::rejection::QueryRejection>,
@@ -255,9 +280,10 @@ pub(crate) async fn audit(
             &["count"],
         ));
     }
-    let (results, total) = state
-        .store
-        .read(move |r| r.audit_of(&user_id, query.skip, query.count))
+    let (results, total) = host
+        .accounts_read(move |conn| {
+            super::accounts::audit_of(conn, &user_id, query.skip, query.count)
+        })
         .await?;
     Ok(axum::Json(AuditOutput { results, total }))
 }

@@ -230,11 +230,13 @@ pub struct NewUser {
     pub password: Option<String>,
 }
 
-fn new_password() -> anyhow::Result<String> {
+/// A random password (24 hex characters) for a new or reset account.
+pub(crate) fn new_password() -> anyhow::Result<String> {
     Ok(hex::encode(crate::keys::random_bytes::<12>()?))
 }
 
-fn check_password(password: &str) -> anyhow::Result<()> {
+/// Checks a password's length.
+pub(crate) fn check_password(password: &str) -> anyhow::Result<()> {
     anyhow::ensure!(
         password.chars().count() >= crvs_common::limits::PASSWORD_CHARS_MIN
             && password.len() <= crvs_common::limits::PASSWORD_BYTES_MAX,
@@ -300,34 +302,7 @@ pub fn add_user(
     let password_hash = crate::auth::hash_secret(&password)?;
     let created_at = crvs_common::event::format_timestamp_ms(now_ms);
     let username = store.write(|w| -> anyhow::Result<String> {
-        let username = match &new.username {
-            Some(u) => {
-                crvs_common::user::validate_username(u)
-                    .map_err(|e| anyhow::anyhow!("username: {}", e.message()))?;
-                u.clone()
-            }
-            None => {
-                let mut suffix = None;
-                loop {
-                    let candidate = crvs_common::user::username_from_name(
-                        &user.name.firstname,
-                        &user.name.surname,
-                        suffix,
-                    )
-                    .map_err(|e| anyhow::anyhow!("username: {}", e.message()))?;
-                    if w.reader().user_by_username(&candidate)?.is_none() {
-                        break candidate;
-                    }
-                    let next = suffix.unwrap_or(1) + 1;
-                    anyhow::ensure!(next < 10_000, "no free username for this name");
-                    suffix = Some(next);
-                }
-            }
-        };
-        anyhow::ensure!(
-            w.reader().user_by_username(&username)?.is_none(),
-            "username {username} is taken"
-        );
+        let username = pick_username(&w.reader(), &user, new.username.as_deref())?;
         w.put_user(&UserRow {
             user: user.clone(),
             username: username.clone(),
@@ -342,6 +317,36 @@ pub fn add_user(
         password,
         role: new.role,
     })
+}
+
+/// The username for `user`: `requested` if valid and free, else one made from the name
+/// (`k.bwalya`, then `k.bwalya2`, ...) that is free.
+pub(crate) fn pick_username(
+    reader: &crate::store::ReadCtx<'_>,
+    user: &crvs_common::user::User,
+    requested: Option<&str>,
+) -> anyhow::Result<String> {
+    if let Some(u) = requested {
+        crvs_common::user::validate_username(u)
+            .map_err(|e| anyhow::anyhow!("username: {}", e.message()))?;
+        anyhow::ensure!(
+            reader.user_by_username(u)?.is_none(),
+            "username {u} is taken"
+        );
+        return Ok(u.to_owned());
+    }
+    let mut suffix = None;
+    loop {
+        let candidate =
+            crvs_common::user::username_from_name(&user.name.firstname, &user.name.surname, suffix)
+                .map_err(|e| anyhow::anyhow!("username: {}", e.message()))?;
+        if reader.user_by_username(&candidate)?.is_none() {
+            return Ok(candidate);
+        }
+        let next = suffix.unwrap_or(1) + 1;
+        anyhow::ensure!(next < 10_000, "no free username for this name");
+        suffix = Some(next);
+    }
 }
 
 /// Every user with their username (callers must not print the password hash).

@@ -46,6 +46,10 @@ pub struct ConfigFile {
     pub notification_command: Vec<String>,
     /// Lifetime of user tokens, seconds (OpenCRVS: 7 days).
     pub user_token_ttl_secs: u64,
+    /// Demo only: the temporary password of every invitation and reset (OpenCRVS's
+    /// `DEFAULT_USER_PASSWORD`), so a demo without a message transport can log new users in.
+    /// `None` (the default): a random one, sent only through `notification_command`.
+    pub default_user_password: Option<String>,
     /// Tracking ids leased to a node per grant.
     pub pool_lease_size: u32,
     /// Lease more when a node reports fewer free ids than this.
@@ -70,6 +74,7 @@ impl Default for ConfigFile {
             two_factor: true,
             notification_command: Vec::new(),
             user_token_ttl_secs: crate::auth::USER_TOKEN_TTL_SECS,
+            default_user_password: None,
             pool_lease_size: 1000,
             pool_low_water: 200,
             log_format: "text".to_owned(),
@@ -99,6 +104,9 @@ impl ConfigFile {
             (60..=30 * 86_400).contains(&self.user_token_ttl_secs),
             "user_token_ttl_secs must be between 60 and 2592000"
         );
+        if let Some(p) = &self.default_user_password {
+            crate::admin::check_password(p).context("default_user_password")?;
+        }
         anyhow::ensure!(
             self.notification_command
                 .first()

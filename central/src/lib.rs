@@ -142,6 +142,7 @@ pub async fn run(
         store: store.clone(),
         config: Arc::new(config),
         auth,
+        people: api::PeopleBook::default(),
     });
     let app = api::router(Arc::clone(&state));
     tracing::info!(central_id = %central_id.fmt_short(), addr = %http.local_addr()?, "central listening");

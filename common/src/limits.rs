@@ -39,6 +39,19 @@ pub const ROLE_SCOPES_MAX: usize = 256;
 /// Longest role id, in characters (`NATIONAL_SYSTEM_ADMIN` is 21).
 pub const ROLE_ID_CHARS_MAX: usize = 64;
 
+/// How long an invitation (temporary password) or username reminder waits in the outbox for
+/// its transport before it is dropped unsent, ms (7 days).
+pub const INVITE_TTL_MS: u64 = 7 * 24 * 3_600_000;
+
+/// Security answers one user may keep.
+pub const SECURITY_ANSWERS_MAX: usize = 10;
+
+/// Longest security question key or answer, in characters.
+pub const SECURITY_TEXT_CHARS_MAX: usize = 200;
+
+/// Largest avatar a user may set (a stored file's path or a small data URL), bytes.
+pub const AVATAR_BYTES_MAX: usize = 256 * 1024;
+
 /// Shortest username, in characters (OpenCRVS `MIN_USERNAME_LENGTH`).
 pub const USERNAME_CHARS_MIN: usize = 5;
 

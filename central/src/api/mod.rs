@@ -6,6 +6,8 @@
 mod events;
 mod locations;
 mod ops;
+mod people;
+pub use people::PeopleBook;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -39,6 +41,8 @@ pub struct AppState {
     pub config: Arc<Config>,
     /// Token keys, argon2 permits, logins in progress, roles, the outbox's wake-up.
     pub auth: AuthCore,
+    /// Codes confirming changes of contact, in flight.
+    pub people: PeopleBook,
 }
 
 impl AuthHost for AppState {
@@ -142,6 +146,8 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(ops)
         .merge(crvs_common::server::auth_routes::<AppState>())
         .merge(crvs_common::server::users::user_routes::<AppState>())
+        .route("/api/users", post(people::create))
+        .route("/api/users/{user_id}/{operation}", post(people::operation))
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
         .fallback(not_found)

@@ -21,6 +21,7 @@ fn state(fx: &Fixture) -> Arc<AppState> {
     Arc::new(AppState {
         store: fx.store.clone(),
         auth: AuthCore::new(tokens, 1, roles, false, Vec::new()),
+        people: PeopleBook::default(),
         config: Arc::new(fx.config.clone()),
     })
 }

@@ -672,6 +672,22 @@ impl<'a> ReadCtx<'a> {
         )?)
     }
 
+    /// A user's security answers: `(question key, argon2id hash)`, by key.
+    pub fn security_answers(
+        &self,
+        user_id: uuid::Uuid,
+    ) -> Result<Vec<(String, String)>, StoreError> {
+        let rows = self
+            .conn
+            .prepare_cached(
+                "SELECT question_key, answer_hash FROM security_answers WHERE user_id = ?1
+                 ORDER BY question_key",
+            )?
+            .query_map(params![user_id.to_string()], |r| Ok((r.get(0)?, r.get(1)?)))?
+            .collect::<Result<Vec<_>, _>>()?;
+        Ok(rows)
+    }
+
     /// A user by username (exact; usernames are stored lowercase).
     pub fn user_by_username(&self, username: &str) -> Result<Option<UserRow>, StoreError> {
         self.user_where("username = ?1", username)

@@ -185,10 +185,19 @@ CREATE INDEX users_mobile ON users (mobile) WHERE mobile IS NOT NULL;
 "#;
 
 /// Version 4: the account tables shared with the node ([`accounts`]): logged-out tokens, the
-/// outbox of login codes and invitations, and the audit trail.
+/// outbox of login codes and invitations, and the audit trail; and users' security answers
+/// (argon2id of the lower-cased answer), which stay at central: account recovery is done here.
 fn v4(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(accounts::TOKENS_AND_OUTBOX_DDL)?;
-    tx.execute_batch(accounts::AUDIT_LOG_DDL)
+    tx.execute_batch(accounts::AUDIT_LOG_DDL)?;
+    tx.execute_batch(
+        "CREATE TABLE security_answers (
+             user_id      TEXT NOT NULL,
+             question_key TEXT NOT NULL,
+             answer_hash  TEXT NOT NULL,
+             PRIMARY KEY (user_id, question_key)
+         ) WITHOUT ROWID;",
+    )
 }
 
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.

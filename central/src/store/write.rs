@@ -71,6 +71,26 @@ impl<'a> WriteTx<'a> {
         self.conn
     }
 
+    /// Replaces a user's security answers (`(question key, argon2id hash)`); an empty list
+    /// clears them.
+    pub fn set_security_answers(
+        &mut self,
+        user_id: uuid::Uuid,
+        answers: &[(String, String)],
+    ) -> Result<(), StoreError> {
+        let id = user_id.to_string();
+        self.conn
+            .prepare_cached("DELETE FROM security_answers WHERE user_id = ?1")?
+            .execute(params![id])?;
+        let mut insert = self.conn.prepare_cached(
+            "INSERT INTO security_answers (user_id, question_key, answer_hash) VALUES (?1, ?2, ?3)",
+        )?;
+        for (key, hash) in answers {
+            insert.execute(params![id, key, hash])?;
+        }
+        Ok(())
+    }
+
     /// Read access inside the transaction (sees its own writes).
     pub fn reader(&self) -> ReadCtx<'_> {
         ReadCtx::new(self.conn)

@@ -140,12 +140,11 @@ pub async fn notify<H: AuthHost>(
     text: String,
     ttl_ms: u64,
 ) -> Result<(), ApiError> {
-    let core = host.auth();
-    if !core.two_factor {
+    if !host.auth().two_factor {
         tracing::info!(user = %account.user.id, template, "demo mode: notification not sent");
         return Ok(());
     }
-    if core.notification_command.is_empty() {
+    if host.auth().notification_command.is_empty() {
         return Err(ApiError::new(
             ErrorCode::ServiceUnavailable,
             "This server has no transport for notifications: set notification_command, or \
@@ -153,26 +152,28 @@ pub async fn notify<H: AuthHost>(
         ));
     }
     let (channel, recipient) = contact_of(account)?;
-    host.accounts_write(move |conn, now_ms| {
-        if accounts::outbox_pending(conn).map_err(|e| ApiError::internal(&e))? >= OUTBOX_PENDING_MAX
-        {
-            return Err(ApiError::new(
-                ErrorCode::ServiceUnavailable,
-                "The notification outbox is full; try again later",
-            ));
-        }
-        let n = Notification {
-            channel,
-            recipient,
-            template,
-            body: text,
-            expires_at_ms: now_ms + ttl_ms,
-        };
-        accounts::enqueue(conn, now_ms, &n).map_err(|e| ApiError::internal(&e))?;
-        Ok(())
-    })
-    .await?;
-    core.outbox_wake.notify_one();
+    let n = Notification {
+        channel,
+        recipient,
+        template,
+        body: text,
+        expires_at_ms: wall_ms() + ttl_ms,
+    };
+    host.accounts_write(move |conn, now_ms| queue(conn, now_ms, &n))
+        .await?;
+    host.auth().outbox_wake.notify_one();
+    Ok(())
+}
+
+/// Queues `n` unless the outbox is full.
+fn queue(conn: &rusqlite::Connection, now_ms: u64, n: &Notification) -> Result<(), ApiError> {
+    if accounts::outbox_pending(conn).map_err(|e| ApiError::internal(&e))? >= OUTBOX_PENDING_MAX {
+        return Err(ApiError::new(
+            ErrorCode::ServiceUnavailable,
+            "The notification outbox is full; try again later",
+        ));
+    }
+    accounts::enqueue(conn, now_ms, n).map_err(|e| ApiError::internal(&e))?;
     Ok(())
 }
 
@@ -305,17 +306,20 @@ async fn load_account<H: AuthHost>(host: &H, user_id: &str) -> Result<Account, A
     host.account(id).await?.ok_or_else(ApiError::unauthorized)
 }
 
-/// A user token for `account`, with the scopes of their role in this server's roles.
+/// A user token for `account`, with the scopes of their role in this server's roles. A
+/// `pending` user (invited, not yet activated) gets a token without scopes: enough to activate
+/// their account at central (set a password and security answers), nothing else.
 fn user_token<H: AuthHost>(host: &H, account: &Account) -> Result<String, ApiError> {
-    if account.user.status != UserStatus::Active {
-        return Err(ApiError::forbidden("User is not active"));
-    }
     let core = host.auth();
-    let scopes = core
-        .roles
-        .scopes_of(&account.user.role)
-        .ok_or_else(|| ApiError::forbidden(format!("Unknown role {}", account.user.role)))?
-        .encode();
+    let scopes = match account.user.status {
+        UserStatus::Deactivated => return Err(ApiError::forbidden("User is deactivated")),
+        UserStatus::Pending => Vec::new(),
+        UserStatus::Active => core
+            .roles
+            .scopes_of(&account.user.role)
+            .ok_or_else(|| ApiError::forbidden(format!("Unknown role {}", account.user.role)))?
+            .encode(),
+    };
     core.tokens
         .mint_user(
             &account.user.id.to_string(),

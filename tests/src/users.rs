@@ -1,12 +1,13 @@
 //! Users and login in tests: users made at central with its CLI, nodes with a configuration of
 //! the test's choosing, waiting for a user to sync down, and the two-step login.
 
+use std::path::Path;
 use std::time::Duration;
 
 use serde_json::{Value, json};
 
 use crate::central::{CentralProcess, eventually};
-use crate::{NodeProcess, Reply};
+use crate::{Api, NodeProcess, Reply};
 
 /// How long a user made at central may take to reach a node.
 pub const USER_SYNC_TIMEOUT: Duration = Duration::from_secs(60);
@@ -75,22 +76,32 @@ fn base64url(text: &str) -> Vec<u8> {
     out
 }
 
+/// `POST /auth/authenticate` at a node.
 pub async fn authenticate(node: &NodeProcess, username: &str, password: &str) -> Reply {
-    node.anonymous()
-        .post(
-            "/auth/authenticate",
-            &json!({"username": username, "password": password}),
-        )
-        .await
-        .unwrap()
+    authenticate_at(&node.anonymous(), username, password).await
 }
 
+/// `POST /auth/authenticate` at the server `api` talks to (node or central).
+pub async fn authenticate_at(api: &Api, username: &str, password: &str) -> Reply {
+    api.post(
+        "/auth/authenticate",
+        &json!({"username": username, "password": password}),
+    )
+    .await
+    .unwrap()
+}
+
+/// Logs in at a node with a known code (`000000` in demo mode); the token.
 pub async fn login(node: &NodeProcess, username: &str, password: &str, code: &str) -> String {
     let reply = authenticate(node, username, password).await;
     assert_eq!(reply.status, 200, "{}", reply.body);
     let nonce = reply.body["nonce"].as_str().unwrap().to_owned();
-    let verified = node
-        .anonymous()
+    verify_code_at(&node.anonymous(), &nonce, code).await
+}
+
+/// `POST /auth/verifyCode`, which must succeed; the token.
+pub async fn verify_code_at(api: &Api, nonce: &str, code: &str) -> String {
+    let verified = api
         .post("/auth/verifyCode", &json!({"nonce": nonce, "code": code}))
         .await
         .unwrap();
@@ -123,4 +134,37 @@ pub fn add_user(
             "+260911234567",
         ])
         .unwrap()
+}
+
+/// The transport: a script that appends `recipient<TAB>message` lines to `outbox_file`.
+pub fn transport_config(outbox_file: &Path) -> String {
+    let script = outbox_file.with_extension("sh");
+    std::fs::write(
+        &script,
+        format!(
+            "printf '%s\\t' \"$CRVS_RECIPIENT\" >> '{path}'\ncat >> '{path}'\necho >> '{path}'\n",
+            path = outbox_file.display()
+        ),
+    )
+    .unwrap();
+    format!(
+        "two_factor = true\nnotification_command = [\"sh\", '{}']\n",
+        script.display()
+    )
+}
+
+/// The last login code sent to `recipient` through [`transport_config`]'s script.
+pub fn code_in(outbox_file: &Path, recipient: &str) -> Option<String> {
+    let message = messages_to(outbox_file, recipient).pop()?;
+    let at = message.find("code is ")? + "code is ".len();
+    Some(message.get(at..at + 6)?.to_owned())
+}
+
+/// Every message sent to `recipient` through [`transport_config`]'s script, oldest first.
+pub fn messages_to(outbox_file: &Path, recipient: &str) -> Vec<String> {
+    let text = std::fs::read_to_string(outbox_file).unwrap_or_default();
+    text.lines()
+        .filter_map(|l| l.strip_prefix(recipient)?.strip_prefix('\t'))
+        .map(str::to_owned)
+        .collect()
 }

@@ -5,11 +5,13 @@
 //! (a logged-out token stays refused across a restart); a node's token is refused at another
 //! node; a deactivated user is refused once the change syncs.
 
-use std::path::{Path, PathBuf};
 use std::time::Duration;
 
 use crvs_tests::central::{CentralProcess, eventually, start_enrolled_node};
-use crvs_tests::users::{add_user, authenticate, claims, login, node_with_config, wait_for_user};
+use crvs_tests::users::{
+    add_user, authenticate, claims, code_in, login, node_with_config, transport_config,
+    wait_for_user,
+};
 use crvs_tests::{HOSPITAL_ID, NodeProcess, OFFICE_ID};
 use serde_json::json;
 
@@ -28,30 +30,6 @@ async fn token_status(node: &NodeProcess, token: &str) -> u16 {
         .await
         .unwrap()
         .status
-}
-
-/// The transport: a script that appends `recipient<TAB>message` lines to `outbox_file`.
-fn transport_config(outbox_file: &Path) -> String {
-    let script = outbox_file.with_extension("sh");
-    std::fs::write(
-        &script,
-        format!(
-            "printf '%s\\t' \"$CRVS_RECIPIENT\" >> '{path}'\ncat >> '{path}'\necho >> '{path}'\n",
-            path = outbox_file.display()
-        ),
-    )
-    .unwrap();
-    format!(
-        "two_factor = true\nnotification_command = [\"sh\", '{}']\n",
-        script.display()
-    )
-}
-
-fn code_in(outbox_file: &PathBuf, recipient: &str) -> Option<String> {
-    let text = std::fs::read_to_string(outbox_file).ok()?;
-    let line = text.lines().rev().find(|l| l.starts_with(recipient))?;
-    let at = line.find("code is ")? + "code is ".len();
-    Some(line[at..at + 6].to_owned())
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -793,6 +793,11 @@ async fn reinvite(
     mut row: UserRow,
     resend: bool,
 ) -> Result<Response, ApiError> {
+    if row.user.status == UserStatus::Deactivated {
+        return Err(ApiError::conflict(
+            "User is deactivated; reactivate them before resetting their password",
+        ));
+    }
     if resend && row.user.status != UserStatus::Pending {
         return Err(ApiError::bad_request(
             "Can only resend invite to a user in pending status",

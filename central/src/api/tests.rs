@@ -54,7 +54,9 @@ async fn openapi_document_matches_the_router() {
     for (path, ops) in paths {
         let concrete = path
             .replace("{eventId}", "00000000-0000-4000-8000-000000000000")
-            .replace("{trackingId}", "AAAAAA");
+            .replace("{trackingId}", "AAAAAA")
+            .replace("{userId}", "00000000-0000-4000-8000-000000000001")
+            .replace("{operation}", "update");
         for method in ops.as_object().unwrap().keys() {
             let req = Request::builder()
                 .method(method.to_uppercase().as_str())
@@ -85,6 +87,16 @@ async fn openapi_document_matches_the_router() {
         "/token",
         "/ping",
         "/api/ping",
+        "/auth/authenticate",
+        "/auth/verifyCode",
+        "/auth/resendAuthenticationCode",
+        "/auth/refreshToken",
+        "/auth/invalidateToken",
+        "/api/users",
+        "/api/users/search",
+        "/api/users/{userId}",
+        "/api/users/{userId}/audit",
+        "/api/users/{userId}/{operation}",
     ];
     for path in routed {
         assert!(

@@ -91,6 +91,11 @@ cat > "$DEMO/node.toml" <<TOML
 # crvs-node configuration written by packaging/quickstart.sh (demo).
 two_factor = false
 TOML
+cat > "$DEMO/central.toml" <<TOML
+# crvs-central configuration written by packaging/quickstart.sh (demo): logins at central take
+# the code 000000 and invitations are not sent.
+two_factor = false
+TOML
 
 umask 077
 cat > "$CREDS" <<JSON
@@ -139,7 +144,7 @@ start() {
     fi
     echo "==> $name up: $line" >&2
 }
-start central "$DEMO/central.log" "${CENTRAL[@]}" --http-listen "127.0.0.1:${CENTRAL_PORT}" \
+start central "$DEMO/central.log" "${CENTRAL[@]}" --config "$DEMO/central.toml" --http-listen "127.0.0.1:${CENTRAL_PORT}" \
     --quic-listen "$CENTRAL_QUIC" run
 echo "${PIDS[0]}" > "$DEMO/central.pid"
 start node "$DEMO/node.log" "$NODE" --config "$DEMO/node.toml" --data-dir "$NODE_DATA" \

@@ -98,3 +98,16 @@ pub const PASSWORD_CHARS_MIN: usize = 8;
 /// Notifications (login codes) waiting in the outbox; past this, logins are refused with 503
 /// rather than queueing codes no transport is taking.
 pub const OUTBOX_PENDING_MAX: u64 = 10_000;
+
+/// `text` cut to at most `max` bytes, on a character boundary (for bounded error texts and
+/// audit details).
+pub fn truncate_utf8(text: &str, max: usize) -> &str {
+    if text.len() <= max {
+        return text;
+    }
+    let mut end = max;
+    while !text.is_char_boundary(end) {
+        end -= 1;
+    }
+    &text[..end]
+}

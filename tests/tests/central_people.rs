@@ -34,11 +34,7 @@ async fn next_message(outbox: &Path, mobile: &str, seen: usize) -> String {
 }
 
 /// Runs `send` (which makes central send one message to `mobile`) and returns that message.
-async fn sent_by<F: Future>(
-    outbox: &Path,
-    mobile: &str,
-    send: F,
-) -> (F::Output, String) {
+async fn sent_by<F: Future>(outbox: &Path, mobile: &str, send: F) -> (F::Output, String) {
     let seen = messages_to(outbox, mobile).len();
     let out = send.await;
     (out, next_message(outbox, mobile, seen).await)

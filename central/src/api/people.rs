@@ -224,6 +224,18 @@ async fn may_manage(
     Err(denied())
 }
 
+/// [`may_manage`] with `user.edit` over `row` as it stands.
+async fn may_edit(state: &AppState, caller: &Caller, row: &UserRow) -> Result<(), ApiError> {
+    may_manage(
+        state,
+        caller,
+        "user.edit",
+        row.user.primary_office_id,
+        &row.user.role,
+    )
+    .await
+}
+
 fn check_role(state: &AppState, role: &str) -> Result<(), ApiError> {
     if state.config.roles.get(role).is_some() {
         Ok(())
@@ -497,26 +509,12 @@ pub(crate) async fn operation(
         }
         "reset-password" | "resend-invite" => {
             let _: Empty = body::parse(&bytes)?;
-            may_manage(
-                &state,
-                &caller,
-                "user.edit",
-                row.user.primary_office_id,
-                &row.user.role,
-            )
-            .await?;
+            may_edit(&state, &caller, &row).await?;
             reinvite(&state, &caller, row, operation == "resend-invite").await?
         }
         "username-reminder" => {
             let _: Empty = body::parse(&bytes)?;
-            may_manage(
-                &state,
-                &caller,
-                "user.edit",
-                row.user.primary_office_id,
-                &row.user.role,
-            )
-            .await?;
+            may_edit(&state, &caller, &row).await?;
             let text = format!("Your OpenCRVS username is {}.", row.username);
             notify(
                 &*state,
@@ -532,14 +530,7 @@ pub(crate) async fn operation(
         }
         "verify-password" => {
             if !is_self {
-                may_manage(
-                    &state,
-                    &caller,
-                    "user.edit",
-                    row.user.primary_office_id,
-                    &row.user.role,
-                )
-                .await?;
+                may_edit(&state, &caller, &row).await?;
             }
             let input: PasswordInput = body::parse(&bytes)?;
             let account = row.account();
@@ -602,14 +593,7 @@ async fn update(
     mut row: UserRow,
     input: UpdateInput,
 ) -> Result<Response, ApiError> {
-    may_manage(
-        state,
-        caller,
-        "user.edit",
-        row.user.primary_office_id,
-        &row.user.role,
-    )
-    .await?;
+    may_edit(state, caller, &row).await?;
     let new_role = input.role.unwrap_or_else(|| row.user.role.clone());
     let new_office = input
         .primary_office_id

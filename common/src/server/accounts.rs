@@ -4,6 +4,8 @@
 //! Every function runs on the caller's connection, inside the caller's transaction.
 
 use rusqlite::{Connection, params};
+
+use crate::limits::truncate_utf8;
 use serde::Serialize;
 
 /// `revoked_tokens` and `outbox` (the node's schema version 5, central's 4).
@@ -119,17 +121,6 @@ fn u64_of(v: i64) -> u64 {
     u64::try_from(v).unwrap_or(0)
 }
 
-fn cut(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
-}
-
 /// Writes one audit row at `now_ms`.
 pub fn audit(conn: &Connection, now_ms: u64, entry: &AuditEntry) -> rusqlite::Result<()> {
     conn.prepare_cached(
@@ -146,7 +137,7 @@ pub fn audit(conn: &Connection, now_ms: u64, entry: &AuditEntry) -> rusqlite::Re
         entry
             .detail
             .as_deref()
-            .map(|d| cut(d, AUDIT_DETAIL_BYTES_MAX)),
+            .map(|d| truncate_utf8(d, AUDIT_DETAIL_BYTES_MAX)),
     ])?;
     Ok(())
 }
@@ -333,9 +324,9 @@ mod tests {
 
     #[test]
     fn details_are_cut_on_a_character_boundary() {
-        assert_eq!(cut("abc", 10), "abc");
-        assert_eq!(cut("aé", 2), "a");
-        assert_eq!(cut("aéb", 3), "aé");
+        assert_eq!(truncate_utf8("abc", 10), "abc");
+        assert_eq!(truncate_utf8("aé", 2), "a");
+        assert_eq!(truncate_utf8("aéb", 3), "aé");
     }
 
     #[test]

@@ -18,6 +18,7 @@ use crvs_common::event::{ActionDocument, ActionType, EntryPayload};
 use crvs_common::feed::CentralRecord;
 use crvs_common::hlc::Hlc;
 use crvs_common::ids::TrackingId;
+use crvs_common::limits::truncate_utf8 as truncate;
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId};
 use crvs_common::scope::ScopeSet;
 use crvs_common::state::assigned_to;
@@ -404,17 +405,6 @@ fn decode_own_entry(seq: i64, hash: &[u8], bytes: &[u8]) -> Result<LogEntry, Sto
         )));
     }
     Ok(entry)
-}
-
-fn truncate(text: &str, max: usize) -> &str {
-    if text.len() <= max {
-        return text;
-    }
-    let mut end = max;
-    while !text.is_char_boundary(end) {
-        end -= 1;
-    }
-    &text[..end]
 }
 
 /// Why one downstream item was not applied.

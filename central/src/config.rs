@@ -125,24 +125,10 @@ impl ConfigFile {
             matches!(self.log_format.as_str(), "text" | "json"),
             "log_format must be text or json"
         );
-        let events = match &self.event_config {
-            None => crvs_common::config::EventConfigSet::builtin(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading event config {}", path.display()))?;
-                crvs_common::config::EventConfigSet::from_json(&text)
-                    .with_context(|| format!("loading event config {}", path.display()))?
-            }
-        };
-        let roles = match &self.roles_config {
-            None => crvs_common::role::RoleSet::default_set(),
-            Some(path) => {
-                let text = std::fs::read_to_string(path)
-                    .with_context(|| format!("reading roles config {}", path.display()))?;
-                crvs_common::role::RoleSet::from_json(&text)
-                    .with_context(|| format!("loading roles config {}", path.display()))?
-            }
-        };
+        let (events, roles) = crvs_common::server::load_event_and_roles(
+            self.event_config.as_deref(),
+            self.roles_config.as_deref(),
+        )?;
         Ok(Config {
             file: self,
             events,

@@ -230,6 +230,34 @@ impl<H: AuthHost> FromRequestParts<Arc<H>> for Caller {
     }
 }
 
+/// The event configuration and the roles a server runs with: the files named, or the built-in
+/// defaults (birth and death; Farajaland's roles).
+pub fn load_event_and_roles(
+    event_config: Option<&std::path::Path>,
+    roles_config: Option<&std::path::Path>,
+) -> anyhow::Result<(crate::config::EventConfigSet, RoleSet)> {
+    use anyhow::Context as _;
+    let events = match event_config {
+        None => crate::config::EventConfigSet::builtin(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading event config {}", path.display()))?;
+            crate::config::EventConfigSet::from_json(&text)
+                .with_context(|| format!("loading event config {}", path.display()))?
+        }
+    };
+    let roles = match roles_config {
+        None => RoleSet::default_set(),
+        Some(path) => {
+            let text = std::fs::read_to_string(path)
+                .with_context(|| format!("reading roles config {}", path.display()))?;
+            RoleSet::from_json(&text)
+                .with_context(|| format!("loading roles config {}", path.display()))?
+        }
+    };
+    Ok((events, roles))
+}
+
 /// Milliseconds since the Unix epoch, wall clock.
 pub fn wall_ms() -> u64 {
     std::time::SystemTime::now()

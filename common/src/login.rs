@@ -170,6 +170,177 @@ fn constant_time_eq(a: &[u8], b: &[u8]) -> bool {
     a.iter().zip(b).fold(0u8, |acc, (x, y)| acc | (x ^ y)) == 0
 }
 
+/// What a forgotten-credentials recovery is for (OpenCRVS's `retrieveFlow`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, serde::Deserialize)]
+#[serde(rename_all = "lowercase")]
+pub enum RetrieveFlow {
+    /// A forgotten username: sent once the security question is answered.
+    Username,
+    /// A forgotten password: a code to the user's phone or email, the security question, then a
+    /// new password.
+    Password,
+}
+
+/// Where a recovery stands (OpenCRVS's `RetrievalSteps`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryStep {
+    /// A code was sent; `verifyNumber` comes next.
+    WaitingForCode,
+    /// The contact is proven; the security question comes next.
+    NumberVerified,
+    /// The question was answered; the password can be changed or the username sent.
+    SecurityQuestionVerified,
+}
+
+/// One recovery in progress.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct Recovery {
+    /// The user recovering.
+    pub user_id: String,
+    /// Username or password.
+    pub flow: RetrieveFlow,
+    /// Where it stands.
+    pub step: RecoveryStep,
+    /// The security question asked.
+    pub question_key: String,
+    code: String,
+    expires_ms: u64,
+    wrong: u32,
+}
+
+/// Why a recovery step was refused (all answered 401, as OpenCRVS does).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum RecoveryError {
+    /// Unknown, expired or used nonce, or a step out of order.
+    UnknownNonce,
+    /// Wrong code or answer; the nonce stays usable until [`LOGIN_CODE_ATTEMPTS_MAX`] of them.
+    Wrong,
+}
+
+/// Nonce → recovery, bounded and expiring like [`PendingLogins`]; every step moves it on
+/// ([`RecoveryStep`]), and wrong codes or answers are counted against it.
+#[derive(Debug, Default)]
+pub struct Recoveries {
+    by_nonce: HashMap<String, Recovery>,
+}
+
+impl Recoveries {
+    /// Starts a recovery: with a `code`, waiting for it; without, at the security question.
+    pub fn start(
+        &mut self,
+        nonce: String,
+        user_id: String,
+        flow: RetrieveFlow,
+        question_key: String,
+        code: Option<String>,
+        now_ms: u64,
+    ) {
+        self.by_nonce.retain(|_, r| r.expires_ms > now_ms);
+        if self.by_nonce.len() >= LOGIN_PENDING_MAX
+            && let Some(oldest) = self
+                .by_nonce
+                .iter()
+                .min_by_key(|(_, r)| r.expires_ms)
+                .map(|(n, _)| n.clone())
+        {
+            self.by_nonce.remove(&oldest);
+        }
+        let step = if code.is_some() {
+            RecoveryStep::WaitingForCode
+        } else {
+            RecoveryStep::NumberVerified
+        };
+        self.by_nonce.insert(
+            nonce,
+            Recovery {
+                user_id,
+                flow,
+                step,
+                question_key,
+                code: code.unwrap_or_default(),
+                expires_ms: now_ms.saturating_add(LOGIN_CODE_TTL_MS),
+                wrong: 0,
+            },
+        );
+    }
+
+    /// The recovery of `nonce` if it is valid and at `step`.
+    pub fn at(&self, nonce: &str, step: RecoveryStep, now_ms: u64) -> Option<&Recovery> {
+        self.by_nonce
+            .get(nonce)
+            .filter(|r| r.expires_ms > now_ms && r.step == step)
+    }
+
+    /// Checks the code sent by `start`; with `demo`, [`DEMO_CODE`] is accepted too. On success
+    /// the recovery moves to [`RecoveryStep::NumberVerified`].
+    pub fn verify_code(
+        &mut self,
+        nonce: &str,
+        code: &str,
+        demo: bool,
+        now_ms: u64,
+    ) -> Result<Recovery, RecoveryError> {
+        if self
+            .at(nonce, RecoveryStep::WaitingForCode, now_ms)
+            .is_none()
+        {
+            return Err(RecoveryError::UnknownNonce);
+        }
+        let ok = self.by_nonce.get(nonce).is_some_and(|r| {
+            constant_time_eq(r.code.as_bytes(), code.as_bytes()) || (demo && code == DEMO_CODE)
+        });
+        self.settle(nonce, ok, RecoveryStep::NumberVerified)
+    }
+
+    /// Records the verdict on the security answer. A match moves the recovery to
+    /// [`RecoveryStep::SecurityQuestionVerified`]; a miss asks `next_question` from now on.
+    pub fn answered(
+        &mut self,
+        nonce: &str,
+        matched: bool,
+        next_question: String,
+        now_ms: u64,
+    ) -> Result<Recovery, RecoveryError> {
+        if self
+            .at(nonce, RecoveryStep::NumberVerified, now_ms)
+            .is_none()
+        {
+            return Err(RecoveryError::UnknownNonce);
+        }
+        if !matched && let Some(r) = self.by_nonce.get_mut(nonce) {
+            r.question_key = next_question;
+        }
+        self.settle(nonce, matched, RecoveryStep::SecurityQuestionVerified)
+    }
+
+    /// Ends the recovery of `nonce` if it has reached [`RecoveryStep::SecurityQuestionVerified`]
+    /// (the last step runs once).
+    pub fn finish(&mut self, nonce: &str, now_ms: u64) -> Option<Recovery> {
+        self.at(nonce, RecoveryStep::SecurityQuestionVerified, now_ms)?;
+        self.by_nonce.remove(nonce)
+    }
+
+    fn settle(
+        &mut self,
+        nonce: &str,
+        ok: bool,
+        next: RecoveryStep,
+    ) -> Result<Recovery, RecoveryError> {
+        let Some(r) = self.by_nonce.get_mut(nonce) else {
+            return Err(RecoveryError::UnknownNonce);
+        };
+        if ok {
+            r.step = next;
+            return Ok(r.clone());
+        }
+        r.wrong += 1;
+        if r.wrong >= LOGIN_CODE_ATTEMPTS_MAX {
+            self.by_nonce.remove(nonce);
+        }
+        Err(RecoveryError::Wrong)
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
@@ -281,5 +452,76 @@ mod tests {
             assert!(code.bytes().all(|b| b.is_ascii_digit()));
             assert_ne!(code, DEMO_CODE);
         }
+    }
+
+    #[test]
+    fn recovery_steps_run_in_order_once() {
+        let mut book = Recoveries::default();
+        book.start(
+            "n".into(),
+            "u".into(),
+            RetrieveFlow::Password,
+            "BIRTH_TOWN".into(),
+            Some("123456".into()),
+            0,
+        );
+        // Out of order: the answer before the code.
+        assert_eq!(
+            book.answered("n", true, "X".into(), 1),
+            Err(RecoveryError::UnknownNonce)
+        );
+        assert_eq!(
+            book.verify_code("n", "000000", false, 1),
+            Err(RecoveryError::Wrong)
+        );
+        let r = book.verify_code("n", "123456", false, 2).unwrap();
+        assert_eq!(r.step, RecoveryStep::NumberVerified);
+        assert!(book.finish("n", 3).is_none());
+        let r = book.answered("n", false, "FAVORITE_FOOD".into(), 3);
+        assert_eq!(r, Err(RecoveryError::Wrong));
+        assert_eq!(
+            book.at("n", RecoveryStep::NumberVerified, 3)
+                .unwrap()
+                .question_key,
+            "FAVORITE_FOOD"
+        );
+        book.answered("n", true, String::new(), 4).unwrap();
+        assert_eq!(book.finish("n", 5).unwrap().user_id, "u");
+        assert!(book.finish("n", 5).is_none());
+    }
+
+    #[test]
+    fn recoveries_expire_and_give_up_after_wrong_answers() {
+        let mut book = Recoveries::default();
+        book.start(
+            "a".into(),
+            "u".into(),
+            RetrieveFlow::Username,
+            "K".into(),
+            None,
+            0,
+        );
+        assert!(
+            book.at("a", RecoveryStep::NumberVerified, LOGIN_CODE_TTL_MS)
+                .is_none()
+        );
+        book.start(
+            "b".into(),
+            "u".into(),
+            RetrieveFlow::Username,
+            "K".into(),
+            None,
+            0,
+        );
+        for _ in 0..LOGIN_CODE_ATTEMPTS_MAX {
+            assert_eq!(
+                book.answered("b", false, "K".into(), 1),
+                Err(RecoveryError::Wrong)
+            );
+        }
+        assert_eq!(
+            book.answered("b", true, "K".into(), 1),
+            Err(RecoveryError::UnknownNonce)
+        );
     }
 }

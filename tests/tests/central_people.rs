@@ -2,7 +2,9 @@
 //! at central (code through the outbox and a real transport command), invites a registration
 //! agent (temporary password by SMS), who logs in with a scope-less token, activates the account
 //! (password and security answers), changes password and phone (with a sent code); the admin
-//! deactivates, resets and reminds; every change is audited, bad input is refused with the
+//! deactivates, resets and reminds; a forgotten password and a forgotten username are recovered
+//! (code, security question, new password or username by SMS); every change is audited, bad
+//! input is refused with the
 //! envelope and changes nothing, and the activated user logs in at their node with the password
 //! they chose at central once it syncs down.
 
@@ -322,6 +324,139 @@ async fn central_manages_users_and_changes_reach_the_node() {
     let node_token = login(&node, &agent_name, "felix-second-choice", "000000").await;
     assert_eq!(claims(&node_token)["role"], "REGISTRATION_AGENT");
 
+    // Forgotten password: a code to the phone, the security question (a miss asks the other
+    // one), a new password; each step only after the one before, and only once.
+    let answer_of = |key: &str| match key {
+        "BIRTH_TOWN" => "  KABWE ",
+        "FAVORITE_FOOD" => "nshima",
+        other => panic!("unexpected question {other}"),
+    };
+    let (started, text) = sent_by(
+        &outbox,
+        AGENT_NEW_MOBILE,
+        anonymous.post(
+            "/auth/verifyUser",
+            &json!({"mobile": AGENT_NEW_MOBILE, "retrieveFlow": "password"}),
+        ),
+    )
+    .await;
+    let started = started.unwrap();
+    assert_eq!(started.status, 200, "{}", started.body);
+    assert!(
+        started.body.get("securityQuestionKey").is_none(),
+        "{}",
+        started.body
+    );
+    let nonce = started.body["nonce"].as_str().unwrap().to_owned();
+    let code = word_after(&text, "password is ");
+    let early = anonymous
+        .post(
+            "/auth/verifySecurityAnswer",
+            &json!({"nonce": nonce, "answer": "Kabwe"}),
+        )
+        .await
+        .unwrap();
+    assert_envelope(&early, 401);
+    let wrong_code = anonymous
+        .post(
+            "/auth/verifyNumber",
+            &json!({"nonce": nonce, "code": "000001"}),
+        )
+        .await
+        .unwrap();
+    assert_envelope(&wrong_code, 401);
+    let number = anonymous
+        .post("/auth/verifyNumber", &json!({"nonce": nonce, "code": code}))
+        .await
+        .unwrap();
+    assert_eq!(number.status, 200, "{}", number.body);
+    let first_key = number.body["securityQuestionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let missed = anonymous
+        .post(
+            "/auth/verifySecurityAnswer",
+            &json!({"nonce": nonce, "answer": "Lusaka"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(missed.status, 200, "{}", missed.body);
+    assert_eq!(missed.body["matched"], false);
+    let next_key = missed.body["securityQuestionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    assert_ne!(next_key, first_key);
+    let matched = anonymous
+        .post(
+            "/auth/verifySecurityAnswer",
+            &json!({"nonce": nonce, "answer": answer_of(&next_key)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(matched.body["matched"], true, "{}", matched.body);
+    let new_password = json!({"nonce": nonce, "newPassword": "felix-third-choice"});
+    let changed = anonymous
+        .post("/auth/changePassword", &new_password)
+        .await
+        .unwrap();
+    assert_eq!(changed.status, 200, "{}", changed.body);
+    let replayed = anonymous
+        .post("/auth/changePassword", &new_password)
+        .await
+        .unwrap();
+    assert_envelope(&replayed, 401);
+    let with_new = authenticate_at(&anonymous, &agent_name, "felix-third-choice").await;
+    assert_eq!(with_new.status, 200, "{}", with_new.body);
+
+    // Forgotten username: the question straight away, then the username by SMS.
+    let started = anonymous
+        .post(
+            "/auth/verifyUser",
+            &json!({"mobile": AGENT_NEW_MOBILE, "retrieveFlow": "username"}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(started.status, 200, "{}", started.body);
+    let nonce = started.body["nonce"].as_str().unwrap().to_owned();
+    let key = started.body["securityQuestionKey"]
+        .as_str()
+        .unwrap()
+        .to_owned();
+    let matched = anonymous
+        .post(
+            "/auth/verifySecurityAnswer",
+            &json!({"nonce": nonce, "answer": answer_of(&key)}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(matched.body["matched"], true, "{}", matched.body);
+    let (sent, text) = sent_by(
+        &outbox,
+        AGENT_NEW_MOBILE,
+        anonymous.post("/auth/sendUserName", &json!({"nonce": nonce})),
+    )
+    .await;
+    assert_eq!(sent.unwrap().status, 200);
+    assert_eq!(word_after(&text, "username is "), agent_name);
+    let unknown = anonymous
+        .post(
+            "/auth/verifyUser",
+            &json!({"mobile": "+260977999999", "retrieveFlow": "username"}),
+        )
+        .await
+        .unwrap();
+    assert_envelope(&unknown, 401);
+    let both = anonymous
+        .post(
+            "/auth/verifyUser",
+            &json!({"mobile": AGENT_NEW_MOBILE, "email": "f@example.org", "retrieveFlow": "username"}),
+        )
+        .await
+        .unwrap();
+    assert_envelope(&both, 400);
+
     // The admin deactivates the agent: refused at login.
     let deactivated = admin_api
         .post(
@@ -331,7 +466,7 @@ async fn central_manages_users_and_changes_reach_the_node() {
         .await
         .unwrap();
     assert_eq!(deactivated.status, 200, "{}", deactivated.body);
-    let refused = authenticate_at(&anonymous, &agent_name, "felix-second-choice").await;
+    let refused = authenticate_at(&anonymous, &agent_name, "felix-third-choice").await;
     assert_envelope(&refused, 403);
     let pending_status = admin_api
         .post(

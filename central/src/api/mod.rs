@@ -7,6 +7,7 @@ mod events;
 mod locations;
 mod ops;
 mod people;
+mod recovery;
 pub use people::PeopleBook;
 
 use std::collections::HashMap;
@@ -148,6 +149,14 @@ pub fn router(state: Arc<AppState>) -> Router {
         .merge(crvs_common::server::users::user_routes::<AppState>())
         .route("/api/users", post(people::create))
         .route("/api/users/{user_id}/{operation}", post(people::operation))
+        .route("/auth/verifyUser", post(recovery::verify_user))
+        .route("/auth/verifyNumber", post(recovery::verify_number))
+        .route(
+            "/auth/verifySecurityAnswer",
+            post(recovery::verify_security_answer),
+        )
+        .route("/auth/changePassword", post(recovery::change_password))
+        .route("/auth/sendUserName", post(recovery::send_user_name))
         .route("/ping", get(ping))
         .route("/api/ping", get(ping))
         .fallback(not_found)

@@ -24,7 +24,7 @@ use crvs_common::limits::{
     AVATAR_BYTES_MAX, INVITE_TTL_MS, LOGIN_CODE_TTL_MS, SECURITY_ANSWERS_MAX,
     SECURITY_TEXT_CHARS_MAX,
 };
-use crvs_common::login::{CodeVerdict, PendingLogins};
+use crvs_common::login::{AttemptLimiter, CodeVerdict, PendingLogins, Recoveries};
 use crvs_common::server::accounts::{self, AuditEntry};
 use crvs_common::server::login::{new_code, notify, password_matches, random_hex};
 use crvs_common::server::wall_ms;
@@ -38,17 +38,32 @@ use crate::store::UserRow;
 
 /// Codes sent to confirm a change of email or phone, by nonce (the same book as login codes:
 /// bounded, expiring, 5 tries).
+/// Also the account recoveries in progress and the per-contact limit on their lookups.
 #[derive(Debug, Default)]
 pub struct PeopleBook {
     contact_codes: std::sync::Mutex<PendingLogins>,
+    recoveries: std::sync::Mutex<Recoveries>,
+    lookups: std::sync::Mutex<AttemptLimiter>,
+}
+
+/// Each method of these books leaves them consistent; a panic elsewhere cannot tear them.
+fn lock<T>(m: &std::sync::Mutex<T>) -> std::sync::MutexGuard<'_, T> {
+    m.lock().unwrap_or_else(std::sync::PoisonError::into_inner)
 }
 
 impl PeopleBook {
     fn codes(&self) -> std::sync::MutexGuard<'_, PendingLogins> {
-        // Each method of the book leaves it consistent; a panic elsewhere cannot tear it.
-        self.contact_codes
-            .lock()
-            .unwrap_or_else(std::sync::PoisonError::into_inner)
+        lock(&self.contact_codes)
+    }
+
+    /// The recoveries in progress.
+    pub(super) fn recoveries(&self) -> std::sync::MutexGuard<'_, Recoveries> {
+        lock(&self.recoveries)
+    }
+
+    /// Counts a recovery lookup of `contact`; `false` past 10 a minute.
+    pub(super) fn try_lookup(&self, contact: &str, now_ms: u64) -> bool {
+        lock(&self.lookups).try_attempt(contact, now_ms)
     }
 }
 
@@ -298,7 +313,7 @@ async fn check_unique_contact(state: &AppState, user: &User) -> Result<(), ApiEr
 }
 
 /// Hashes a secret off the runtime, under one of the argon2 permits.
-async fn hash(state: &AppState, secret: String) -> Result<String, ApiError> {
+pub(super) async fn hash(state: &AppState, secret: String) -> Result<String, ApiError> {
     let Ok(_permit) = state.auth.secret_permits.acquire().await else {
         return Err(ApiError::new(
             ErrorCode::ServiceUnavailable,
@@ -335,15 +350,15 @@ fn audit_of(caller: &Caller, operation: &'static str, subject: Uuid) -> AuditEnt
 }
 
 /// How a stored user changes.
-struct Change {
-    row: UserRow,
-    answers: Option<Vec<(String, String)>>,
-    audit: AuditEntry,
+pub(super) struct Change {
+    pub(super) row: UserRow,
+    pub(super) answers: Option<Vec<(String, String)>>,
+    pub(super) audit: AuditEntry,
 }
 
 /// Stores a changed user (and a new set of security answers), appends its feed record and
 /// writes the audit row, in one transaction.
-async fn save(state: &AppState, change: Change) -> Result<(), ApiError> {
+pub(super) async fn save(state: &AppState, change: Change) -> Result<(), ApiError> {
     state
         .store
         .write_async(move |w| -> Result<(), ApiError> {

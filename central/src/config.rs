@@ -50,6 +50,10 @@ pub struct ConfigFile {
     /// `DEFAULT_USER_PASSWORD`), so a demo without a message transport can log new users in.
     /// `None` (the default): a random one, sent only through `notification_command`.
     pub default_user_password: Option<String>,
+    /// Registration numbers: literal `0-9A-Z-/` text with `{year}`, `{seq:N}` (a counter per
+    /// year, unique by construction) and `{random:N}` (`[0-9A-Z]`, Farajaland's is
+    /// `{random:12}`). Default `{year}{seq:8}`.
+    pub registration_number_format: String,
     /// Tracking ids leased to a node per grant.
     pub pool_lease_size: u32,
     /// Lease more when a node reports fewer free ids than this.
@@ -75,6 +79,7 @@ impl Default for ConfigFile {
             notification_command: Vec::new(),
             user_token_ttl_secs: crate::auth::USER_TOKEN_TTL_SECS,
             default_user_password: None,
+            registration_number_format: crvs_common::regnum::DEFAULT_FORMAT.to_owned(),
             pool_lease_size: 1000,
             pool_low_water: 200,
             log_format: "text".to_owned(),
@@ -104,6 +109,8 @@ impl ConfigFile {
             (60..=30 * 86_400).contains(&self.user_token_ttl_secs),
             "user_token_ttl_secs must be between 60 and 2592000"
         );
+        let registration =
+            crvs_common::regnum::RegistrationFormat::parse(&self.registration_number_format)?;
         if let Some(p) = &self.default_user_password {
             crate::admin::check_password(p).context("default_user_password")?;
         }
@@ -133,6 +140,7 @@ impl ConfigFile {
             file: self,
             events,
             roles,
+            registration,
         })
     }
 }
@@ -146,6 +154,8 @@ pub struct Config {
     pub events: crvs_common::config::EventConfigSet,
     /// Roles and the scopes each grants.
     pub roles: crvs_common::role::RoleSet,
+    /// The parsed registration number format.
+    pub registration: crvs_common::regnum::RegistrationFormat,
 }
 
 impl Config {

@@ -88,8 +88,13 @@ pub fn init(config: &Config, locations: Option<&LocationSet>) -> anyhow::Result<
 }
 
 fn open_store_with(config: &Config, key: crvs_common::log::NodeSecretKey) -> anyhow::Result<Store> {
-    Store::open(&config.db_path(), key, config.pool())
-        .with_context(|| format!("opening central database {}", config.db_path().display()))
+    Store::open_with(
+        &config.db_path(),
+        key,
+        config.pool(),
+        config.registration.clone(),
+    )
+    .with_context(|| format!("opening central database {}", config.db_path().display()))
 }
 
 /// Opens the store of an initialised data directory.

@@ -216,6 +216,13 @@ impl NodeWriter {
         self.sign(event, vec![notify], &decl)
     }
 
+    /// An entry asking central to register `event` (a Requested REGISTER, as a node records it).
+    pub(crate) fn request_registration(&mut self, event: &Event) -> LogEntry {
+        let mut register = action(ActionType::Register, self.facility, None, self.clock_ms);
+        register.status = ActionStatus::Requested;
+        self.sign(event, vec![register], &Declaration::new())
+    }
+
     /// Applies `change` of another replica to this writer's copy of the event (a relay).
     pub(crate) fn observe(&mut self, event: &Event, entry: &LogEntry) {
         let actor = actor_for(self.key.node_id().as_bytes());

@@ -24,6 +24,7 @@ pub mod limits;
 pub mod location;
 pub mod log;
 pub mod login;
+pub mod regnum;
 pub mod role;
 pub mod scope;
 pub mod search;

@@ -2,7 +2,8 @@
 //! both wire forms (REST and OpenCRVS's tRPC procedures, batched too): a hospital clerk creates
 //! and declares, a registration agent validates, a registrar asks for registration; scopes,
 //! assignment and the state machine refuse what OpenCRVS refuses (403 / 409 with its message).
-//! When the link is back, central holds every action, the Requested REGISTER included.
+//! When the link is back, central holds every action, answers the Requested REGISTER with a
+//! registration number, and the number reaches the node in its next sync.
 
 use std::time::Duration;
 
@@ -279,7 +280,8 @@ async fn a_birth_goes_from_draft_to_requested_registration_offline_then_syncs() 
     let log = node.verify_log().unwrap();
     assert_eq!(log.verified, 7, "{log:?}");
 
-    // The link is back: central holds the whole story.
+    // The link is back: central holds the whole story and answers the requested REGISTER
+    // with a registration number, which reaches the node in its next sync.
     central.restart().unwrap();
     wait_synced(&node, SYNC_TIMEOUT).await.unwrap();
     let central_api = central.health_api().await.unwrap();
@@ -290,6 +292,7 @@ async fn a_birth_goes_from_draft_to_requested_registration_offline_then_syncs() 
         ("DECLARE", "Accepted"),
         ("CUSTOM", "Accepted"),
         ("REGISTER", "Requested"),
+        ("REGISTER", "Accepted"),
     ] {
         assert!(
             kinds
@@ -298,10 +301,40 @@ async fn a_birth_goes_from_draft_to_requested_registration_offline_then_syncs() 
             "{expected:?} missing at central: {kinds:?}"
         );
     }
+    let number = registration_number(&at_central.body).expect("a registration number");
     let found = central_api.search_tracking_id(&tracking_id).await.unwrap();
-    assert!(
-        flags(&found.body["results"][0]).contains(&"register:requested".to_owned()),
+    assert_eq!(
+        found.body["results"][0]["status"], "REGISTERED",
         "{}",
         found.body
     );
+    assert!(
+        !flags(&found.body["results"][0]).contains(&"register:requested".to_owned()),
+        "{}",
+        found.body
+    );
+    let at_node = crvs_tests::central::eventually(
+        "the registration number at the node",
+        SYNC_TIMEOUT,
+        || async {
+            let read = registrar_api.read(&event_id).await?;
+            Ok(registration_number(&read.body).map(|n| (n, read.body)))
+        },
+    )
+    .await
+    .unwrap();
+    assert_eq!(at_node.0, number);
+    assert_eq!(
+        index_of(&registrar_api, &tracking_id).await["status"],
+        "REGISTERED"
+    );
+}
+
+/// The number of the Accepted REGISTER of an event document, if any.
+fn registration_number(doc: &Value) -> Option<String> {
+    doc["actions"].as_array()?.iter().find_map(|a| {
+        (a["type"] == "REGISTER" && a["status"] == "Accepted")
+            .then(|| a["registrationNumber"].as_str().map(str::to_owned))
+            .flatten()
+    })
 }

@@ -8,9 +8,11 @@
 //! connections. [`Store`] implements [`crvs_sync::engine::CentralStore`] for the sync sessions.
 
 mod read;
+mod register;
 mod schema;
 mod write;
 
+use crvs_common::regnum::RegistrationFormat;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -20,6 +22,7 @@ use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 pub use read::ReadCtx;
+pub use register::Confirmation;
 pub use schema::SCHEMA_VERSION;
 pub use write::WriteTx;
 
@@ -294,6 +297,7 @@ struct Inner {
     key: NodeSecretKey,
     central_id: NodeId,
     pool: PoolSettings,
+    registration: RegistrationFormat,
 }
 
 impl std::fmt::Debug for Inner {
@@ -372,8 +376,18 @@ impl Store {
         check_central(&conn, central_id)
     }
 
-    /// Opens an initialised database.
+    /// Opens an initialised database, issuing registration numbers in the default format.
     pub fn open(path: &Path, key: NodeSecretKey, pool: PoolSettings) -> Result<Self, StoreError> {
+        Self::open_with(path, key, pool, RegistrationFormat::default())
+    }
+
+    /// [`Self::open`] with the registration number format.
+    pub fn open_with(
+        path: &Path,
+        key: NodeSecretKey,
+        pool: PoolSettings,
+        registration: RegistrationFormat,
+    ) -> Result<Self, StoreError> {
         if !path.exists() {
             return Err(StoreError::Corrupt(format!(
                 "no database at {}; run `crvs-central init` first",
@@ -401,6 +415,7 @@ impl Store {
                 key,
                 central_id,
                 pool,
+                registration,
             }),
         })
     }
@@ -459,7 +474,13 @@ impl Store {
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
-        let mut ctx = WriteTx::new(&tx, &self.inner.key, self.inner.pool, wall_ms());
+        let mut ctx = WriteTx::new(
+            &tx,
+            &self.inner.key,
+            self.inner.pool,
+            &self.inner.registration,
+            wall_ms(),
+        );
         let out = job(&mut ctx)?;
         tx.commit().map_err(StoreError::from)?;
         Ok(out)

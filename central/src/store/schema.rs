@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 4;
+pub const SCHEMA_VERSION: i64 = 5;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -200,6 +200,21 @@ fn v4(tx: &Connection) -> rusqlite::Result<()> {
     )
 }
 
+/// Version 5: registration numbers, one per event and per requested REGISTER (both unique, and
+/// the number itself the key), and the counters of counted formats, one per year and prefix.
+const V5: &str = r#"
+CREATE TABLE registration_numbers (
+    number              TEXT PRIMARY KEY,
+    event_id            TEXT NOT NULL UNIQUE,
+    requested_action_id TEXT NOT NULL UNIQUE,
+    issued_at_ms        INTEGER NOT NULL
+) WITHOUT ROWID;
+CREATE TABLE registration_counters (
+    scope TEXT PRIMARY KEY,
+    last  INTEGER NOT NULL
+) WITHOUT ROWID;
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -224,6 +239,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 4 {
         v4(&tx)?;
+    }
+    if version < 5 {
+        tx.execute_batch(V5)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

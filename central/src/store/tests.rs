@@ -375,3 +375,74 @@ fn a_change_with_dependencies_central_lacks_is_refused_and_the_event_stays_loada
     let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
     assert_eq!(index.declaration["child.gender"], "male");
 }
+
+/// A requested REGISTER is answered once, in the transaction that applied it: Accepted with a
+/// number in the configured format, signed into central's log for the event's area; applying
+/// the entry again changes nothing; a second request of the same event is Rejected; every
+/// number is unique.
+#[test]
+fn requested_registrations_are_confirmed_exactly_once() {
+    use crvs_common::event::{ActionStatus, ActionType};
+
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 3);
+    let mut store = fx.store.clone();
+    let mut numbers = HashSet::new();
+    for tracking_id in &ids[..2] {
+        let (event, create) = node.create(tracking_id);
+        let notify = node.notify(&event, json!({"child.name": {"firstname": "Liam"}}));
+        let request = node.request_registration(&event);
+        let batch = [create, notify, request];
+        let (_, rejects) = store.apply_entries(node.node_id(), &batch).unwrap();
+        assert!(rejects.is_empty(), "{rejects:?}");
+        let doc = store.read(|r| r.event_document(event.id)).unwrap().unwrap();
+        let accepted: Vec<_> = doc
+            .actions
+            .iter()
+            .filter(|a| a.action_type == ActionType::Register && a.status == ActionStatus::Accepted)
+            .collect();
+        assert_eq!(accepted.len(), 1, "{:?}", doc.actions);
+        let number = accepted[0].registration_number.clone().unwrap();
+        assert_eq!(number.len(), 12, "{number}");
+        assert!(number.starts_with("20"), "{number}");
+        assert!(numbers.insert(number.clone()), "{number} issued twice");
+        let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
+        assert_eq!(index.status, EventStatus::Registered);
+        // Central's answer is in its log, for the event's area, with its automerge change.
+        let head = store.read(|r| r.central_head()).unwrap();
+        let last = store.read(|r| r.central_entries(head.seq - 1, 1)).unwrap();
+        match record_of(&last[0]) {
+            CentralRecord::Actions(payload) => {
+                assert_eq!(
+                    payload.actions[0].registration_number.as_deref(),
+                    Some(number.as_str())
+                );
+            }
+            other => panic!("expected central's actions, got {other:?}"),
+        }
+        assert!(last[0].crdt_change.is_some());
+        // Re-delivery: nothing new.
+        let stats = store.read(|r| r.stats()).unwrap();
+        store.apply_entries(node.node_id(), &batch).unwrap();
+        assert_eq!(
+            store.read(|r| r.stats()).unwrap().central_log_seq,
+            stats.central_log_seq
+        );
+        // A second request for the same event (a concurrent one from elsewhere) is refused.
+        let again = node.request_registration(&event);
+        store.apply_entries(node.node_id(), &[again]).unwrap();
+        let doc = store.read(|r| r.event_document(event.id)).unwrap().unwrap();
+        let answers: Vec<_> = doc
+            .actions
+            .iter()
+            .filter(|a| {
+                a.action_type == ActionType::Register && a.status != ActionStatus::Requested
+            })
+            .map(|a| (a.status, a.registration_number.clone()))
+            .collect();
+        assert_eq!(answers.len(), 2, "{answers:?}");
+        assert_eq!(answers[1], (ActionStatus::Rejected, None));
+    }
+}

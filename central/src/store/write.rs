@@ -2,14 +2,15 @@
 //! leases, enrollment, clients and locations. Every method runs inside the caller's
 //! `BEGIN IMMEDIATE` transaction ([`super::Store::write`]).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
-use crvs_common::event::{ActionType, EntryPayload};
+use crvs_common::event::{ActionStatus, ActionType, EntryPayload};
 use crvs_common::feed::CentralRecord;
 use crvs_common::hlc::{Hlc, HlcClock};
 use crvs_common::ids::TrackingId;
 use crvs_common::location::{AdministrativeArea, LocationSet};
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
+use crvs_common::regnum::RegistrationFormat;
 use crvs_common::state::EventIndex;
 use crvs_sync::merge::{EventCrdt, actor_for};
 use crvs_sync::wire::{Hello, Reject};
@@ -30,6 +31,7 @@ pub struct WriteTx<'a> {
     conn: &'a Connection,
     key: &'a NodeSecretKey,
     pool: PoolSettings,
+    registration: &'a RegistrationFormat,
     now_ms: u64,
 }
 
@@ -50,14 +52,38 @@ impl<'a> WriteTx<'a> {
         conn: &'a Connection,
         key: &'a NodeSecretKey,
         pool: PoolSettings,
+        registration: &'a RegistrationFormat,
         now_ms: u64,
     ) -> Self {
         Self {
             conn,
             key,
             pool,
+            registration,
             now_ms,
         }
+    }
+
+    /// The registration number format.
+    pub(super) fn registration(&self) -> &RegistrationFormat {
+        self.registration
+    }
+
+    /// The central's own identity.
+    pub(super) fn central_id(&self) -> NodeId {
+        self.key.node_id()
+    }
+
+    /// Signs `record` (central's own actions on an event, with their automerge `change`) as
+    /// the next entry of central's log.
+    pub(super) fn append_actions_record(
+        &mut self,
+        record: &CentralRecord,
+        event_id: uuid::Uuid,
+        audience: Audience,
+        change: Vec<u8>,
+    ) -> Result<LogHead, StoreError> {
+        self.append_signed(record, event_id, audience, None, None, Some(change))
     }
 
     /// Wall-clock time of this transaction, ms since the epoch.
@@ -105,7 +131,7 @@ impl<'a> WriteTx<'a> {
         audience: Audience,
         origin: Option<NodeId>,
     ) -> Result<LogHead, StoreError> {
-        self.append_signed(record, event_id, audience, origin, None)
+        self.append_signed(record, event_id, audience, origin, None, None)
     }
 
     /// [`Self::append_record`]; with `relay_seq` (the relayed entry's seq in `node_log`, whose
@@ -118,6 +144,7 @@ impl<'a> WriteTx<'a> {
         audience: Audience,
         origin: Option<NodeId>,
         relay_seq: Option<u64>,
+        crdt_change: Option<Vec<u8>>,
     ) -> Result<LogHead, StoreError> {
         let last: Option<(i64, Vec<u8>, i64, i64)> = self
             .conn
@@ -142,8 +169,16 @@ impl<'a> WriteTx<'a> {
         let hlc = HlcClock::new(last_hlc).now(self.now_ms);
         let payload = serde_json::to_vec(record).map_err(|e| StoreError::Log(e.to_string()))?;
         let seq = head.seq + 1;
-        let mut entry = LogEntry::sign(self.key, seq, head.hash, hlc, event_id, payload, None)
-            .map_err(|e| StoreError::Log(e.to_string()))?;
+        let mut entry = LogEntry::sign(
+            self.key,
+            seq,
+            head.hash,
+            hlc,
+            event_id,
+            payload,
+            crdt_change,
+        )
+        .map_err(|e| StoreError::Log(e.to_string()))?;
         let hash = entry.hash();
         if relay_seq.is_some() {
             entry.action = Vec::new();
@@ -572,6 +607,7 @@ impl<'a> WriteTx<'a> {
             .ok_or_else(|| StoreError::Invalid(format!("no enrolled node {node_id}")))?;
         let mut head = node.acked;
         let mut docs: BTreeMap<uuid::Uuid, MergeDoc> = BTreeMap::new();
+        let mut registers: BTreeSet<uuid::Uuid> = BTreeSet::new();
         let mut rejects = Vec::new();
         for entry in entries {
             // Another session of the same node may have applied these since the caller looked.
@@ -581,7 +617,13 @@ impl<'a> WriteTx<'a> {
             if entry.seq != head.seq + 1 || entry.prev_hash != head.hash {
                 break;
             }
-            match self.apply_one(node_id, node.admin_area_id, entry, &mut docs)? {
+            match self.apply_one(
+                node_id,
+                node.admin_area_id,
+                entry,
+                &mut docs,
+                &mut registers,
+            )? {
                 Ok(()) => {
                     head = LogHead {
                         seq: entry.seq,
@@ -596,6 +638,11 @@ impl<'a> WriteTx<'a> {
         }
         for (event_id, doc) in &docs {
             self.refresh_index(*event_id, doc)?;
+        }
+        // Requested registrations are answered in the same transaction as the entries that
+        // asked: applied and confirmed together, or neither.
+        for event_id in registers {
+            self.confirm_registrations(event_id)?;
         }
         self.conn
             .prepare_cached("UPDATE nodes SET acked_seq = ?1, acked_hash = ?2 WHERE id = ?3")?
@@ -614,6 +661,7 @@ impl<'a> WriteTx<'a> {
         node_area: Option<uuid::Uuid>,
         entry: &LogEntry,
         docs: &mut BTreeMap<uuid::Uuid, MergeDoc>,
+        registers: &mut BTreeSet<uuid::Uuid>,
     ) -> Result<Result<(), Reject>, StoreError> {
         let seq = entry.seq;
         let payload: EntryPayload = match serde_json::from_slice(&entry.action) {
@@ -752,6 +800,13 @@ impl<'a> WriteTx<'a> {
                     body
                 ])?;
         }
+        if payload
+            .actions
+            .iter()
+            .any(|a| a.action_type == ActionType::Register && a.status == ActionStatus::Requested)
+        {
+            registers.insert(payload.event_id);
+        }
         let encoded = entry.encode();
         self.conn
             .prepare_cached(
@@ -776,6 +831,7 @@ impl<'a> WriteTx<'a> {
             Audience::Area(area),
             Some(node_id),
             Some(seq),
+            None,
         ) {
             Ok(_) => {}
             // Hex doubles the entry: one near the entry bound cannot be relayed in one central
@@ -789,7 +845,7 @@ impl<'a> WriteTx<'a> {
         Ok(Ok(()))
     }
 
-    fn load_crdt(&self, event_id: uuid::Uuid) -> Result<MergeDoc, StoreError> {
+    pub(super) fn load_crdt(&self, event_id: uuid::Uuid) -> Result<MergeDoc, StoreError> {
         let actor = actor_for(self.key.node_id().as_bytes());
         let stored: Option<Vec<u8>> = self
             .conn
@@ -810,7 +866,11 @@ impl<'a> WriteTx<'a> {
     }
 
     /// Saves the merge document and re-derives the index from the actions and the document.
-    fn refresh_index(&mut self, event_id: uuid::Uuid, merge: &MergeDoc) -> Result<(), StoreError> {
+    pub(super) fn refresh_index(
+        &mut self,
+        event_id: uuid::Uuid,
+        merge: &MergeDoc,
+    ) -> Result<(), StoreError> {
         let crdt = &merge.crdt;
         let Some(doc) = self.reader().event_document(event_id)? else {
             // Every entry touching a document was refused before its event was stored.
@@ -844,10 +904,10 @@ impl<'a> WriteTx<'a> {
 
 /// One event's merge document while a batch is applied: the bytes stored before and the raw
 /// changes applied since, so storing it appends them instead of re-encoding the document.
-struct MergeDoc {
-    crdt: EventCrdt,
+pub(super) struct MergeDoc {
+    pub(super) crdt: EventCrdt,
     stored: Option<Vec<u8>>,
-    appended: Vec<u8>,
+    pub(super) appended: Vec<u8>,
 }
 
 impl MergeDoc {

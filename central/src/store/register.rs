@@ -1,0 +1,241 @@
+//! Central's own actions on events, and the one that matters most: confirming a requested
+//! REGISTER with a registration number. Central signs its actions into its log as an `actions`
+//! record with its automerge change, for the nodes of the event's area, in the transaction that
+//! applied what asked for them.
+//!
+//! Exactly once: a requested REGISTER gets one answer (Accepted with a number, or Rejected when
+//! the event already has one), and the number is unique by the `registration_numbers` keys
+//! (number, event, requested action) as well as by construction (a counter per year and prefix),
+//! so a retry, a re-delivered entry or a restart never issues a second one.
+
+use crvs_common::event::{ActionDocument, ActionStatus, ActionType, Declaration, EntryPayload};
+use crvs_common::feed::CentralRecord;
+use crvs_common::state::effective_declaration;
+use rusqlite::{OptionalExtension as _, params};
+
+use super::write::WriteTx;
+use super::{Audience, StoreError};
+
+/// Draws for a random format before giving up on a clash (each clash is one in 36^N).
+const RANDOM_NUMBER_ATTEMPTS: usize = 8;
+
+fn i64_of(v: u64) -> i64 {
+    i64::try_from(v).unwrap_or(i64::MAX)
+}
+
+/// What became of a requested REGISTER.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum Confirmation {
+    /// Registered with this number.
+    Registered(String),
+    /// Refused: the event was registered already.
+    Rejected,
+    /// Left requested: the format's counter is exhausted for this year (logged).
+    Deferred,
+}
+
+impl WriteTx<'_> {
+    /// Records `actions` as central's, on an event central holds: stored, merged into the
+    /// event's automerge document, signed into central's log for the event's area, and the
+    /// index re-derived.
+    pub fn record_actions(
+        &mut self,
+        event_id: uuid::Uuid,
+        actions: Vec<ActionDocument>,
+    ) -> Result<(), StoreError> {
+        let event_key = event_id.to_string();
+        let (event_type, tracking_id, created_at, area): (String, String, String, Option<String>) =
+            self.conn()
+                .prepare_cached(
+                    "SELECT event_type, tracking_id, created_at, admin_area_id FROM events
+                     WHERE id = ?1",
+                )?
+                .query_row(params![event_key], |r| {
+                    Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+                })
+                .optional()?
+                .ok_or_else(|| StoreError::Invalid(format!("no event {event_id}")))?;
+        let doc = self
+            .reader()
+            .event_document(event_id)?
+            .ok_or_else(|| StoreError::Invalid(format!("no event {event_id}")))?;
+        let mut delta = Declaration::new();
+        for action in &actions {
+            delta.extend(effective_declaration(action, &doc.actions));
+        }
+        let mut merge = self.load_crdt(event_id)?;
+        let change = merge
+            .crdt
+            .record(&actions, &delta, i64_of(self.now_ms()))
+            .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
+        merge.appended.extend_from_slice(&change);
+        let payload = EntryPayload {
+            event_id,
+            event_type,
+            tracking_id,
+            event_created_at: created_at,
+            actions: actions.clone(),
+        };
+        let area = area.as_deref().map(super::read::parse_uuid).transpose()?;
+        let head = self.append_actions_record(
+            &CentralRecord::Actions(payload),
+            event_id,
+            Audience::Area(area),
+            change,
+        )?;
+        let origin = self.central_id().to_string();
+        for action in &actions {
+            let body =
+                serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+            self.conn()
+                .prepare_cached(
+                    "INSERT INTO actions (id, event_id, action_type, status, created_at, origin, origin_seq, body)
+                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+                )?
+                .execute(params![
+                    action.id.to_string(),
+                    event_key,
+                    action.action_type.as_str(),
+                    action.status.as_str(),
+                    action.created_at,
+                    origin,
+                    i64_of(head.seq),
+                    body
+                ])?;
+        }
+        self.refresh_index(event_id, &merge)
+    }
+
+    /// Answers every REGISTER of `event_id` still requested: the first with an Accepted
+    /// REGISTER carrying a new registration number, any other (the event is registered by then)
+    /// with a Rejected one. Returns what each got, in order.
+    pub fn confirm_registrations(
+        &mut self,
+        event_id: uuid::Uuid,
+    ) -> Result<Vec<Confirmation>, StoreError> {
+        let Some(doc) = self.reader().event_document(event_id)? else {
+            return Ok(Vec::new());
+        };
+        let answered = |request: &ActionDocument| {
+            doc.actions.iter().any(|a| {
+                a.action_type == ActionType::Register
+                    && a.status != ActionStatus::Requested
+                    && a.original_action_id == Some(request.id)
+            })
+        };
+        let pending: Vec<ActionDocument> = doc
+            .actions
+            .iter()
+            .filter(|a| {
+                a.action_type == ActionType::Register
+                    && a.status == ActionStatus::Requested
+                    && !answered(a)
+            })
+            .cloned()
+            .collect();
+        let mut outcomes = Vec::with_capacity(pending.len());
+        for request in pending {
+            let registered = self
+                .conn()
+                .prepare_cached("SELECT number FROM registration_numbers WHERE event_id = ?1")?
+                .query_row(params![event_id.to_string()], |r| r.get::<_, String>(0))
+                .optional()?;
+            let (status, number) = match registered {
+                // Another request of this event got the number (this one is answered below).
+                Some(_) => (ActionStatus::Rejected, None),
+                None => match self.issue_registration_number(event_id, request.id)? {
+                    Some(number) => (ActionStatus::Accepted, Some(number)),
+                    None => {
+                        tracing::error!(
+                            event = %event_id,
+                            "registration number counter exhausted for this year; REGISTER stays requested"
+                        );
+                        outcomes.push(Confirmation::Deferred);
+                        continue;
+                    }
+                },
+            };
+            let answer = ActionDocument {
+                id: uuid::Uuid::now_v7(),
+                status,
+                original_action_id: Some(request.id),
+                registration_number: number.clone(),
+                created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
+                declaration: None,
+                annotation: None,
+                content: None,
+                assigned_to: None,
+                ..request
+            };
+            self.record_actions(event_id, vec![answer])?;
+            outcomes.push(match number {
+                Some(n) => Confirmation::Registered(n),
+                None => Confirmation::Rejected,
+            });
+        }
+        Ok(outcomes)
+    }
+
+    /// A new registration number for `event_id`, answering `requested`; `None` when a counted
+    /// format has no number left this year.
+    fn issue_registration_number(
+        &mut self,
+        event_id: uuid::Uuid,
+        requested: uuid::Uuid,
+    ) -> Result<Option<String>, StoreError> {
+        let format = self.registration().clone();
+        let year: i32 = crvs_common::event::format_timestamp_ms(self.now_ms())
+            .get(..4)
+            .and_then(|y| y.parse().ok())
+            .unwrap_or(1970);
+        let attempts = if format.counted() {
+            1
+        } else {
+            RANDOM_NUMBER_ATTEMPTS
+        };
+        for _ in 0..attempts {
+            let seq = if format.counted() {
+                let scope = format.counter_scope(year);
+                let last: u64 = self
+                    .conn()
+                    .prepare_cached(
+                        "INSERT INTO registration_counters (scope, last) VALUES (?1, 1)
+                         ON CONFLICT(scope) DO UPDATE SET last = last + 1
+                         RETURNING last",
+                    )?
+                    .query_row(params![scope], |r| r.get::<_, i64>(0))
+                    .map(|v| u64::try_from(v).unwrap_or(0))?;
+                if last > format.seq_max() {
+                    return Ok(None);
+                }
+                last
+            } else {
+                0
+            };
+            let random = crate::keys::random_bytes::<64>()
+                .map_err(|e| StoreError::Corrupt(format!("random source: {e}")))?;
+            let mut draws = random.into_iter().cycle();
+            let Some(number) = format.render(year, seq, || draws.next().unwrap_or(0)) else {
+                return Ok(None);
+            };
+            let inserted = self
+                .conn()
+                .prepare_cached(
+                    "INSERT INTO registration_numbers (number, event_id, requested_action_id, issued_at_ms)
+                     VALUES (?1, ?2, ?3, ?4) ON CONFLICT(number) DO NOTHING",
+                )?
+                .execute(params![
+                    number,
+                    event_id.to_string(),
+                    requested.to_string(),
+                    i64_of(self.now_ms())
+                ])?;
+            if inserted == 1 {
+                return Ok(Some(number));
+            }
+        }
+        Err(StoreError::Corrupt(
+            "no free registration number after several draws; widen the format".into(),
+        ))
+    }
+}

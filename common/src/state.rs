@@ -236,7 +236,8 @@ pub fn is_allowed(action: ActionType, status: EventStatus, flags: &[String]) -> 
 /// What one Accepted action contributes to the record's declaration, as a partial update
 /// (`null` clears a field). An Accepted action with `originalActionId` first carries its
 /// Requested action's declaration; PRINT_CERTIFICATE, REQUEST_CORRECTION and REJECT_CORRECTION
-/// contribute nothing; APPROVE_CORRECTION carries the request it approves. Non-Accepted actions
+/// contribute nothing; APPROVE_CORRECTION carries the values its request proposed (on the
+/// request's Requested action, which `requestId`'s Accepted action confirms). Non-Accepted actions
 /// contribute nothing. `actions` is the event's whole action list (to resolve references).
 pub fn effective_declaration(action: &ActionDocument, actions: &[ActionDocument]) -> Declaration {
     let mut out = Declaration::new();
@@ -253,11 +254,18 @@ pub fn effective_declaration(action: &ActionDocument, actions: &[ActionDocument]
         | ActionType::RequestCorrection
         | ActionType::RejectCorrection => return out,
         ActionType::ApproveCorrection => {
-            let request = action
-                .request_id
-                .as_deref()
-                .and_then(|id| actions.iter().find(|a| a.id.to_string() == id));
-            take(request.and_then(|r| r.declaration.as_ref()));
+            // `requestId` names the request's Accepted action; its proposed values travel on
+            // the Requested action that one confirms.
+            let by_id = |id: &str| actions.iter().find(|a| a.id.to_string() == id);
+            let request = action.request_id.as_deref().and_then(by_id);
+            let proposed = request.and_then(|r| {
+                r.declaration.as_ref().filter(|d| !d.is_empty()).or_else(|| {
+                    r.original_action_id
+                        .and_then(|orig| by_id(&orig.to_string()))
+                        .and_then(|o| o.declaration.as_ref())
+                })
+            });
+            take(proposed);
         }
         _ => {}
     }

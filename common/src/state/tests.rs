@@ -265,6 +265,22 @@ fn aggregation_null_clears_and_corrections() {
     assert_eq!(serde_json::Value::Object(decl), json!({"a": 9, "c": 3}));
 }
 
+/// As a node records it: the request's values on its Requested action, `requestId` naming the
+/// Accepted action that confirms it.
+#[test]
+fn approval_takes_the_values_of_the_requested_action_it_confirms() {
+    let mut a1 = action(1, A::Declare, ActionStatus::Accepted);
+    a1.declaration = Some(json!({"a": 1}).as_object().unwrap().clone());
+    let mut requested = action(2, A::RequestCorrection, ActionStatus::Requested);
+    requested.declaration = Some(json!({"a": 7}).as_object().unwrap().clone());
+    let mut confirmed = action(3, A::RequestCorrection, ActionStatus::Accepted);
+    confirmed.original_action_id = Some(requested.id);
+    let mut approve = action(4, A::ApproveCorrection, ActionStatus::Accepted);
+    approve.request_id = Some(confirmed.id.to_string());
+    let decl = aggregate_declaration(&[a1, requested, confirmed, approve]);
+    assert_eq!(serde_json::Value::Object(decl), json!({"a": 7}));
+}
+
 #[test]
 fn assignment_follows_last_assign() {
     let mut a = action(2, A::Assign, ActionStatus::Accepted);

@@ -259,11 +259,14 @@ pub fn effective_declaration(action: &ActionDocument, actions: &[ActionDocument]
             let by_id = |id: &str| actions.iter().find(|a| a.id.to_string() == id);
             let request = action.request_id.as_deref().and_then(by_id);
             let proposed = request.and_then(|r| {
-                r.declaration.as_ref().filter(|d| !d.is_empty()).or_else(|| {
-                    r.original_action_id
-                        .and_then(|orig| by_id(&orig.to_string()))
-                        .and_then(|o| o.declaration.as_ref())
-                })
+                r.declaration
+                    .as_ref()
+                    .filter(|d| !d.is_empty())
+                    .or_else(|| {
+                        r.original_action_id
+                            .and_then(|orig| by_id(&orig.to_string()))
+                            .and_then(|o| o.declaration.as_ref())
+                    })
             });
             take(proposed);
         }

@@ -2,7 +2,9 @@
 //! each other): a user at each assigns it and edits the same field. When the link is back, both
 //! nodes (and central) show the same status, flags, assignee and value, the field conflict is
 //! listed, and the node whose assignment lost is told (its sync status lists the lost lock; its
-//! user is refused with a 409 from then on).
+//! user is refused with a 409 from then on). A registered record (numbered by central) gets a
+//! correction request at each clinic while cut off: both requests are kept everywhere, and the
+//! approval of one reaches both clinics.
 
 use std::time::Duration;
 

@@ -30,14 +30,17 @@ done
 bash -e "$WORK/walk.sh" > "$WORK/walk.out"
 grep -q '"status":"NOTIFIED"' "$WORK/walk.out" || { echo "walk-through did not find the record NOTIFIED"; cat "$WORK/walk.out"; exit 1; }
 grep -q '"type":"READ"' "$WORK/walk.out" || { echo "read-back did not record a READ action"; exit 1; }
-# Steps 8-12: people log in at the node with central paused, the draft is declared, validated and
-# its registration requested; once central runs again it shows the record with that flag.
+# Steps 8-13: people log in at the node with central paused, the draft is declared, validated and
+# its registration requested; once central runs again it registers the record with a number, and
+# the node shows that number.
 grep -q '"customActionType":"VALIDATE_DECLARATION"' "$WORK/walk.out" \
     || { echo "the agent's validation is missing"; cat "$WORK/walk.out"; exit 1; }
 grep -q '"type":"REGISTER","transactionId":"[^"]*","status":"Requested"' "$WORK/walk.out" \
     || { echo "the registrar's requested registration is missing"; cat "$WORK/walk.out"; exit 1; }
-grep -q 'register:requested' "$WORK/walk.out" \
-    || { echo "central never showed the requested registration"; cat "$WORK/walk.out"; exit 1; }
+grep -q '"status":"REGISTERED"' "$WORK/walk.out" \
+    || { echo "central never registered the record"; cat "$WORK/walk.out"; exit 1; }
+grep -q '"registrationNumber":"[0-9A-Z/-]*"' "$WORK/walk.out" \
+    || { echo "the node never showed the registration number"; cat "$WORK/walk.out"; exit 1; }
 # Step 6 may run before the entry crossed to central: check central directly until it has it.
 TRACKING="$(grep -o '"trackingId":"[0-9A-Z]*"' "$WORK/walk.out" | head -n1 | sed 's/.*:"\(.*\)"/\1/')"
 CID="$(grep -o '"client_id": *"[^"]*"' demo/credentials.json | sed 's/.*: *"\(.*\)"/\1/')"

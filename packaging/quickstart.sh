@@ -59,7 +59,10 @@ fi
 # them a fresh password, written to credentials.json.
 demo_user() { # demo_user USERNAME FIRSTNAME SURNAME ROLE: prints the user's password
     local out="$DEMO/user.json"
-    if "${CENTRAL[@]}" user list | grep -q "\"$1\""; then
+    # The list goes to a file first: `grep -q` stops reading at the first match, and with
+    # pipefail the listing's broken pipe would read as "no such user".
+    "${CENTRAL[@]}" user list > "$out"
+    if grep -q "\"$1\"" "$out"; then
         "${CENTRAL[@]}" user set-password "$1" > "$out"
     else
         "${CENTRAL[@]}" user add --username "$1" --firstname "$2" --surname "$3" --role "$4" \
@@ -238,14 +241,22 @@ Walk-through (copy and paste in another terminal):
        -d '{"transactionId":"'\$(cat /proc/sys/kernel/random/uuid)'"}'
   curl -s "$NODE_URL/api/sync/status"; echo    # the backlog waits for the link
 
-  # 12. The link is back: the node's backlog drains and central shows the record, with its flag
-  #     register:requested (the loop asks again each second, for at most two minutes)
+  # 12. The link is back: the node's backlog drains and central registers the record, giving it
+  #     its registration number (the loop asks again each second, for at most two minutes)
   kill -CONT \$(cat demo/central.pid)
   for i in \$(seq 120); do
     FOUND=\$(curl -s -X POST "$CENTRAL_URL/api/events/events/search" -H "Authorization: Bearer \$CTOKEN" -H 'Content-Type: application/json' \\
            -d '{"query":{"type":"and","clauses":[{"trackingId":{"type":"exact","term":"'\$DRAFT_TRACKING'"}}]}}')
-    case "\$FOUND" in *register:requested*) break ;; esac; sleep 1
+    case "\$FOUND" in *'"status":"REGISTERED"'*) break ;; esac; sleep 1
   done; echo "\$FOUND"
+
+  # 13. The number flows back: the node shows the Accepted REGISTER with its registrationNumber
+  for i in \$(seq 120); do
+    AT_NODE=\$(curl -s -X POST "$NODE_URL/api/events/events/search" -H "Authorization: Bearer \$REGISTRAR" -H 'Content-Type: application/json' \\
+           -d '{"query":{"type":"and","clauses":[{"trackingId":{"type":"exact","term":"'\$DRAFT_TRACKING'"}}]}}')
+    case "\$AT_NODE" in *'"status":"REGISTERED"'*) break ;; esac; sleep 1
+  done
+  curl -s "$NODE_URL/api/events/events/\$DRAFT_ID" -H "Authorization: Bearer \$REGISTRAR" | grep -o '"registrationNumber":"[^"]*"'
 
 Press Ctrl-C to stop central and the node.
 WALK

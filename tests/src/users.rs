@@ -163,7 +163,11 @@ pub fn code_in(outbox_file: &Path, recipient: &str) -> Option<String> {
 /// Every message sent to `recipient` through [`transport_config`]'s script, oldest first.
 pub fn messages_to(outbox_file: &Path, recipient: &str) -> Vec<String> {
     let text = std::fs::read_to_string(outbox_file).unwrap_or_default();
-    text.lines()
+    // Only whole lines: the script appends recipient, text and newline in three writes, so the
+    // last line may still be in progress.
+    let complete = text.rfind('\n').map_or("", |end| &text[..end]);
+    complete
+        .lines()
         .filter_map(|l| l.strip_prefix(recipient)?.strip_prefix('\t'))
         .map(str::to_owned)
         .collect()

@@ -223,6 +223,13 @@ impl NodeWriter {
         self.sign(event, vec![register], &Declaration::new())
     }
 
+    /// An entry in which the node answers a registration itself (only central may).
+    pub(crate) fn forge_registration(&mut self, event: &Event, number: &str) -> LogEntry {
+        let mut register = action(ActionType::Register, self.facility, None, self.clock_ms);
+        register.registration_number = Some(number.to_owned());
+        self.sign(event, vec![register], &Declaration::new())
+    }
+
     /// Applies `change` of another replica to this writer's copy of the event (a relay).
     pub(crate) fn observe(&mut self, event: &Event, entry: &LogEntry) {
         let actor = actor_for(self.key.node_id().as_bytes());

@@ -195,11 +195,12 @@ async fn central_manages_users_and_changes_reach_the_node() {
         .unwrap();
     assert_eq!(activated.status, 201, "{}", activated.body);
     assert_eq!(activated.body["userId"], agent_id.as_str());
-    let again = pending_api
-        .post(&format!("/api/users/{agent_id}/activate"), &activate)
+    // The pending token died with the temporary password.
+    let stale = pending_api
+        .get(&format!("/api/users/{agent_id}"))
         .await
         .unwrap();
-    assert_envelope(&again, 409);
+    assert_envelope(&stale, 401);
 
     // The agent logs in with the chosen password and gets the role's scopes.
     let agent_token = central_login(
@@ -214,6 +215,11 @@ async fn central_manages_users_and_changes_reach_the_node() {
     assert_eq!(agent_claims["role"], "REGISTRATION_AGENT");
     assert!(!agent_claims["scope"].as_array().unwrap().is_empty());
     let agent_api = anonymous.with_token(Some(&agent_token));
+    let again = agent_api
+        .post(&format!("/api/users/{agent_id}/activate"), &activate)
+        .await
+        .unwrap();
+    assert_envelope(&again, 409);
     let verified = agent_api
         .post(
             &format!("/api/users/{agent_id}/verify-password"),
@@ -251,6 +257,21 @@ async fn central_manages_users_and_changes_reach_the_node() {
         .await
         .unwrap();
     assert_eq!(changed.status, 200, "{}", changed.body);
+    // A password change ends every earlier token of the user; a new login works.
+    let stale = agent_api
+        .get(&format!("/api/users/{agent_id}"))
+        .await
+        .unwrap();
+    assert_envelope(&stale, 401);
+    let agent_token = central_login(
+        &anonymous,
+        &outbox,
+        AGENT_MOBILE,
+        &agent_name,
+        "felix-second-choice",
+    )
+    .await;
+    let agent_api = anonymous.with_token(Some(&agent_token));
 
     // Change phone: a code goes to the current number; a wrong code and the admin's number
     // are refused.
@@ -407,20 +428,37 @@ async fn central_manages_users_and_changes_reach_the_node() {
         .await
         .unwrap();
     assert_envelope(&replayed, 401);
-    let with_new = authenticate_at(&anonymous, &agent_name, "felix-third-choice").await;
+    // (Its login code is awaited, so the next message read is the recovery's.)
+    let (with_new, _) = sent_by(
+        &outbox,
+        AGENT_NEW_MOBILE,
+        authenticate_at(&anonymous, &agent_name, "felix-third-choice"),
+    )
+    .await;
     assert_eq!(with_new.status, 200, "{}", with_new.body);
 
-    // Forgotten username: the question straight away, then the username by SMS.
-    let started = anonymous
-        .post(
+    // Forgotten username: a code to the phone too, then the question, then the username by SMS.
+    let (started, text) = sent_by(
+        &outbox,
+        AGENT_NEW_MOBILE,
+        anonymous.post(
             "/auth/verifyUser",
             &json!({"mobile": AGENT_NEW_MOBILE, "retrieveFlow": "username"}),
+        ),
+    )
+    .await;
+    let started = started.unwrap();
+    assert_eq!(started.status, 200, "{}", started.body);
+    let nonce = started.body["nonce"].as_str().unwrap().to_owned();
+    let number = anonymous
+        .post(
+            "/auth/verifyNumber",
+            &json!({"nonce": nonce, "code": word_after(&text, "username is ")}),
         )
         .await
         .unwrap();
-    assert_eq!(started.status, 200, "{}", started.body);
-    let nonce = started.body["nonce"].as_str().unwrap().to_owned();
-    let key = started.body["securityQuestionKey"]
+    assert_eq!(number.status, 200, "{}", number.body);
+    let key = number.body["securityQuestionKey"]
         .as_str()
         .unwrap()
         .to_owned();
@@ -500,7 +538,12 @@ async fn central_manages_users_and_changes_reach_the_node() {
     let reset = reset.unwrap();
     assert_eq!(reset.status, 200, "{}", reset.body);
     let temporary = word_after(&text, "temporary password is ");
-    let pending_again = authenticate_at(&anonymous, &agent_name, &temporary).await;
+    let (pending_again, _) = sent_by(
+        &outbox,
+        AGENT_NEW_MOBILE,
+        authenticate_at(&anonymous, &agent_name, &temporary),
+    )
+    .await;
     assert_eq!(pending_again.status, 200, "{}", pending_again.body);
     assert_eq!(pending_again.body["status"], "pending");
     let (resent, _) = sent_by(

@@ -314,12 +314,7 @@ async fn check_unique_contact(state: &AppState, user: &User) -> Result<(), ApiEr
 
 /// Hashes a secret off the runtime, under one of the argon2 permits.
 pub(super) async fn hash(state: &AppState, secret: String) -> Result<String, ApiError> {
-    let Ok(_permit) = state.auth.secret_permits.acquire().await else {
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            "Shutting down",
-        ));
-    };
+    let _permit = state.auth.secret_permit().await?;
     tokio::task::spawn_blocking(move || crate::auth::hash_secret(&secret))
         .await
         .map_err(|e| ApiError::internal(&e))?
@@ -413,6 +408,7 @@ pub(crate) async fn create(
     };
     check_user(&user)?;
     check_unique_contact(&state, &user).await?;
+    state.auth.can_notify()?;
     let password = temporary_password(&state)?;
     let password_hash = hash(&state, password.clone()).await?;
     let audit = audit_of(&caller, "user.create_user", user.id);
@@ -422,7 +418,14 @@ pub(crate) async fn create(
         .store
         .write_async(move |w| -> Result<String, ApiError> {
             let username = crate::admin::pick_username(&w.reader(), &created, requested.as_deref())
-                .map_err(|e| ApiError::conflict(e.to_string()))?;
+                .map_err(|e| {
+                    let text = e.to_string();
+                    if text.contains("taken") {
+                        ApiError::conflict(text)
+                    } else {
+                        ApiError::input_one("invalid_string", text, &["username"])
+                    }
+                })?;
             w.put_user(&UserRow {
                 user: created,
                 username: username.clone(),
@@ -548,6 +551,7 @@ pub(crate) async fn operation(
                 may_edit(&state, &caller, &row).await?;
             }
             let input: PasswordInput = body::parse(&bytes)?;
+            password_attempt(&state, &row)?;
             let account = row.account();
             if !password_matches(&*state, Some(&account), input.password).await? {
                 return Err(ApiError::new(
@@ -580,7 +584,19 @@ fn active(row: UserRow) -> Result<UserRow, ApiError> {
     if row.user.status == UserStatus::Active {
         Ok(row)
     } else {
-        Err(ApiError::new(ErrorCode::Unauthorized, "User is not active"))
+        Err(ApiError::forbidden("User is not active"))
+    }
+}
+
+/// Counts a password check on `row`'s account against the login limit (10 a minute).
+fn password_attempt(state: &AppState, row: &UserRow) -> Result<(), ApiError> {
+    if state.auth.try_password_attempt(&row.username, wall_ms()) {
+        Ok(())
+    } else {
+        Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            "Too many password attempts for this user; try again in a minute",
+        ))
     }
 }
 
@@ -734,6 +750,7 @@ async fn change_password(
 ) -> Result<Response, ApiError> {
     let mut row = active(row)?;
     check_password(&input.password, "password")?;
+    password_attempt(state, &row)?;
     let account = row.account();
     if !password_matches(state, Some(&account), input.existing_password).await? {
         return Err(ApiError::new(
@@ -802,6 +819,7 @@ async fn reinvite(
             "Can only resend invite to a user in pending status",
         ));
     }
+    state.auth.can_notify()?;
     let password = temporary_password(state)?;
     row.password_hash = hash(state, password.clone()).await?;
     row.user.status = UserStatus::Pending;

@@ -1,6 +1,7 @@
 //! Forgotten username or password, at central (where the security answers are), as OpenCRVS's
-//! auth service does it: `POST /auth/verifyUser {mobile|email, retrieveFlow}` → nonce (for a
-//! password, a code to the user's phone or email first: `POST /auth/verifyNumber`), then
+//! auth service does it: `POST /auth/verifyUser {mobile|email, retrieveFlow}` → nonce and a
+//! code to the user's phone or email (for both flows: OpenCRVS 1.9 skipped it for a username,
+//! which made the question an oracle), `POST /auth/verifyNumber {nonce, code}`, then
 //! `POST /auth/verifySecurityAnswer {nonce, answer}`, then `POST /auth/changePassword
 //! {newPassword, nonce}` or `POST /auth/sendUserName {nonce}`. Each step needs the one before;
 //! wrong codes and answers are counted (5, then the nonce is gone); every refusal is 401;
@@ -137,35 +138,27 @@ pub(crate) async fn verify_user(
         return Err(ApiError::conflict("User doesn't have security questions"));
     }
     let question = pick_question(&keys, None)?;
+    // Both flows prove the contact first (a code to it), so the security question is never an
+    // oracle for someone who only knows a phone number.
     let nonce = random_hex::<16>()?;
-    let code = match input.retrieve_flow {
-        RetrieveFlow::Username => None,
-        RetrieveFlow::Password => {
-            let code = new_code(&*state)?;
-            let text = format!("Your code to reset your OpenCRVS password is {code}.");
-            notify(
-                &*state,
-                &row.account(),
-                "password-reset",
-                text,
-                LOGIN_CODE_TTL_MS,
-            )
-            .await?;
-            Some(code)
-        }
+    let code = new_code(&*state)?;
+    let (what, template) = match input.retrieve_flow {
+        RetrieveFlow::Username => ("recover your OpenCRVS username", "username-recovery"),
+        RetrieveFlow::Password => ("reset your OpenCRVS password", "password-reset"),
     };
-    let ask_now = code.is_none();
+    let text = format!("Your code to {what} is {code}.");
+    notify(&*state, &row.account(), template, text, LOGIN_CODE_TTL_MS).await?;
     state.people.recoveries().start(
         nonce.clone(),
         id.to_string(),
         input.retrieve_flow,
-        question.clone(),
-        code,
+        question,
+        Some(code),
         wall_ms(),
     );
     json_of(Step {
         nonce,
-        security_question_key: ask_now.then_some(question),
+        security_question_key: None,
     })
 }
 
@@ -211,12 +204,7 @@ pub(crate) async fn verify_security_answer(
         .map(|(_, h)| h.clone())
         .unwrap_or_else(|| crate::auth::DECOY_HASH.to_owned());
     let answer = zeroize::Zeroizing::new(input.answer.trim().to_lowercase());
-    let Ok(_permit) = state.auth.secret_permits.acquire().await else {
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            "Shutting down",
-        ));
-    };
+    let _permit = state.auth.secret_permit().await?;
     let matched = tokio::task::spawn_blocking(move || crate::auth::verify_secret(&stored, &answer))
         .await
         .unwrap_or(false);

@@ -445,4 +445,13 @@ fn requested_registrations_are_confirmed_exactly_once() {
         assert_eq!(answers.len(), 2, "{answers:?}");
         assert_eq!(answers[1], (ActionStatus::Rejected, None));
     }
+    // A node may not answer a registration itself: refused with its reason, nothing changed.
+    let (event, create) = node.create(&ids[2]);
+    store.apply_entries(node.node_id(), &[create]).unwrap();
+    let stats = store.read(|r| r.stats()).unwrap();
+    let forged = node.forge_registration(&event, "202699999999");
+    let (_, rejects) = store.apply_entries(node.node_id(), &[forged]).unwrap();
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0].reason, "central-only-action");
+    assert_eq!(store.read(|r| r.stats()).unwrap().actions, stats.actions);
 }

@@ -4,7 +4,7 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
-use crvs_common::event::{ActionStatus, ActionType, EntryPayload};
+use crvs_common::event::{ActionDocument, ActionStatus, ActionType, EntryPayload};
 use crvs_common::feed::CentralRecord;
 use crvs_common::hlc::{Hlc, HlcClock};
 use crvs_common::ids::TrackingId;
@@ -687,6 +687,44 @@ impl<'a> WriteTx<'a> {
             })
             .optional()?;
         let is_new = existing.is_none();
+        // Registration answers and numbers are central's: a node may carry them only in the
+        // entry that imports a whole record (`record.import`), whose numbers must be free.
+        let answers: Vec<&ActionDocument> = payload
+            .actions
+            .iter()
+            .filter(|a| {
+                a.registration_number.is_some()
+                    || (a.action_type == ActionType::Register
+                        && a.status != ActionStatus::Requested)
+            })
+            .collect();
+        if !answers.is_empty() {
+            if !is_new {
+                return Ok(Err(content_reject(
+                    seq,
+                    "central-only-action",
+                    "only central answers a REGISTER and issues registration numbers",
+                )));
+            }
+            for number in answers
+                .iter()
+                .filter_map(|a| a.registration_number.as_deref())
+            {
+                let taken = self
+                    .conn
+                    .prepare_cached("SELECT 1 FROM registration_numbers WHERE number = ?1")?
+                    .query_row(params![number], |_| Ok(()))
+                    .optional()?
+                    .is_some();
+                if taken {
+                    return Ok(Err(content_reject(
+                        seq,
+                        "registration-number-taken",
+                        format!("registration number {number} belongs to another record"),
+                    )));
+                }
+            }
+        }
         let area: Option<String> = match existing {
             Some((event_type, tracking_id, area)) => {
                 if event_type != payload.event_type || tracking_id != payload.tracking_id {
@@ -780,6 +818,23 @@ impl<'a> WriteTx<'a> {
             self.conn
                 .prepare_cached("UPDATE tracking_ids SET event_id = ?1 WHERE id = ?2")?
                 .execute(params![event_key, payload.tracking_id])?;
+            // An imported record's numbers are claimed, so central never issues them again.
+            for action in &answers {
+                if let Some(number) = &action.registration_number {
+                    self.conn
+                        .prepare_cached(
+                            "INSERT OR IGNORE INTO registration_numbers
+                                 (number, event_id, requested_action_id, issued_at_ms)
+                             VALUES (?1, ?2, ?3, ?4)",
+                        )?
+                        .execute(params![
+                            number,
+                            event_key,
+                            action.id.to_string(),
+                            i64_of(self.now_ms)
+                        ])?;
+                }
+            }
         }
         for action in &payload.actions {
             let body =

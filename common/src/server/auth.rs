@@ -55,6 +55,13 @@ pub fn hash_secret(secret: &str) -> anyhow::Result<String> {
 /// A constant, not hashed at start-up: that would cost a start-up 19 MiB of memory for nothing.
 pub const DECOY_HASH: &str = "$argon2id$v=19$m=19456,t=2,p=1$IiVDAx6fALZlVroZjmO/Bw$KfdxtnyQImzjNSuPLkbcx0qg7iehEqcWE01jg9cO8ag";
 
+/// A short fingerprint of a user's password hash, carried in their tokens (`cred`): when the
+/// password changes (or is reset), tokens minted before no longer match and are refused.
+pub fn credential_tag(password_hash: &str) -> String {
+    let digest = Sha256::digest(password_hash.as_bytes());
+    hex::encode(&digest[..8])
+}
+
 /// Checks a secret against a PHC string.
 pub fn verify_secret(phc: &str, secret: &str) -> bool {
     argon2().verify_password(secret.as_bytes(), phc).is_ok()
@@ -87,6 +94,10 @@ pub struct Claims {
     /// differ, so logging one out leaves the other valid.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub jti: Option<String>,
+    /// The user's credentials when the token was minted ([`credential_tag`]; user tokens only):
+    /// a password change or reset makes every earlier token of the user invalid.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub cred: Option<String>,
     /// Issuer: `crvs-edge:node:<node id>` or `crvs-edge:central`.
     pub iss: String,
     /// Audiences.
@@ -193,6 +204,7 @@ impl TokenKeys {
         user_id: &str,
         role: &str,
         scopes: Vec<String>,
+        cred: String,
         now_secs: u64,
     ) -> Result<String, TokenError> {
         self.mint_claims(Claims {
@@ -201,6 +213,7 @@ impl TokenKeys {
             user_type: TokenUserType::User,
             role: Some(role.to_owned()),
             jti: Some(uuid::Uuid::new_v4().to_string()),
+            cred: Some(cred),
             iss: self.issuer.clone(),
             aud: TOKEN_AUDIENCES.iter().map(|s| (*s).to_owned()).collect(),
             iat: now_secs,
@@ -261,6 +274,7 @@ impl TokenKeys {
             user_type,
             role: None,
             jti: None,
+            cred: None,
             iss: self.issuer.clone(),
             aud: TOKEN_AUDIENCES.iter().map(|s| (*s).to_owned()).collect(),
             iat: now_secs,

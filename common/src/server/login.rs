@@ -13,7 +13,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest as _, Sha256};
 
 use super::accounts::{self, AuditEntry, Notification};
-use super::auth::{DECOY_HASH, TokenUserType, verify_secret};
+use super::auth::{Claims, DECOY_HASH, TokenUserType, credential_tag, verify_secret};
 use super::{ApiError, AuthHost, body, wall_ms};
 use crate::error::ErrorCode;
 use crate::limits::{
@@ -30,6 +30,11 @@ pub struct LoginBook {
 }
 
 impl LoginBook {
+    /// Counts an attempt for `username` in the book's limiter.
+    pub(super) fn try_attempt(book: &std::sync::Mutex<Self>, username: &str, now_ms: u64) -> bool {
+        Self::lock(book).limiter.try_attempt(username, now_ms)
+    }
+
     fn lock(book: &std::sync::Mutex<Self>) -> std::sync::MutexGuard<'_, Self> {
         // Each method leaves the book consistent; a panic elsewhere cannot tear it.
         book.lock()
@@ -144,13 +149,7 @@ pub async fn notify<H: AuthHost>(
         tracing::info!(user = %account.user.id, template, "demo mode: notification not sent");
         return Ok(());
     }
-    if host.auth().notification_command.is_empty() {
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            "This server has no transport for notifications: set notification_command, or \
-             two_factor = false for a demo",
-        ));
-    }
+    host.auth().can_notify()?;
     let (channel, recipient) = contact_of(account)?;
     let n = Notification {
         channel,
@@ -210,12 +209,7 @@ pub async fn password_matches<H: AuthHost>(
         Some(a) if !a.password_hash.is_empty() => a.password_hash.clone(),
         _ => DECOY_HASH.to_owned(),
     };
-    let Ok(_permit) = host.auth().secret_permits.acquire().await else {
-        return Err(ApiError::new(
-            ErrorCode::ServiceUnavailable,
-            "Shutting down",
-        ));
-    };
+    let _permit = host.auth().secret_permit().await?;
     let password = zeroize::Zeroizing::new(password);
     let ok = tokio::task::spawn_blocking(move || verify_secret(&hash, &password))
         .await
@@ -237,10 +231,7 @@ pub async fn authenticate<H: AuthHost>(
         return Err(bad_credentials());
     }
     let username = input.username.to_lowercase();
-    if !LoginBook::lock(&host.auth().logins)
-        .limiter
-        .try_attempt(&username, wall_ms())
-    {
+    if !host.auth().try_password_attempt(&username, wall_ms()) {
         return Err(too_many());
     }
     let account = host.account_by_username(username).await?;
@@ -325,9 +316,17 @@ fn user_token<H: AuthHost>(host: &H, account: &Account) -> Result<String, ApiErr
             &account.user.id.to_string(),
             &account.user.role,
             scopes,
+            credential_tag(&account.password_hash),
             wall_ms() / 1000,
         )
         .map_err(|e| ApiError::internal(&e))
+}
+
+/// Whether a user token (its `claims`) still stands for `account`: the user is not deactivated
+/// and their password has not changed since it was minted.
+pub fn still_valid(claims: &Claims, account: &Account) -> bool {
+    account.user.status != UserStatus::Deactivated
+        && claims.cred.as_deref() == Some(credential_tag(&account.password_hash).as_str())
 }
 
 /// An audit row of `account` doing `operation` (at their office).
@@ -396,6 +395,9 @@ pub async fn refresh_token<H: AuthHost>(
     let token = match claims.user_type {
         TokenUserType::User => {
             let account = load_account(&*host, &claims.sub).await?;
+            if !still_valid(&claims, &account) {
+                return Err(ApiError::unauthorized());
+            }
             user_token(&*host, &account)?
         }
         TokenUserType::System => {

@@ -36,6 +36,9 @@ use auth::TokenUserType;
 /// memory on a 1 GB board.
 pub const SECRET_VERIFICATIONS_MAX: usize = 2;
 
+/// Longest a request waits for an argon2 permit before it is answered 503.
+pub const SECRET_PERMIT_WAIT: std::time::Duration = std::time::Duration::from_secs(10);
+
 /// A system client as both servers store it (created at central, synced down to nodes).
 #[derive(Debug, Clone)]
 pub struct ClientRow {
@@ -91,6 +94,40 @@ impl AuthCore {
             notification_command,
             outbox_wake: Arc::new(Notify::new()),
         }
+    }
+
+    /// Counts a password attempt for `username` (login, or a password check on an account) at
+    /// `now_ms`; `false` past 10 a minute.
+    pub fn try_password_attempt(&self, username: &str, now_ms: u64) -> bool {
+        login::LoginBook::try_attempt(&self.logins, username, now_ms)
+    }
+
+    /// One of the argon2 permits, waiting at most [`SECRET_PERMIT_WAIT`]; 503 past that (the
+    /// queue of waiting requests stays bounded by that wait).
+    pub async fn secret_permit(&self) -> Result<tokio::sync::SemaphorePermit<'_>, ApiError> {
+        let busy = || {
+            ApiError::new(
+                crate::error::ErrorCode::ServiceUnavailable,
+                "Too many password checks at once; try again shortly",
+            )
+        };
+        match tokio::time::timeout(SECRET_PERMIT_WAIT, self.secret_permits.acquire()).await {
+            Ok(Ok(permit)) => Ok(permit),
+            Ok(Err(_)) | Err(_) => Err(busy()),
+        }
+    }
+
+    /// 503 unless messages can be sent: a transport is configured, or demo mode (nothing is
+    /// sent). Checked before a change that needs its message, so none is made without one.
+    pub fn can_notify(&self) -> Result<(), ApiError> {
+        if self.two_factor && self.notification_command.is_empty() {
+            return Err(ApiError::new(
+                crate::error::ErrorCode::ServiceUnavailable,
+                "This server has no transport for notifications: set notification_command, or \
+                 two_factor = false for a demo",
+            ));
+        }
+        Ok(())
     }
 
     /// Says at start-up how login codes will travel.
@@ -220,6 +257,18 @@ impl<H: AuthHost> FromRequestParts<Arc<H>> for Caller {
             tracing::debug!(error = %e, "token refused");
             ApiError::unauthorized()
         })?;
+        // A user's token stands only while the user does: deactivation or a password change
+        // (reset included) refuses every token minted before, here and at refresh.
+        if claims.user_type == TokenUserType::User {
+            let id: uuid::Uuid = claims.sub.parse().map_err(|_| ApiError::unauthorized())?;
+            let account = state
+                .account(id)
+                .await?
+                .ok_or_else(ApiError::unauthorized)?;
+            if !login::still_valid(&claims, &account) {
+                return Err(ApiError::unauthorized());
+            }
+        }
         let scopes = ScopeSet::parse_all(&claims.scope).map_err(|_| ApiError::unauthorized())?;
         Ok(Self {
             id: claims.sub,

@@ -106,11 +106,11 @@ pub async fn token<H: AuthHost>(
         Some(c) => (c.secret_hash.clone(), c.status == "active"),
         None => (DECOY_HASH.to_owned(), false),
     };
-    let Ok(_permit) = host.auth().secret_permits.acquire().await else {
+    let Ok(_permit) = host.auth().secret_permit().await else {
         return oauth_error(
             StatusCode::SERVICE_UNAVAILABLE,
             "temporarily_unavailable",
-            "Shutting down",
+            "Too many secret checks at once; try again shortly",
         );
     };
     let secret = zeroize::Zeroizing::new(secret.clone());

@@ -280,6 +280,16 @@ pub async fn audit<H: UserHost>(
             &["count"],
         ));
     }
+    // Another user's trail only within the caller's `user.read` reach (its accessLevel).
+    if caller.id != user_id {
+        let id: Uuid = user_id
+            .parse()
+            .map_err(|_| ApiError::input_one("invalid_string", "Invalid uuid", &["userId"]))?;
+        let rows = host.accounts(UserLookup::Id(id)).await?;
+        if visible(&*host, &caller, rows).await?.is_empty() {
+            return Err(ApiError::new(ErrorCode::NotFound, "User not found"));
+        }
+    }
     let (results, total) = host
         .accounts_read(move |conn| {
             super::accounts::audit_of(conn, &user_id, query.skip, query.count)

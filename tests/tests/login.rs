@@ -223,4 +223,6 @@ async fn users_log_in_at_their_node_while_central_is_down() {
         .await
         .unwrap();
     assert_eq!(refreshed_again.status, 403, "{}", refreshed_again.body);
+    // Their tokens stop working too, before they would have expired.
+    assert_eq!(token_status(&demo, &refreshed).await, 401);
 }

@@ -395,7 +395,9 @@ pub async fn refresh_token<H: AuthHost>(
     let token = match claims.user_type {
         TokenUserType::User => {
             let account = load_account(&*host, &claims.sub).await?;
-            if !still_valid(&claims, &account) {
+            // A deactivated user is told so (403, from `user_token`); a token from before a
+            // password change is just invalid.
+            if claims.cred.as_deref() != Some(credential_tag(&account.password_hash).as_str()) {
                 return Err(ApiError::unauthorized());
             }
             user_token(&*host, &account)?

@@ -43,6 +43,13 @@ pub const ROLE_ID_CHARS_MAX: usize = 64;
 /// its transport before it is dropped unsent, ms (7 days).
 pub const INVITE_TTL_MS: u64 = 7 * 24 * 3_600_000;
 
+/// Times a login's code may be sent again (`resendAuthenticationCode`).
+pub const LOGIN_CODE_RESENDS_MAX: u32 = 3;
+
+/// How long sent and expired notifications stay in the outbox table (their text is already
+/// gone), ms: 7 days, then the rows are deleted.
+pub const OUTBOX_KEEP_MS: u64 = 7 * 24 * 3_600_000;
+
 /// Security answers one user may keep.
 pub const SECURITY_ANSWERS_MAX: usize = 10;
 

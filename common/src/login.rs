@@ -6,7 +6,7 @@ use std::collections::{HashMap, VecDeque};
 
 use crate::limits::{
     LOGIN_ATTEMPT_WINDOW_MS, LOGIN_ATTEMPTS_PER_WINDOW, LOGIN_ATTEMPTS_TRACKED_MAX,
-    LOGIN_CODE_ATTEMPTS_MAX, LOGIN_CODE_TTL_MS, LOGIN_PENDING_MAX,
+    LOGIN_CODE_ATTEMPTS_MAX, LOGIN_CODE_RESENDS_MAX, LOGIN_CODE_TTL_MS, LOGIN_PENDING_MAX,
 };
 
 /// The code every login accepts when two-factor authentication is off (OpenCRVS's
@@ -65,6 +65,8 @@ pub struct PendingLogin {
     pub expires_ms: u64,
     /// Wrong codes tried so far.
     pub wrong_codes: u32,
+    /// Codes sent again for this login ([`PendingLogins::resend`]).
+    pub resends: u32,
 }
 
 /// What [`PendingLogins::verify`] concluded.
@@ -114,8 +116,23 @@ impl PendingLogins {
                 code,
                 expires_ms: now_ms.saturating_add(LOGIN_CODE_TTL_MS),
                 wrong_codes: 0,
+                resends: 0,
             },
         );
+    }
+
+    /// Replaces the code of a valid `nonce` with `code` (sent again), keeping its count of wrong
+    /// codes and its expiry; `false` for an unknown nonce or past [`LOGIN_CODE_RESENDS_MAX`]
+    /// resends (each one is a message someone pays for).
+    pub fn resend(&mut self, nonce: &str, code: String, now_ms: u64) -> bool {
+        match self.by_nonce.get_mut(nonce) {
+            Some(p) if p.expires_ms > now_ms && p.resends < LOGIN_CODE_RESENDS_MAX => {
+                p.code = code;
+                p.resends += 1;
+                true
+            }
+            _ => false,
+        }
     }
 
     /// The pending login of `nonce`, if it is still valid (for resending its code).

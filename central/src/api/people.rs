@@ -346,17 +346,25 @@ fn audit_of(caller: &Caller, operation: &'static str, subject: Uuid) -> AuditEnt
 
 /// How a stored user changes.
 pub(super) struct Change {
+    /// The user as read before the change was worked out: if the stored one differs by the
+    /// time the change is written (another change came in between), nothing is written (409).
+    pub(super) original: UserRow,
     pub(super) row: UserRow,
     pub(super) answers: Option<Vec<(String, String)>>,
     pub(super) audit: AuditEntry,
 }
 
 /// Stores a changed user (and a new set of security answers), appends its feed record and
-/// writes the audit row, in one transaction.
+/// writes the audit row, in one transaction, unless the user changed since it was read.
 pub(super) async fn save(state: &AppState, change: Change) -> Result<(), ApiError> {
     state
         .store
         .write_async(move |w| -> Result<(), ApiError> {
+            if w.reader().user(change.original.user.id)?.as_ref() != Some(&change.original) {
+                return Err(ApiError::conflict(
+                    "The user was changed by another request meanwhile; try again",
+                ));
+            }
             w.put_user(&change.row).map_err(|e| match e {
                 crate::store::StoreError::Invalid(message) => ApiError::conflict(message),
                 other => ApiError::from(other),
@@ -487,10 +495,11 @@ pub(crate) async fn operation(
                     "avatar",
                 ));
             }
+            let original = row.clone();
             let mut row = active(row)?;
             row.user.avatar = Some(input.avatar);
             let audit = audit_of(&caller, "user.avatar_changed", id);
-            save_user(&state, row, audit).await?
+            save_user(&state, original, row, audit).await?
         }
         "send-verify-code" => {
             own(is_self)?;
@@ -503,13 +512,14 @@ pub(crate) async fn operation(
             crvs_common::user::validate_email(&input.email)
                 .map_err(|e| invalid(e.code(), e.message(), "email"))?;
             check_code(&state, id, &input.nonce, &input.verify_code)?;
+            let original = row.clone();
             let mut row = active(row)?;
             row.user.email = Some(input.email.to_lowercase());
             check_unique_contact(&state, &row.user)
                 .await
                 .map_err(|_| ApiError::conflict("Email is already in use"))?;
             let audit = audit_of(&caller, "user.email_address_changed", id);
-            save_user(&state, row, audit).await?
+            save_user(&state, original, row, audit).await?
         }
         "change-phone" => {
             own(is_self)?;
@@ -517,13 +527,14 @@ pub(crate) async fn operation(
             crvs_common::user::validate_mobile(&input.phone_number)
                 .map_err(|e| invalid(e.code(), e.message(), "phoneNumber"))?;
             check_code(&state, id, &input.nonce, &input.verify_code)?;
+            let original = row.clone();
             let mut row = active(row)?;
             row.user.mobile = Some(input.phone_number);
             check_unique_contact(&state, &row.user)
                 .await
                 .map_err(|_| ApiError::conflict("Phone number is already in use"))?;
             let audit = audit_of(&caller, "user.phone_number_changed", id);
-            save_user(&state, row, audit).await?
+            save_user(&state, original, row, audit).await?
         }
         "reset-password" | "resend-invite" => {
             let _: Empty = body::parse(&bytes)?;
@@ -602,6 +613,7 @@ fn password_attempt(state: &AppState, row: &UserRow) -> Result<(), ApiError> {
 
 async fn save_user(
     state: &AppState,
+    original: UserRow,
     row: UserRow,
     audit: AuditEntry,
 ) -> Result<Response, ApiError> {
@@ -609,6 +621,7 @@ async fn save_user(
     save(
         state,
         Change {
+            original,
             row,
             answers: None,
             audit,
@@ -624,6 +637,7 @@ async fn update(
     mut row: UserRow,
     input: UpdateInput,
 ) -> Result<Response, ApiError> {
+    let original = row.clone();
     may_edit(state, caller, &row).await?;
     let new_role = input.role.unwrap_or_else(|| row.user.role.clone());
     let new_office = input
@@ -675,7 +689,7 @@ async fn update(
     check_user(&row.user)?;
     check_unique_contact(state, &row.user).await?;
     let audit = audit_of(caller, "user.edit_user", row.user.id);
-    save_user(state, row, audit).await
+    save_user(state, original, row, audit).await
 }
 
 async fn activate(
@@ -684,6 +698,7 @@ async fn activate(
     mut row: UserRow,
     input: ActivateInput,
 ) -> Result<Response, ApiError> {
+    let original = row.clone();
     if row.user.status != UserStatus::Pending {
         return Err(ApiError::conflict("User is not in pending state"));
     }
@@ -729,6 +744,7 @@ async fn activate(
     save(
         state,
         Change {
+            original,
             row,
             answers: Some(answers.into_iter().collect()),
             audit: audit_of(caller, "user.activated", id),
@@ -748,6 +764,7 @@ async fn change_password(
     row: UserRow,
     input: ChangePasswordInput,
 ) -> Result<Response, ApiError> {
+    let original = row.clone();
     let mut row = active(row)?;
     check_password(&input.password, "password")?;
     password_attempt(state, &row)?;
@@ -760,7 +777,7 @@ async fn change_password(
     }
     row.password_hash = hash(state, input.password).await?;
     let audit = audit_of(caller, "user.password_changed", row.user.id);
-    save_user(state, row, audit).await?;
+    save_user(state, original, row, audit).await?;
     Ok(axum::Json(serde_json::json!({})).into_response())
 }
 
@@ -820,6 +837,7 @@ async fn reinvite(
         ));
     }
     state.auth.can_notify()?;
+    let original = row.clone();
     let password = temporary_password(state)?;
     row.password_hash = hash(state, password.clone()).await?;
     row.user.status = UserStatus::Pending;
@@ -845,6 +863,7 @@ async fn reinvite(
     save(
         state,
         Change {
+            original,
             row,
             answers: Some(Vec::new()),
             audit: audit_of(caller, operation, id),

@@ -246,6 +246,7 @@ pub(crate) async fn change_password(
         .read_async(move |r| r.user(id))
         .await?
         .ok_or_else(refused)?;
+    let original = row.clone();
     row.password_hash = hash(&state, input.new_password).await?;
     let audit = AuditEntry {
         actor: recovery.user_id,
@@ -258,6 +259,7 @@ pub(crate) async fn change_password(
     save(
         &state,
         Change {
+            original,
             row,
             answers: None,
             audit,

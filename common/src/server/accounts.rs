@@ -302,6 +302,13 @@ pub fn outbox_failed(
     Ok(())
 }
 
+/// Deletes sent and expired notifications created before `before_ms` (their text is gone
+/// already); returns how many.
+pub fn outbox_prune(conn: &Connection, before_ms: u64) -> rusqlite::Result<usize> {
+    conn.prepare_cached("DELETE FROM outbox WHERE state != 'pending' AND created_at_ms < ?1")?
+        .execute(params![i64_of(before_ms)])
+}
+
 /// Gives up on pending notifications that expired at `now_ms`, and forgets their text.
 pub fn outbox_expire(conn: &Connection, now_ms: u64) -> rusqlite::Result<usize> {
     conn.prepare_cached(
@@ -351,6 +358,8 @@ mod tests {
         assert_eq!(outbox_pending(&conn).unwrap(), 1);
         assert_eq!(outbox_expire(&conn, 10_000).unwrap(), 1);
         assert_eq!(outbox_pending(&conn).unwrap(), 0);
+        assert_eq!(outbox_prune(&conn, 1_000).unwrap(), 0);
+        assert_eq!(outbox_prune(&conn, 1_001).unwrap(), 2);
     }
 
     #[test]

@@ -278,13 +278,16 @@ pub async fn resend_code<H: AuthHost>(
         .ok_or_else(unknown_nonce)?;
     let account = load_account(&*host, &user_id).await?;
     let code = new_code(&*host)?;
+    if !LoginBook::lock(&host.auth().logins)
+        .pending
+        .resend(&input.nonce, code.clone(), wall_ms())
+    {
+        return Err(ApiError::new(
+            ErrorCode::TooManyRequests,
+            "This login's code was sent again too often; log in again",
+        ));
+    }
     send_code(&*host, &account, &code).await?;
-    LoginBook::lock(&host.auth().logins).pending.start(
-        input.nonce.clone(),
-        user_id,
-        code,
-        wall_ms(),
-    );
     Ok(axum::Json(serde_json::json!({ "nonce": input.nonce })))
 }
 

@@ -13,6 +13,7 @@ use tokio::sync::Notify;
 
 use super::accounts::{self, OutboxItem};
 use super::{ApiError, AuthHost, wall_ms};
+use crate::limits::OUTBOX_KEEP_MS;
 
 /// Messages taken from the queue per pass.
 pub const OUTBOX_BATCH_MAX: usize = 16;
@@ -53,7 +54,11 @@ fn internal(e: rusqlite::Error) -> ApiError {
 
 async fn pass<H: AuthHost>(host: &H, command: &[String]) -> Result<(), ApiError> {
     let expired = host
-        .accounts_write(|conn, now_ms| accounts::outbox_expire(conn, now_ms).map_err(internal))
+        .accounts_write(|conn, now_ms| {
+            accounts::outbox_prune(conn, now_ms.saturating_sub(OUTBOX_KEEP_MS))
+                .and_then(|_| accounts::outbox_expire(conn, now_ms))
+                .map_err(internal)
+        })
         .await?;
     if expired > 0 {
         tracing::warn!(expired, "outbox: notifications expired unsent");

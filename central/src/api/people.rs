@@ -544,15 +544,7 @@ pub(crate) async fn operation(
         "username-reminder" => {
             let _: Empty = body::parse(&bytes)?;
             may_edit(&state, &caller, &row).await?;
-            let text = format!("Your OpenCRVS username is {}.", row.username);
-            notify(
-                &*state,
-                &row.account(),
-                "username-reminder",
-                text,
-                INVITE_TTL_MS,
-            )
-            .await?;
+            send_username(&state, &row).await?;
             let audit = audit_of(&caller, "user.username_reminder_by_admin", id);
             crvs_common::server::login::write_audit(&*state, audit).await?;
             axum::Json(serde_json::json!({})).into_response()
@@ -581,6 +573,19 @@ pub(crate) async fn operation(
         _ => return Err(ApiError::new(ErrorCode::NotFound, "No such route")),
     };
     Ok(out)
+}
+
+/// Sends the user their username (a reminder, or the end of a username recovery).
+pub(super) async fn send_username(state: &AppState, row: &UserRow) -> Result<(), ApiError> {
+    let text = format!("Your OpenCRVS username is {}.", row.username);
+    notify(
+        state,
+        &row.account(),
+        "username-reminder",
+        text,
+        INVITE_TTL_MS,
+    )
+    .await
 }
 
 fn own(is_self: bool) -> Result<(), ApiError> {

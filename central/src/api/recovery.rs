@@ -13,7 +13,7 @@ use axum::body::Bytes;
 use axum::extract::State;
 use axum::extract::rejection::BytesRejection;
 use crvs_common::error::ErrorCode;
-use crvs_common::limits::{INVITE_TTL_MS, LOGIN_CODE_TTL_MS};
+use crvs_common::limits::LOGIN_CODE_TTL_MS;
 use crvs_common::login::{RecoveryError, RecoveryStep, RetrieveFlow};
 use crvs_common::server::accounts::AuditEntry;
 use crvs_common::server::login::{new_code, notify, random_hex};
@@ -22,7 +22,7 @@ use crvs_common::user::UserStatus;
 use serde::{Deserialize, Serialize};
 use serde_json::{Value, json};
 
-use super::people::{Change, hash, save};
+use super::people::{Change, hash, save, send_username};
 use super::{ApiError, AppState, body};
 
 #[derive(Debug, Deserialize)]
@@ -287,14 +287,6 @@ pub(crate) async fn send_user_name(
         .read_async(move |r| r.user(id))
         .await?
         .ok_or_else(refused)?;
-    let text = format!("Your OpenCRVS username is {}.", row.username);
-    notify(
-        &*state,
-        &row.account(),
-        "username-reminder",
-        text,
-        INVITE_TTL_MS,
-    )
-    .await?;
+    send_username(&state, &row).await?;
     Ok(axum::Json(json!({})))
 }

@@ -85,23 +85,7 @@ impl WriteTx<'_> {
         )?;
         let origin = self.central_id().to_string();
         for action in &actions {
-            let body =
-                serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.conn()
-                .prepare_cached(
-                    "INSERT INTO actions (id, event_id, action_type, status, created_at, origin, origin_seq, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    action.id.to_string(),
-                    event_key,
-                    action.action_type.as_str(),
-                    action.status.as_str(),
-                    action.created_at,
-                    origin,
-                    i64_of(head.seq),
-                    body
-                ])?;
+            self.store_action(&event_key, action, &origin, head.seq)?;
         }
         self.refresh_index(event_id, &merge)
     }

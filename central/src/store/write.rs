@@ -117,6 +117,34 @@ impl<'a> WriteTx<'a> {
         Ok(())
     }
 
+    /// Stores one action of `event_key` as recorded by `origin` (a node's id, or central's) in
+    /// its log entry `seq`; an action stored before (re-delivery) is left as it is.
+    pub(super) fn store_action(
+        &mut self,
+        event_key: &str,
+        action: &ActionDocument,
+        origin: &str,
+        seq: u64,
+    ) -> Result<(), StoreError> {
+        let body = serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "INSERT OR IGNORE INTO actions (id, event_id, action_type, status, created_at, origin, origin_seq, body)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                action.id.to_string(),
+                event_key,
+                action.action_type.as_str(),
+                action.status.as_str(),
+                action.created_at,
+                origin,
+                i64_of(seq),
+                body
+            ])?;
+        Ok(())
+    }
+
     /// Read access inside the transaction (sees its own writes).
     pub fn reader(&self) -> ReadCtx<'_> {
         ReadCtx::new(self.conn)
@@ -837,23 +865,7 @@ impl<'a> WriteTx<'a> {
             }
         }
         for action in &payload.actions {
-            let body =
-                serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-            self.conn
-                .prepare_cached(
-                    "INSERT OR IGNORE INTO actions (id, event_id, action_type, status, created_at, origin, origin_seq, body)
-                     VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
-                )?
-                .execute(params![
-                    action.id.to_string(),
-                    event_key,
-                    action.action_type.as_str(),
-                    action.status.as_str(),
-                    action.created_at,
-                    node_hex,
-                    i64_of(seq),
-                    body
-                ])?;
+            self.store_action(&event_key, action, &node_hex, seq)?;
         }
         if payload
             .actions

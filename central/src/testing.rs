@@ -223,6 +223,12 @@ impl NodeWriter {
         self.sign(event, vec![register], &Declaration::new())
     }
 
+    /// An entry archiving `event`.
+    pub(crate) fn archive(&mut self, event: &Event) -> LogEntry {
+        let archive = action(ActionType::Archive, self.facility, None, self.clock_ms);
+        self.sign(event, vec![archive], &Declaration::new())
+    }
+
     /// An entry in which the node answers a registration itself (only central may).
     pub(crate) fn forge_registration(&mut self, event: &Event, number: &str) -> LogEntry {
         let mut register = action(ActionType::Register, self.facility, None, self.clock_ms);

@@ -8,16 +8,18 @@
 //! (number, event, requested action) as well as by construction (a counter per year and prefix),
 //! so a retry, a re-delivered entry or a restart never issues a second one.
 
+use crvs_common::event::EventDocument;
 use crvs_common::event::{ActionDocument, ActionStatus, ActionType, Declaration, EntryPayload};
 use crvs_common::feed::CentralRecord;
-use crvs_common::state::effective_declaration;
+use crvs_common::state::{EventIndex, EventStatus, FLAG_REJECTED, effective_declaration};
 use rusqlite::{OptionalExtension as _, params};
 
 use super::write::WriteTx;
 use super::{Audience, StoreError};
 
-/// Draws for a random format before giving up on a clash (each clash is one in 36^N).
-const RANDOM_NUMBER_ATTEMPTS: usize = 8;
+/// Numbers tried before a registration is left requested (a random clash is one in 36^N; a
+/// counted one happens only after a change of format).
+const NUMBER_ATTEMPTS: usize = 8;
 
 fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
@@ -30,7 +32,8 @@ pub enum Confirmation {
     Registered(String),
     /// Refused: the event was registered already.
     Rejected,
-    /// Left requested: the format's counter is exhausted for this year (logged).
+    /// Left requested: no number could be issued (the format's counter is exhausted for this
+    /// year, or every try clashed; logged).
     Deferred,
 }
 
@@ -117,6 +120,20 @@ impl WriteTx<'_> {
             })
             .cloned()
             .collect();
+        // The record as the other actions leave it: archived, or sent back (rejected), it is not
+        // registered whatever was asked before.
+        let others: Vec<ActionDocument> = doc
+            .actions
+            .iter()
+            .filter(|a| a.action_type != ActionType::Register)
+            .cloned()
+            .collect();
+        let index = EventIndex::from_document(&EventDocument {
+            actions: others,
+            ..doc.clone()
+        });
+        let registrable = index.status != EventStatus::Archived
+            && !index.flags.iter().any(|f| f == FLAG_REJECTED);
         let mut outcomes = Vec::with_capacity(pending.len());
         for request in pending {
             let registered = self
@@ -127,6 +144,8 @@ impl WriteTx<'_> {
             let (status, number) = match registered {
                 // Another request of this event got the number (this one is answered below).
                 Some(_) => (ActionStatus::Rejected, None),
+                // Archived or rejected meanwhile (by an action that reached central first).
+                None if !registrable => (ActionStatus::Rejected, None),
                 None => match self.issue_registration_number(event_id, request.id)? {
                     Some(number) => (ActionStatus::Accepted, Some(number)),
                     None => {
@@ -172,12 +191,9 @@ impl WriteTx<'_> {
             .get(..4)
             .and_then(|y| y.parse().ok())
             .unwrap_or(1970);
-        let attempts = if format.counted() {
-            1
-        } else {
-            RANDOM_NUMBER_ATTEMPTS
-        };
-        for _ in 0..attempts {
+        // A counted number can clash only with one issued under another format (or imported):
+        // the next counter value is tried, as a random one is redrawn.
+        for _ in 0..NUMBER_ATTEMPTS {
             let seq = if format.counted() {
                 let scope = format.counter_scope(year);
                 let last: u64 = self
@@ -218,8 +234,10 @@ impl WriteTx<'_> {
                 return Ok(Some(number));
             }
         }
-        Err(StoreError::Corrupt(
-            "no free registration number after several draws; widen the format".into(),
-        ))
+        tracing::error!(
+            event = %event_id,
+            "no free registration number after {NUMBER_ATTEMPTS} tries; widen the format"
+        );
+        Ok(None)
     }
 }

@@ -455,3 +455,32 @@ fn requested_registrations_are_confirmed_exactly_once() {
     assert_eq!(rejects[0].reason, "central-only-action");
     assert_eq!(store.read(|r| r.stats()).unwrap().actions, stats.actions);
 }
+
+/// An archived record is not registered, whatever was asked before: the request is Rejected and
+/// no number is issued.
+#[test]
+fn an_archived_record_is_not_registered() {
+    use crvs_common::event::{ActionStatus, ActionType};
+
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 1);
+    let (event, create) = node.create(&ids[0]);
+    let notify = node.notify(&event, json!({"child.name": {"firstname": "Liam"}}));
+    let archive = node.archive(&event);
+    let request = node.request_registration(&event);
+    let mut store = fx.store.clone();
+    let (_, rejects) = store
+        .apply_entries(node.node_id(), &[create, notify, archive, request])
+        .unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    let doc = store.read(|r| r.event_document(event.id)).unwrap().unwrap();
+    let answers: Vec<_> = doc
+        .actions
+        .iter()
+        .filter(|a| a.action_type == ActionType::Register && a.status != ActionStatus::Requested)
+        .map(|a| (a.status, a.registration_number.clone()))
+        .collect();
+    assert_eq!(answers, vec![(ActionStatus::Rejected, None)]);
+}

@@ -2,8 +2,10 @@
 //! entries: pure, shared by node and central. Clauses: and/or nesting; `id`, `eventType`,
 //! `status`, `trackingId`, `createdBy`, `createdByUserType`, `assignedTo`, `createdAtLocation`
 //! (exact/anyOf); `createdAt`/`updatedAt` (exact/range); `flags` (anyOf/noneOf/allOf); `data`
-//! by field id (exact/anyOf). Fuzzy, within-location and time-period clauses are refused with a
-//! clear 400 until the national index answers them, never silently ignored.
+//! by field id (exact/anyOf); `legalStatuses.{DECLARED,REGISTERED}.{createdAtLocation,
+//! createdByRole}` and `legalStatuses.REGISTERED.registrationNumber` (exact/anyOf),
+//! `legalStatuses.*.acceptedAt` (exact/range). Fuzzy, within-location and time-period clauses
+//! are refused with a clear 400 until the national index answers them, never silently ignored.
 
 use serde::Deserialize;
 use serde_json::Value;
@@ -196,6 +198,24 @@ enum Cond {
         all_of: Vec<String>,
     },
     Data(String, Terms),
+    /// A field of `legalStatuses.DECLARED` (`declared`) or `.REGISTERED`.
+    Legal {
+        registered: bool,
+        field: LegalField,
+        terms: Terms,
+    },
+    /// `legalStatuses.*.acceptedAt`.
+    LegalAcceptedAt {
+        registered: bool,
+        date: DateMatch,
+    },
+}
+
+#[derive(Debug, Clone, Copy)]
+enum LegalField {
+    CreatedAtLocation,
+    CreatedByRole,
+    RegistrationNumber,
 }
 
 #[derive(Debug)]
@@ -362,15 +382,36 @@ impl Parser<'_> {
                 }
                 return Ok(out);
             }
-            "updatedAtLocation"
-            | "legalStatuses.DECLARED.createdAtLocation"
+            "legalStatuses.DECLARED.acceptedAt" | "legalStatuses.REGISTERED.acceptedAt" => {
+                Cond::LegalAcceptedAt {
+                    registered: key.contains("REGISTERED"),
+                    date: date_match(v, key)?,
+                }
+            }
+            "legalStatuses.DECLARED.createdAtLocation"
             | "legalStatuses.REGISTERED.createdAtLocation"
             | "legalStatuses.REGISTERED.registrationNumber"
-            | "legalStatuses.REGISTERED.acceptedAt"
             | "legalStatuses.DECLARED.createdByRole"
-            | "legalStatuses.REGISTERED.createdByRole"
-            | "updatedBy"
-            | "updatedByUserRole" => return Err(unsupported(key)),
+            | "legalStatuses.REGISTERED.createdByRole" => {
+                if v.get("type").and_then(Value::as_str) == Some("within") {
+                    return Err(unsupported("within"));
+                }
+                let field = if key.ends_with("createdAtLocation") {
+                    LegalField::CreatedAtLocation
+                } else if key.ends_with("createdByRole") {
+                    LegalField::CreatedByRole
+                } else {
+                    LegalField::RegistrationNumber
+                };
+                Cond::Legal {
+                    registered: key.contains("REGISTERED"),
+                    field,
+                    terms: terms(v, key)?,
+                }
+            }
+            "updatedAtLocation" | "updatedBy" | "updatedByUserRole" => {
+                return Err(unsupported(key));
+            }
             other => {
                 return Err(input_issue(
                     "unrecognized_keys",
@@ -492,6 +533,14 @@ impl QueryNode {
     }
 }
 
+fn legal(e: &EventIndex, registered: bool) -> Option<&crate::state::LegalStatus> {
+    if registered {
+        e.legal_statuses.registered.as_ref()
+    } else {
+        e.legal_statuses.declared.as_ref()
+    }
+}
+
 impl Cond {
     fn matches(&self, e: &EventIndex) -> bool {
         let s = |x: &str| Value::String(x.to_owned());
@@ -525,6 +574,24 @@ impl Cond {
                     && all_of.iter().all(has)
             }
             Self::Data(field, t) => value_matches(e.declaration.get(field), t),
+            Self::Legal {
+                registered,
+                field,
+                terms,
+            } => {
+                let status = legal(e, *registered);
+                let value = status.and_then(|l| match field {
+                    LegalField::CreatedAtLocation => {
+                        l.created_at_location.map(|x| s(&x.to_string()))
+                    }
+                    LegalField::CreatedByRole => l.created_by_role.as_deref().map(s),
+                    LegalField::RegistrationNumber => l.registration_number.as_deref().map(s),
+                });
+                value_matches(value.as_ref(), terms)
+            }
+            Self::LegalAcceptedAt { registered, date } => {
+                legal(e, *registered).is_some_and(|l| date_matches(&l.accepted_at, date))
+            }
         }
     }
 }

@@ -328,6 +328,19 @@ async fn a_birth_goes_from_draft_to_requested_registration_offline_then_syncs() 
         index_of(&registrar_api, &tracking_id).await["status"],
         "REGISTERED"
     );
+    // Found by its registration number, at central and at the node.
+    let by_number = json!({"query": {"type": "and", "clauses": [
+        {"legalStatuses.REGISTERED.registrationNumber": {"type": "exact", "term": number}}
+    ]}});
+    for api in [&central_api, &registrar_api] {
+        let found = api
+            .post("/api/events/events/search", &by_number)
+            .await
+            .unwrap();
+        assert_eq!(found.status, 200, "{}", found.body);
+        assert_eq!(found.body["total"], 1, "{}", found.body);
+        assert_eq!(found.body["results"][0]["trackingId"], tracking_id.as_str());
+    }
 }
 
 /// The number of the Accepted REGISTER of an event document, if any.

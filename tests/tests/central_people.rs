@@ -24,6 +24,13 @@ const ADMIN_MOBILE: &str = "+260911234567";
 const AGENT_MOBILE: &str = "+260977000001";
 const AGENT_NEW_MOBILE: &str = "+260977000002";
 
+/// `POST /api/users/{user_id}/{op}` with `body`.
+async fn user_op(api: &Api, user_id: &str, op: &str, body: &Value) -> crvs_tests::Reply {
+    api.post(&format!("/api/users/{user_id}/{op}"), body)
+        .await
+        .unwrap()
+}
+
 /// Waits for the message to `mobile` after the `seen` ones already there; the message.
 async fn next_message(outbox: &Path, mobile: &str, seen: usize) -> String {
     eventually(
@@ -176,23 +183,17 @@ async fn central_manages_users_and_changes_reach_the_node() {
             {"questionKey": "FAVORITE_FOOD", "answer": "Nshima"},
         ],
     });
-    let by_admin = admin_api
-        .post(&format!("/api/users/{agent_id}/activate"), &activate)
-        .await
-        .unwrap();
+    let by_admin = user_op(&admin_api, &agent_id, "activate", &activate).await;
     assert_envelope(&by_admin, 403);
-    let short = pending_api
-        .post(
-            &format!("/api/users/{agent_id}/activate"),
-            &json!({"password": "short", "securityQNAs": activate["securityQNAs"]}),
-        )
-        .await
-        .unwrap();
+    let short = user_op(
+        &pending_api,
+        &agent_id,
+        "activate",
+        &json!({"password": "short", "securityQNAs": activate["securityQNAs"]}),
+    )
+    .await;
     assert_envelope(&short, 400);
-    let activated = pending_api
-        .post(&format!("/api/users/{agent_id}/activate"), &activate)
-        .await
-        .unwrap();
+    let activated = user_op(&pending_api, &agent_id, "activate", &activate).await;
     assert_eq!(activated.status, 201, "{}", activated.body);
     assert_eq!(activated.body["userId"], agent_id.as_str());
     // The pending token died with the temporary password.
@@ -215,47 +216,44 @@ async fn central_manages_users_and_changes_reach_the_node() {
     assert_eq!(agent_claims["role"], "REGISTRATION_AGENT");
     assert!(!agent_claims["scope"].as_array().unwrap().is_empty());
     let agent_api = anonymous.with_token(Some(&agent_token));
-    let again = agent_api
-        .post(&format!("/api/users/{agent_id}/activate"), &activate)
-        .await
-        .unwrap();
+    let again = user_op(&agent_api, &agent_id, "activate", &activate).await;
     assert_envelope(&again, 409);
-    let verified = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/verify-password"),
-            &json!({"password": "chosen-by-felix"}),
-        )
-        .await
-        .unwrap();
+    let verified = user_op(
+        &agent_api,
+        &agent_id,
+        "verify-password",
+        &json!({"password": "chosen-by-felix"}),
+    )
+    .await;
     assert_eq!(verified.status, 200, "{}", verified.body);
     assert_eq!(verified.body["username"], agent_name.as_str());
-    let wrong = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/verify-password"),
-            &json!({"password": "not-it-at-all"}),
-        )
-        .await
-        .unwrap();
+    let wrong = user_op(
+        &agent_api,
+        &agent_id,
+        "verify-password",
+        &json!({"password": "not-it-at-all"}),
+    )
+    .await;
     assert_envelope(&wrong, 401);
 
     // Change password: the existing one is required.
     let change =
         |existing: &str| json!({"existingPassword": existing, "password": "felix-second-choice"});
-    let refused = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/change-password"),
-            &change("a wrong guess"),
-        )
-        .await
-        .unwrap();
+    let refused = user_op(
+        &agent_api,
+        &agent_id,
+        "change-password",
+        &change("a wrong guess"),
+    )
+    .await;
     assert_envelope(&refused, 401);
-    let changed = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/change-password"),
-            &change("chosen-by-felix"),
-        )
-        .await
-        .unwrap();
+    let changed = user_op(
+        &agent_api,
+        &agent_id,
+        "change-password",
+        &change("chosen-by-felix"),
+    )
+    .await;
     assert_eq!(changed.status, 200, "{}", changed.body);
     // A password change ends every earlier token of the user; a new login works.
     let stale = agent_api
@@ -276,48 +274,45 @@ async fn central_manages_users_and_changes_reach_the_node() {
     // Change phone: a code goes to the current number; a wrong code and the admin's number
     // are refused.
     let (nonce, _) = phone_code(&agent_api, &outbox, AGENT_MOBILE, &agent_id).await;
-    let bad_code = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/change-phone"),
-            &json!({"phoneNumber": AGENT_NEW_MOBILE, "nonce": nonce, "verifyCode": "999999x"}),
-        )
-        .await
-        .unwrap();
+    let bad_code = user_op(
+        &agent_api,
+        &agent_id,
+        "change-phone",
+        &json!({"phoneNumber": AGENT_NEW_MOBILE, "nonce": nonce, "verifyCode": "999999x"}),
+    )
+    .await;
     assert_envelope(&bad_code, 400);
     let (nonce, code) = phone_code(&agent_api, &outbox, AGENT_MOBILE, &agent_id).await;
-    let taken = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/change-phone"),
-            &json!({"phoneNumber": ADMIN_MOBILE, "nonce": nonce, "verifyCode": code}),
-        )
-        .await
-        .unwrap();
+    let taken = user_op(
+        &agent_api,
+        &agent_id,
+        "change-phone",
+        &json!({"phoneNumber": ADMIN_MOBILE, "nonce": nonce, "verifyCode": code}),
+    )
+    .await;
     assert_envelope(&taken, 409);
     let (nonce, code) = phone_code(&agent_api, &outbox, AGENT_MOBILE, &agent_id).await;
-    let moved = agent_api
-        .post(
-            &format!("/api/users/{agent_id}/change-phone"),
-            &json!({"phoneNumber": AGENT_NEW_MOBILE, "nonce": nonce, "verifyCode": code}),
-        )
-        .await
-        .unwrap();
+    let moved = user_op(
+        &agent_api,
+        &agent_id,
+        "change-phone",
+        &json!({"phoneNumber": AGENT_NEW_MOBILE, "nonce": nonce, "verifyCode": code}),
+    )
+    .await;
     assert_eq!(moved.status, 200, "{}", moved.body);
     assert_eq!(moved.body["mobile"], AGENT_NEW_MOBILE);
 
     // Others' accounts are not the agent's to change.
     let admin_id = admin["userId"].as_str().unwrap();
-    let not_mine = agent_api
-        .post(
-            &format!("/api/users/{admin_id}/change-avatar"),
-            &json!({"avatar": "/avatars/x.png"}),
-        )
-        .await
-        .unwrap();
+    let not_mine = user_op(
+        &agent_api,
+        admin_id,
+        "change-avatar",
+        &json!({"avatar": "/avatars/x.png"}),
+    )
+    .await;
     assert_envelope(&not_mine, 403);
-    let unknown_op = agent_api
-        .post(&format!("/api/users/{agent_id}/promote"), &json!({}))
-        .await
-        .unwrap();
+    let unknown_op = user_op(&agent_api, &agent_id, "promote", &json!({})).await;
     assert_envelope(&unknown_op, 404);
     let bad_id = agent_api
         .post("/api/users/not-a-uuid/update", &json!({}))
@@ -496,38 +491,35 @@ async fn central_manages_users_and_changes_reach_the_node() {
     assert_envelope(&both, 400);
 
     // The admin deactivates the agent: refused at login.
-    let deactivated = admin_api
-        .post(
-            &format!("/api/users/{agent_id}/update"),
-            &json!({"status": "deactivated"}),
-        )
-        .await
-        .unwrap();
+    let deactivated = user_op(
+        &admin_api,
+        &agent_id,
+        "update",
+        &json!({"status": "deactivated"}),
+    )
+    .await;
     assert_eq!(deactivated.status, 200, "{}", deactivated.body);
     let refused = authenticate_at(&anonymous, &agent_name, "felix-third-choice").await;
     assert_envelope(&refused, 403);
-    let pending_status = admin_api
-        .post(
-            &format!("/api/users/{agent_id}/update"),
-            &json!({"status": "pending"}),
-        )
-        .await
-        .unwrap();
+    let pending_status = user_op(
+        &admin_api,
+        &agent_id,
+        "update",
+        &json!({"status": "pending"}),
+    )
+    .await;
     assert_envelope(&pending_status, 400);
 
     // Reset: a new temporary password, pending again; a reminder carries the username.
-    let refused = admin_api
-        .post(&format!("/api/users/{agent_id}/reset-password"), &json!({}))
-        .await
-        .unwrap();
+    let refused = user_op(&admin_api, &agent_id, "reset-password", &json!({})).await;
     assert_envelope(&refused, 409);
-    let reactivated = admin_api
-        .post(
-            &format!("/api/users/{agent_id}/update"),
-            &json!({"status": "active"}),
-        )
-        .await
-        .unwrap();
+    let reactivated = user_op(
+        &admin_api,
+        &agent_id,
+        "update",
+        &json!({"status": "active"}),
+    )
+    .await;
     assert_eq!(reactivated.status, 200, "{}", reactivated.body);
     let (reset, text) = sent_by(
         &outbox,

@@ -63,10 +63,9 @@ async fn pass<H: AuthHost>(host: &H, command: &[String]) -> Result<(), ApiError>
     if expired > 0 {
         tracing::warn!(expired, "outbox: notifications expired unsent");
     }
+    let now_ms = wall_ms();
     let due = host
-        .accounts_write(|conn, now_ms| {
-            accounts::outbox_due(conn, now_ms, OUTBOX_BATCH_MAX).map_err(internal)
-        })
+        .accounts_read(move |conn| accounts::outbox_due(conn, now_ms, OUTBOX_BATCH_MAX))
         .await?;
     for item in due {
         let id = item.id;

@@ -22,7 +22,6 @@ use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 pub use read::ReadCtx;
-pub use register::Confirmation;
 pub use schema::SCHEMA_VERSION;
 pub use write::WriteTx;
 

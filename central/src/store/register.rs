@@ -25,18 +25,6 @@ fn i64_of(v: u64) -> i64 {
     i64::try_from(v).unwrap_or(i64::MAX)
 }
 
-/// What became of a requested REGISTER.
-#[derive(Debug, Clone, PartialEq, Eq)]
-pub enum Confirmation {
-    /// Registered with this number.
-    Registered(String),
-    /// Refused: the event was registered already.
-    Rejected,
-    /// Left requested: no number could be issued (the format's counter is exhausted for this
-    /// year, or every try clashed; logged).
-    Deferred,
-}
-
 impl WriteTx<'_> {
     /// Records `actions` as central's, on an event central holds: stored, merged into the
     /// event's automerge document, signed into central's log for the event's area, and the
@@ -95,13 +83,10 @@ impl WriteTx<'_> {
 
     /// Answers every REGISTER of `event_id` still requested: the first with an Accepted
     /// REGISTER carrying a new registration number, any other (the event is registered by then)
-    /// with a Rejected one. Returns what each got, in order.
-    pub fn confirm_registrations(
-        &mut self,
-        event_id: uuid::Uuid,
-    ) -> Result<Vec<Confirmation>, StoreError> {
+    /// with a Rejected one. A request no number could be issued for stays requested (logged).
+    pub fn confirm_registrations(&mut self, event_id: uuid::Uuid) -> Result<(), StoreError> {
         let Some(doc) = self.reader().event_document(event_id)? else {
-            return Ok(Vec::new());
+            return Ok(());
         };
         let answered = |request: &ActionDocument| {
             doc.actions.iter().any(|a| {
@@ -134,7 +119,6 @@ impl WriteTx<'_> {
         });
         let registrable = index.status != EventStatus::Archived
             && !index.flags.iter().any(|f| f == FLAG_REJECTED);
-        let mut outcomes = Vec::with_capacity(pending.len());
         for request in pending {
             let registered = self
                 .conn()
@@ -151,9 +135,8 @@ impl WriteTx<'_> {
                     None => {
                         tracing::error!(
                             event = %event_id,
-                            "registration number counter exhausted for this year; REGISTER stays requested"
+                            "no registration number could be issued; REGISTER stays requested"
                         );
-                        outcomes.push(Confirmation::Deferred);
                         continue;
                     }
                 },
@@ -162,7 +145,7 @@ impl WriteTx<'_> {
                 id: uuid::Uuid::now_v7(),
                 status,
                 original_action_id: Some(request.id),
-                registration_number: number.clone(),
+                registration_number: number,
                 created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
                 declaration: None,
                 annotation: None,
@@ -171,12 +154,8 @@ impl WriteTx<'_> {
                 ..request
             };
             self.record_actions(event_id, vec![answer])?;
-            outcomes.push(match number {
-                Some(n) => Confirmation::Registered(n),
-                None => Confirmation::Rejected,
-            });
         }
-        Ok(outcomes)
+        Ok(())
     }
 
     /// A new registration number for `event_id`, answering `requested`; `None` when a counted

@@ -3,10 +3,12 @@
 //! the gateway-style `/events`, the token endpoint for clients created at central, ping, the
 //! OpenAPI document, and the ops routes (`/api/sync/*`, `/metrics`).
 
+mod actions;
 mod events;
 mod locations;
 mod ops;
 mod people;
+mod procedures;
 mod recovery;
 pub use people::PeopleBook;
 
@@ -23,7 +25,7 @@ use crvs_common::limits::REQUEST_BODY_BYTES_MAX;
 
 use crvs_common::server::users::{UserHost, UserLookup};
 pub use crvs_common::server::{ApiError, Caller};
-use crvs_common::server::{AuthCore, AuthHost, ClientRow, body};
+use crvs_common::server::{AuthCore, AuthHost, ClientRow, body, trpc};
 use crvs_common::user::Account;
 
 use crate::config::Config;
@@ -129,10 +131,18 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/events/tracking/{tracking_id}/data",
             get(events::record_data),
         )
-        .route("/events/{event_id}", get(events::read))
+        .route(
+            "/events/{event_id}",
+            get(events::read).delete(actions::delete),
+        )
+        .route("/events/{event_id}/{action}", post(actions::user_action))
         .route("/locations", get(locations::list))
         .route("/config", get(locations::config))
-        .route("/openapi.json", get(openapi));
+        .route("/openapi.json", get(openapi))
+        .route(
+            "/{procedure}",
+            post(trpc::procedure::<AppState>).get(trpc::query::<AppState>),
+        );
     // Ops routes are not token-protected: they carry no personal data (no declaration values,
     // no entry bytes), and central's HTTP listener defaults to loopback. Expose them beyond it
     // only behind a proxy that authenticates operators.

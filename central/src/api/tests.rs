@@ -75,6 +75,8 @@ async fn openapi_document_matches_the_router() {
         "/api/events/events/search",
         "/api/events/events/tracking/{trackingId}/data",
         "/api/events/events/{eventId}",
+        "/api/events/events/{eventId}/declare",
+        "/api/events/events/{eventId}/register",
         "/api/events/locations",
         "/api/events/config",
         "/api/events/openapi.json",

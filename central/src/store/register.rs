@@ -81,6 +81,50 @@ impl WriteTx<'_> {
         self.refresh_index(event_id, &merge)
     }
 
+    /// The event and request hash of the action a person asked for at central with
+    /// `transaction_id`, if any.
+    pub fn request_by_transaction(
+        &self,
+        transaction_id: &str,
+        action_type: &str,
+    ) -> Result<Option<(uuid::Uuid, Vec<u8>)>, StoreError> {
+        let row: Option<(String, Vec<u8>)> = self
+            .conn()
+            .prepare_cached(
+                "SELECT event_id, request_hash FROM action_requests
+                 WHERE transaction_id = ?1 AND action_type = ?2",
+            )?
+            .query_row(params![transaction_id, action_type], |r| {
+                Ok((r.get(0)?, r.get(1)?))
+            })
+            .optional()?;
+        row.map(|(event, hash)| Ok((super::read::parse_uuid(&event)?, hash)))
+            .transpose()
+    }
+
+    /// Records the request behind an action a person made at central (see
+    /// [`Self::request_by_transaction`]).
+    pub fn record_request(
+        &mut self,
+        transaction_id: &str,
+        action_type: &str,
+        event_id: uuid::Uuid,
+        hash: &[u8],
+    ) -> Result<(), StoreError> {
+        self.conn()
+            .prepare_cached(
+                "INSERT INTO action_requests (transaction_id, action_type, event_id, request_hash)
+                 VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![
+                transaction_id,
+                action_type,
+                event_id.to_string(),
+                hash
+            ])?;
+        Ok(())
+    }
+
     /// Answers every REGISTER of `event_id` still requested: the first with an Accepted
     /// REGISTER carrying a new registration number, any other (the event is registered by then)
     /// with a Rejected one. A request no number could be issued for stays requested (logged).

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 6;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -215,6 +215,19 @@ CREATE TABLE registration_counters (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 6: the requests behind actions people make at central, by `transactionId` and
+/// action type, with the hash of what was asked: a replay answers the record, a different
+/// request with the same id is refused.
+const V6: &str = r#"
+CREATE TABLE action_requests (
+    transaction_id TEXT NOT NULL,
+    action_type    TEXT NOT NULL,
+    event_id       TEXT NOT NULL,
+    request_hash   BLOB NOT NULL,
+    PRIMARY KEY (transaction_id, action_type)
+) WITHOUT ROWID;
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -242,6 +255,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 5 {
         tx.execute_batch(V5)?;
+    }
+    if version < 6 {
+        tx.execute_batch(V6)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

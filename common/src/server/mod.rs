@@ -5,6 +5,7 @@
 //! implements on its own state and store.
 
 pub mod accounts;
+pub mod actions;
 pub mod auth;
 pub mod body;
 pub mod error;
@@ -12,6 +13,7 @@ pub mod keys;
 pub mod login;
 pub mod outbox;
 pub mod token;
+pub mod trpc;
 pub mod users;
 
 use std::future::Future;

@@ -13,12 +13,11 @@ use crvs_common::event::{
     ActionDocument, ActionStatus, ActionType, Declaration, EventDocument, UserType,
     format_timestamp_ms,
 };
-use crvs_common::limits::{FIELD_IDS_PER_READ_MAX, TRANSACTION_ID_CHARS_MAX};
+use crvs_common::limits::FIELD_IDS_PER_READ_MAX;
 use crvs_common::state::{
     assigned_to, derive_flags, derive_status, is_allowed, not_allowed_message,
 };
 use serde::{Deserialize, Serialize};
-use sha2::{Digest as _, Sha256};
 use uuid::Uuid;
 
 use super::{ApiError, AppState, Caller, body};
@@ -33,6 +32,9 @@ mod import;
 mod search;
 
 pub(crate) use actions::{ActionInput, UserAction};
+use crvs_common::server::actions::{
+    Actor, check_transaction_id, parse_event_id, replay_conflict, request_hash,
+};
 pub(crate) use drafts::{DraftInput, create as drafts_create, list as drafts_list};
 pub(crate) use search::{ListQuery, list, list_with, search};
 
@@ -114,12 +116,6 @@ pub(crate) struct CreateAndNotifyInput {
 const LOCATION_REQUIRED: &str = "createdAtLocation is required and must be a valid location id";
 const LOCATION_INVALID: &str = "createdAtLocation must be a valid location id";
 
-fn request_hash<T: Serialize>(input: &T) -> Vec<u8> {
-    // Maps are ordered (serde_json's BTreeMap), so equal inputs give equal bytes.
-    let bytes = serde_json::to_vec(input).unwrap_or_default();
-    Sha256::digest(&bytes).to_vec()
-}
-
 /// The hash of what a create means: retries that differ only in spelling (UUID case) are the
 /// same request.
 fn create_hash(event_type: &str, transaction_id: &str, location: Option<Uuid>) -> Vec<u8> {
@@ -144,30 +140,6 @@ fn notify_hash(
         "annotation": annotation.cloned().unwrap_or_default(),
         "createdAtLocation": location.map(|l| l.to_string()),
     }))
-}
-
-fn check_transaction_id(tx: &str) -> Result<(), ApiError> {
-    if tx.is_empty() || tx.chars().count() > TRANSACTION_ID_CHARS_MAX {
-        return Err(ApiError::input_one(
-            "too_big",
-            format!("transactionId must be 1 to {TRANSACTION_ID_CHARS_MAX} characters"),
-            &["transactionId"],
-        ));
-    }
-    Ok(())
-}
-
-/// An event id in the standard hyphenated form only (as OpenCRVS's zod `uuid()` requires):
-/// `urn:uuid:`, braced or unhyphenated spellings are input errors, not other names of a record.
-fn parse_event_id(raw: &str) -> Result<Uuid, ApiError> {
-    let hyphenated = raw.len() == 36
-        && raw
-            .char_indices()
-            .all(|(i, c)| matches!(i, 8 | 13 | 18 | 23) == (c == '-'));
-    hyphenated
-        .then(|| raw.parse().ok())
-        .flatten()
-        .ok_or_else(|| ApiError::input_one("invalid_string", "Invalid uuid", &["eventId"]))
 }
 
 fn event_config<'a>(state: &'a AppState, event_type: &str) -> Result<&'a EventConfig, ApiError> {
@@ -228,87 +200,6 @@ fn validate_declaration(
     }
 }
 
-/// Who is acting, as recorded on actions.
-#[derive(Debug, Clone)]
-pub(crate) struct Actor {
-    id: String,
-    user_type: UserType,
-    location: Option<Uuid>,
-    /// The user's role (users only).
-    role: Option<String>,
-}
-
-impl Actor {
-    fn new(caller: &Caller, location: Option<Uuid>) -> Self {
-        let user_type = match caller.user_type {
-            TokenUserType::System => UserType::System,
-            TokenUserType::User => UserType::User,
-        };
-        Self {
-            id: caller.id.clone(),
-            user_type,
-            location,
-            role: caller.role.clone(),
-        }
-    }
-
-    fn action(
-        &self,
-        action_type: ActionType,
-        status: ActionStatus,
-        transaction_id: &str,
-        now_ms: u64,
-    ) -> ActionDocument {
-        ActionDocument {
-            // Time-ordered ids keep the actions' id index appending at its right edge.
-            id: Uuid::now_v7(),
-            action_type,
-            transaction_id: transaction_id.to_owned(),
-            status,
-            created_by: self.id.clone(),
-            created_by_user_type: self.user_type,
-            created_by_role: self.role.clone(),
-            created_at_location: self.location,
-            created_at: format_timestamp_ms(now_ms),
-            declaration: Some(Declaration::new()),
-            annotation: None,
-            original_action_id: None,
-            content: None,
-            registration_number: None,
-            request_id: None,
-            assigned_to: None,
-            custom_action_type: None,
-        }
-    }
-
-    /// A notify's Requested action (carrying the declaration) and its synchronous Accepted copy
-    /// (OpenCRVS §10.3: the accept points back with `originalActionId`).
-    fn notify_pair(
-        &self,
-        transaction_id: &str,
-        declaration: Declaration,
-        annotation: Option<Declaration>,
-        now_ms: u64,
-    ) -> (ActionDocument, ActionDocument) {
-        let mut requested = self.action(
-            ActionType::Notify,
-            ActionStatus::Requested,
-            transaction_id,
-            now_ms,
-        );
-        requested.declaration = Some(declaration);
-        requested.annotation = Some(annotation.unwrap_or_default());
-        let mut accepted = self.action(
-            ActionType::Notify,
-            ActionStatus::Accepted,
-            transaction_id,
-            now_ms,
-        );
-        accepted.original_action_id = Some(requested.id);
-        (requested, accepted)
-    }
-}
-
 /// The actions and merge-document change of a brand-new event, built before its write job (in
 /// the request's task, on another core than the single writer thread). Used only if the job
 /// does create the event: then no other write can come between, so the change the writer would
@@ -356,10 +247,6 @@ impl FreshEvent {
             change,
         })
     }
-}
-
-fn replay_conflict() -> ApiError {
-    ApiError::conflict("transactionId has already been used with a different request")
 }
 
 /// The create step, run inside a write job. Idempotent on `(transactionId, type)`.

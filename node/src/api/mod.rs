@@ -4,8 +4,9 @@
 
 mod events;
 mod locations;
+mod procedures;
 pub mod sync;
-mod trpc;
+use crvs_common::server::trpc;
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -139,7 +140,10 @@ pub fn router(state: Arc<AppState>) -> Router {
         .route("/events/{event_id}/{action}", post(events::user_action))
         .route("/locations", get(locations::list))
         .route("/config", get(locations::config))
-        .route("/{procedure}", post(trpc::procedure).get(trpc::query))
+        .route(
+            "/{procedure}",
+            post(trpc::procedure::<AppState>).get(trpc::query::<AppState>),
+        )
         .route("/openapi.json", get(openapi));
     Router::new()
         .nest("/api/events", events.clone())

@@ -9,8 +9,9 @@
 //! The types serialise back to the shape OpenCRVS serves at `GET /api/events/config`: camelCase
 //! keys, `{"$$field": ..}` field references, defaults (`required: false`, empty `options`)
 //! omitted. OpenCRVS properties this module does not interpret (`conditionals`, `validation`,
-//! `defaultValue`, `flags`, `deduplication`, ...) are kept verbatim in `extra` maps and served
-//! unchanged.
+//! `defaultValue`, `flags`, ...) are kept verbatim in `extra` maps and served unchanged. An
+//! action's `deduplication` rules are typed ([`crate::dedup`]) and checked against the event's
+//! fields at load.
 //!
 //! Validation follows `packages/commons/src/conditionals/validate.ts` and the NOTIFY middleware:
 //! the error list is what OpenCRVS JSON-stringifies into the 400 `message`, e.g.
@@ -35,6 +36,8 @@ use serde::de::{self, Deserializer};
 use serde::ser::Serializer;
 use serde::{Deserialize, Serialize};
 use serde_json::{Map, Value};
+
+use crate::dedup::{DEDUPLICATED_ACTIONS, DedupConfigError, DeduplicationConfig};
 
 /// Most keys accepted in one declaration or annotation map, and most declaration fields one
 /// event configuration may define.
@@ -157,6 +160,26 @@ pub enum ConfigError {
         /// The event id.
         event: String,
         /// The repeated action type.
+        action_type: String,
+    },
+    /// An action's `deduplication` rules do not fit the event's declaration.
+    #[error("event `{event}`: {action_type} deduplication: {source}")]
+    Deduplication {
+        /// The event id.
+        event: String,
+        /// The action carrying the rules.
+        action_type: String,
+        /// What is wrong with them.
+        source: DedupConfigError,
+    },
+    /// `deduplication` on an action other than DECLARE, VALIDATE or REGISTER.
+    #[error(
+        "event `{event}`: {action_type} cannot carry deduplication rules (only DECLARE, VALIDATE and REGISTER)"
+    )]
+    DeduplicationNotAllowed {
+        /// The event id.
+        event: String,
+        /// The action type.
         action_type: String,
     },
 }
@@ -539,8 +562,12 @@ pub struct ActionConfig {
     /// The review form; its fields are the action's annotation fields.
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub review: Option<ReviewConfig>,
-    /// Other OpenCRVS properties (`flags`, `conditionals`, `deduplication`,
-    /// `customActionType`, ...), kept verbatim.
+    /// Duplicate detection rules (DECLARE, VALIDATE and REGISTER only), checked against the
+    /// declaration's fields at load.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub deduplication: Option<DeduplicationConfig>,
+    /// Other OpenCRVS properties (`flags`, `conditionals`, `customActionType`, ...), kept
+    /// verbatim.
     #[serde(flatten)]
     pub extra: Map<String, Value>,
 }
@@ -776,6 +803,24 @@ impl EventConfig {
                 field: field.id.clone(),
                 field_type: field.field_type,
             });
+        }
+        for action in config.actions() {
+            let Some(dedup) = &action.deduplication else {
+                continue;
+            };
+            if !DEDUPLICATED_ACTIONS.contains(&action.action_type.as_str()) {
+                return Err(ConfigError::DeduplicationNotAllowed {
+                    event: config.id().to_owned(),
+                    action_type: action.action_type.clone(),
+                });
+            }
+            dedup
+                .validate(&config)
+                .map_err(|source| ConfigError::Deduplication {
+                    event: config.id().to_owned(),
+                    action_type: action.action_type.clone(),
+                    source,
+                })?;
         }
         Ok(config)
     }

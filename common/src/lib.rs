@@ -2,8 +2,8 @@
 //!
 //! It holds the OpenCRVS 2.0 event model with its exact wire names ([`event`]), the pure
 //! status/flags/allowed-actions derivation ([`state`]), the event configuration and declaration
-//! validation ([`config`]), OpenCRVS scopes ([`scope`]) and the roles that grant them ([`role`]),
-//! the user model ([`user`]), the REST error envelope ([`error`]),
+//! validation ([`config`]), deduplication rules and their matcher ([`dedup`]), OpenCRVS scopes
+//! ([`scope`]) and the roles that grant them ([`role`]), the user model ([`user`]), the REST error envelope ([`error`]),
 //! identifiers ([`ids`]), the hybrid logical clock ([`hlc`]), locations ([`location`]), named
 //! bounds ([`limits`]) and the ed25519-signed, hash-chained action log ([`log`]).
 //!
@@ -15,6 +15,7 @@
 
 pub mod access;
 pub mod config;
+pub mod dedup;
 pub mod error;
 pub mod event;
 pub mod feed;

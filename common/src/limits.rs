@@ -106,6 +106,33 @@ pub const PASSWORD_CHARS_MIN: usize = 8;
 /// rather than queueing codes no transport is taking.
 pub const OUTBOX_PENDING_MAX: u64 = 10_000;
 
+/// Most clauses (operators and matchers together) in one deduplication rule tree. Farajaland's
+/// birth rules have about 40.
+pub const DEDUP_CLAUSES_MAX: usize = 256;
+
+/// Deepest nesting of a deduplication rule tree (the root counts as 1). Farajaland's birth
+/// rules nest 4 deep (`or` → `and` → `or` → `not` → matcher is 5).
+pub const DEDUP_CLAUSE_DEPTH_MAX: usize = 16;
+
+/// Widest `dateRange` window, in days either side (100 years).
+pub const DEDUP_DATE_RANGE_DAYS_MAX: i64 = 36_525;
+
+/// Most existing records one candidate is reported to duplicate. OpenCRVS reports one
+/// Elasticsearch page (10 hits); the flag is raised all the same, the list is for the registrar.
+pub const DEDUP_MATCHES_MAX: usize = 10;
+
+/// Most words of one value a fuzzy or strict matcher compares; later words are ignored (a name
+/// has a handful; this bounds the pairwise comparison of long text values).
+pub const DEDUP_TOKENS_MAX: usize = 32;
+
+/// Longest word, in characters, compared with an edit distance; longer words must be equal
+/// (bounds the quadratic distance computation on hostile input).
+pub const DEDUP_FUZZY_TOKEN_CHARS_MAX: usize = 64;
+
+/// Oldest age, in years, an AGE value may give for deriving a date of birth; larger ages derive
+/// no date (and so match no `dateRange`).
+pub const DEDUP_AGE_YEARS_MAX: u64 = 150;
+
 /// `text` cut to at most `max` bytes, on a character boundary (for bounded error texts and
 /// audit details).
 pub fn truncate_utf8(text: &str, max: usize) -> &str {

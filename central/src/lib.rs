@@ -92,7 +92,7 @@ fn open_store_with(config: &Config, key: crvs_common::log::NodeSecretKey) -> any
         &config.db_path(),
         key,
         config.pool(),
-        config.registration.clone(),
+        store::Registration::new(config.registration.clone(), &config.events),
     )
     .with_context(|| format!("opening central database {}", config.db_path().display()))
 }

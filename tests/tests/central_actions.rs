@@ -4,7 +4,9 @@
 //! and a registrar registers it, which central answers in the same request with a registration
 //! number. The number reaches the node in its next sync. A registrar of another district is
 //! told the record does not exist; a system client may not declare; replays are idempotent and
-//! a clashing replay is a 409; every read at central is audited.
+//! a clashing replay is a 409; every read at central is audited. The same child notified again
+//! (misspelled, two days apart) is flagged as a potential duplicate instead of registered,
+//! until a registrar marks it not a duplicate.
 
 use std::time::Duration;
 
@@ -47,6 +49,24 @@ fn registration_number(doc: &Value) -> Option<String> {
             .then(|| a["registrationNumber"].as_str().map(str::to_owned))
             .flatten()
     })
+}
+
+/// The sample birth with the mother's date of birth, which Farajaland's duplicate rules compare.
+fn declaration() -> Value {
+    let mut declaration = sample_birth_declaration();
+    declaration["mother.dob"] = json!("1995-02-11");
+    declaration
+}
+
+async fn assign(api: &Api, event_id: &str) {
+    let assigned = act(
+        api,
+        event_id,
+        "assign",
+        json!({"transactionId": new_transaction_id()}),
+    )
+    .await;
+    assert_eq!(assigned.status, 200, "{}", assigned.body);
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
@@ -108,7 +128,7 @@ async fn people_at_central_declare_validate_and_register_and_the_number_reaches_
         &system_api,
         &event_id,
         "declare",
-        json!({"transactionId": new_transaction_id(), "declaration": sample_birth_declaration()}),
+        json!({"transactionId": new_transaction_id(), "declaration": declaration()}),
     )
     .await;
     assert_eq!(system.status, 403, "{}", system.body);
@@ -131,8 +151,7 @@ async fn people_at_central_declare_validate_and_register_and_the_number_reaches_
     assert_eq!(bad_id.status, 400, "{}", bad_id.body);
 
     // The agent must hold the record first (the lock), then declares it.
-    let declare_body =
-        json!({"transactionId": new_transaction_id(), "declaration": sample_birth_declaration()});
+    let declare_body = json!({"transactionId": new_transaction_id(), "declaration": declaration()});
     let unassigned = act(&agent_api, &event_id, "declare", declare_body.clone()).await;
     assert_eq!(unassigned.status, 409, "{}", unassigned.body);
     let assigned = act(
@@ -220,8 +239,8 @@ async fn people_at_central_declare_validate_and_register_and_the_number_reaches_
     .await;
     assert_eq!(registered.status, 200, "{}", registered.body);
     let number = registration_number(&registered.body).expect("a registration number");
-    let tracking_id = registered.body["trackingId"].as_str().unwrap();
-    let found = system_api.search_tracking_id(tracking_id).await.unwrap();
+    let tracking_id = registered.body["trackingId"].as_str().unwrap().to_owned();
+    let found = system_api.search_tracking_id(&tracking_id).await.unwrap();
     assert_eq!(
         found.body["results"][0]["status"], "REGISTERED",
         "{}",
@@ -278,6 +297,109 @@ async fn people_at_central_declare_validate_and_register_and_the_number_reaches_
         "{}",
         audit.body
     );
+
+    // The same child notified again, misspelled and two days apart: central's duplicate rules
+    // (Farajaland's) flag it instead of registering it, listing the first record.
+    let created = health
+        .create("birth", &new_transaction_id(), HOSPITAL_ID)
+        .await
+        .unwrap();
+    assert_eq!(created.status, 200, "{}", created.body);
+    let twin_id = created.body["id"].as_str().unwrap().to_owned();
+    wait_synced(&node, SYNC_TIMEOUT).await.unwrap();
+    let mut misspelled = declaration();
+    misspelled["child.name"] = json!({"firstname": "Lium", "surname": "Bandah"});
+    misspelled["child.dob"] = json!("2024-06-05");
+    assign(&agent_api, &twin_id).await;
+    let declared = act(
+        &agent_api,
+        &twin_id,
+        "declare",
+        json!({"transactionId": new_transaction_id(), "declaration": misspelled}),
+    )
+    .await;
+    assert_eq!(declared.status, 200, "{}", declared.body);
+    assign(&registrar_api, &twin_id).await;
+    let flagged = act(
+        &registrar_api,
+        &twin_id,
+        "register",
+        json!({"transactionId": new_transaction_id()}),
+    )
+    .await;
+    assert_eq!(flagged.status, 200, "{}", flagged.body);
+    assert_eq!(registration_number(&flagged.body), None, "{}", flagged.body);
+    let actions = flagged.body["actions"].as_array().unwrap();
+    let detected = actions
+        .iter()
+        .find(|a| a["type"] == "DUPLICATE_DETECTED")
+        .expect("DUPLICATE_DETECTED");
+    assert_eq!(
+        detected["content"]["duplicates"][0]["id"],
+        event_id.as_str()
+    );
+    assert_eq!(
+        detected["content"]["duplicates"][0]["trackingId"],
+        tracking_id
+    );
+    let answer = actions.last().unwrap();
+    assert_eq!(
+        (&answer["type"], &answer["status"]),
+        (&json!("REGISTER"), &json!("Rejected")),
+        "{answer}"
+    );
+    assert_eq!(answer["content"]["reason"], "potential duplicate");
+    let index = system_api
+        .search_tracking_id(flagged.body["trackingId"].as_str().unwrap())
+        .await
+        .unwrap();
+    assert!(
+        index.body["results"][0]["flags"]
+            .as_array()
+            .unwrap()
+            .contains(&json!("potential-duplicate")),
+        "{}",
+        index.body
+    );
+    // While flagged, registration is refused; the agent may not review duplicates.
+    assign(&registrar_api, &twin_id).await;
+    let blocked = act(
+        &registrar_api,
+        &twin_id,
+        "register",
+        json!({"transactionId": new_transaction_id()}),
+    )
+    .await;
+    assert_eq!(blocked.status, 409, "{}", blocked.body);
+    let no_review = agent_api
+        .post(
+            "/api/events/event.actions.duplicate.markNotDuplicate",
+            &json!({"json": {"eventId": twin_id, "transactionId": new_transaction_id()}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(no_review.status, 403, "{}", no_review.body);
+    // The registrar clears the flag (they are twins after all); the next request is numbered.
+    let cleared = registrar_api
+        .post(
+            "/api/events/event.actions.duplicate.markNotDuplicate",
+            &json!({"json": {"eventId": twin_id, "transactionId": new_transaction_id(),
+                "content": {"reason": "twins"}}}),
+        )
+        .await
+        .unwrap();
+    assert_eq!(cleared.status, 200, "{}", cleared.body);
+    assign(&registrar_api, &twin_id).await;
+    let registered = act(
+        &registrar_api,
+        &twin_id,
+        "register",
+        json!({"transactionId": new_transaction_id()}),
+    )
+    .await;
+    assert_eq!(registered.status, 200, "{}", registered.body);
+    let twin_number = registration_number(&registered.body).expect("a number after review");
+    assert_ne!(twin_number, number);
 
     // Central's actions reach the node: the record is registered there with the same number.
     let at_node = eventually("the registration at the node", SYNC_TIMEOUT, || async {

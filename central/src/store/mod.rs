@@ -7,12 +7,12 @@
 //! to the same log from another process while `run` serves. Reads use a small pool of read
 //! connections. [`Store`] implements [`crvs_sync::engine::CentralStore`] for the sync sessions.
 
+mod dedup;
 mod read;
 mod register;
 mod schema;
 mod write;
 
-use crvs_common::regnum::RegistrationFormat;
 use std::path::Path;
 use std::sync::{Arc, Mutex, MutexGuard};
 
@@ -21,6 +21,7 @@ use crvs_sync::engine::{CentralStore, NodeRecord, StoreFault};
 use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
+pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
 pub use read::ReadCtx;
 pub use schema::SCHEMA_VERSION;
 pub use write::WriteTx;
@@ -296,7 +297,7 @@ struct Inner {
     key: NodeSecretKey,
     central_id: NodeId,
     pool: PoolSettings,
-    registration: RegistrationFormat,
+    registration: Registration,
 }
 
 impl std::fmt::Debug for Inner {
@@ -377,15 +378,15 @@ impl Store {
 
     /// Opens an initialised database, issuing registration numbers in the default format.
     pub fn open(path: &Path, key: NodeSecretKey, pool: PoolSettings) -> Result<Self, StoreError> {
-        Self::open_with(path, key, pool, RegistrationFormat::default())
+        Self::open_with(path, key, pool, Registration::default())
     }
 
-    /// [`Self::open`] with the registration number format.
+    /// [`Self::open`] with the registration number format and duplicate rules.
     pub fn open_with(
         path: &Path,
         key: NodeSecretKey,
         pool: PoolSettings,
-        registration: RegistrationFormat,
+        registration: Registration,
     ) -> Result<Self, StoreError> {
         if !path.exists() {
             return Err(StoreError::Corrupt(format!(
@@ -399,6 +400,7 @@ impl Store {
         schema::migrate(&mut writer)?;
         let central_id = key.node_id();
         check_central(&writer, central_id)?;
+        dedup::ensure_date_index(&mut writer, &registration)?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
             let reader = open_connection(

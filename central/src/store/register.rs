@@ -3,8 +3,10 @@
 //! record with its automerge change, for the nodes of the event's area, in the transaction that
 //! applied what asked for them.
 //!
-//! Exactly once: a requested REGISTER gets one answer (Accepted with a number, or Rejected when
-//! the event already has one), and the number is unique by the `registration_numbers` keys
+//! Exactly once: a requested REGISTER gets one answer: Accepted with a number, or Rejected (with
+//! `content.reason`) when the event already has one, was archived or sent back, or is a
+//! potential duplicate (the event type's rules, `dedup.rs`; a DUPLICATE_DETECTED action lists
+//! the matches, and a registrar's MARK_AS_NOT_DUPLICATE lets the next request through); and the number is unique by the `registration_numbers` keys
 //! (number, event, requested action) as well as by construction (a counter per year and prefix),
 //! so a retry, a re-delivered entry or a restart never issues a second one.
 
@@ -14,6 +16,7 @@ use crvs_common::feed::CentralRecord;
 use crvs_common::state::{EventIndex, EventStatus, FLAG_REJECTED, effective_declaration};
 use rusqlite::{OptionalExtension as _, params};
 
+use super::dedup::Verdict;
 use super::write::WriteTx;
 use super::{Audience, StoreError};
 
@@ -50,9 +53,13 @@ impl WriteTx<'_> {
             .reader()
             .event_document(event_id)?
             .ok_or_else(|| StoreError::Invalid(format!("no event {event_id}")))?;
+        // References resolve against the record as it will stand: an Accepted action made
+        // here points at the Requested one recorded with it.
+        let mut all = doc.actions;
+        all.extend(actions.iter().cloned());
         let mut delta = Declaration::new();
         for action in &actions {
-            delta.extend(effective_declaration(action, &doc.actions));
+            delta.extend(effective_declaration(action, &all));
         }
         let mut merge = self.load_crdt(event_id)?;
         let change = merge
@@ -163,19 +170,54 @@ impl WriteTx<'_> {
         });
         let registrable = index.status != EventStatus::Archived
             && !index.flags.iter().any(|f| f == FLAG_REJECTED);
+        // Duplicates are looked for once, before the first number would be issued.
+        let mut verdict = None;
         for request in pending {
             let registered = self
                 .conn()
                 .prepare_cached("SELECT number FROM registration_numbers WHERE event_id = ?1")?
                 .query_row(params![event_id.to_string()], |r| r.get::<_, String>(0))
                 .optional()?;
-            let (status, number) = match registered {
+            if registered.is_none() && registrable && verdict.is_none() {
+                verdict = Some(self.duplicate_verdict(&doc)?);
+            }
+            let mut actions = Vec::with_capacity(2);
+            let (status, number, reason) = match (&registered, &verdict) {
                 // Another request of this event got the number (this one is answered below).
-                Some(_) => (ActionStatus::Rejected, None),
+                (Some(_), _) => (ActionStatus::Rejected, None, "already registered"),
                 // Archived or rejected meanwhile (by an action that reached central first).
-                None if !registrable => (ActionStatus::Rejected, None),
-                None => match self.issue_registration_number(event_id, request.id)? {
-                    Some(number) => (ActionStatus::Accepted, Some(number)),
+                (None, _) if !registrable => (
+                    ActionStatus::Rejected,
+                    None,
+                    "archived or sent back for updates",
+                ),
+                (None, Some(Verdict::Duplicates(found))) => {
+                    let duplicates: Vec<serde_json::Value> = found
+                        .iter()
+                        .map(|(id, tracking)| serde_json::json!({"id": id, "trackingId": tracking}))
+                        .collect();
+                    actions.push(ActionDocument {
+                        id: uuid::Uuid::now_v7(),
+                        action_type: ActionType::DuplicateDetected,
+                        status: ActionStatus::Accepted,
+                        original_action_id: None,
+                        registration_number: None,
+                        created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
+                        declaration: None,
+                        annotation: None,
+                        content: Some(serde_json::json!({"duplicates": duplicates})),
+                        assigned_to: None,
+                        request_id: None,
+                        custom_action_type: None,
+                        ..request.clone()
+                    });
+                    // Reported once; a later request of this batch is refused as unreviewed.
+                    verdict = Some(Verdict::Refused("potential duplicate not yet reviewed"));
+                    (ActionStatus::Rejected, None, "potential duplicate")
+                }
+                (None, Some(Verdict::Refused(reason))) => (ActionStatus::Rejected, None, *reason),
+                (None, _) => match self.issue_registration_number(event_id, request.id)? {
+                    Some(number) => (ActionStatus::Accepted, Some(number), ""),
                     None => {
                         tracing::error!(
                             event = %event_id,
@@ -185,7 +227,7 @@ impl WriteTx<'_> {
                     }
                 },
             };
-            let answer = ActionDocument {
+            actions.push(ActionDocument {
                 id: uuid::Uuid::now_v7(),
                 status,
                 original_action_id: Some(request.id),
@@ -193,11 +235,12 @@ impl WriteTx<'_> {
                 created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
                 declaration: None,
                 annotation: None,
-                content: None,
+                content: (status == ActionStatus::Rejected)
+                    .then(|| serde_json::json!({"reason": reason})),
                 assigned_to: None,
                 ..request
-            };
-            self.record_actions(event_id, vec![answer])?;
+            });
+            self.record_actions(event_id, actions)?;
         }
         Ok(())
     }
@@ -209,7 +252,7 @@ impl WriteTx<'_> {
         event_id: uuid::Uuid,
         requested: uuid::Uuid,
     ) -> Result<Option<String>, StoreError> {
-        let format = self.registration().clone();
+        let format = self.registration().format.clone();
         let year: i32 = crvs_common::event::format_timestamp_ms(self.now_ms())
             .get(..4)
             .and_then(|y| y.parse().ok())

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 6;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -228,6 +228,19 @@ CREATE TABLE action_requests (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 7: the dates duplicate rules look records up by (`child.dob`, `mother.dob`, ...),
+/// per event type and field; rebuilt from the event index when the rules change.
+const V7: &str = r#"
+CREATE TABLE dedup_dates (
+    event_id   TEXT NOT NULL,
+    event_type TEXT NOT NULL,
+    field_id   TEXT NOT NULL,
+    date       TEXT NOT NULL,
+    PRIMARY KEY (event_id, field_id)
+) WITHOUT ROWID;
+CREATE INDEX dedup_dates_window ON dedup_dates(event_type, field_id, date);
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -258,6 +271,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 6 {
         tx.execute_batch(V6)?;
+    }
+    if version < 7 {
+        tx.execute_batch(V7)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -484,3 +484,83 @@ fn an_archived_record_is_not_registered() {
         .collect();
     assert_eq!(answers, vec![(ActionStatus::Rejected, None)]);
 }
+
+/// Farajaland's duplicate rules (the builtin birth DECLARE's) run before a number is issued: the
+/// same child notified twice (misspelled, two days apart) gets DUPLICATE_DETECTED listing the
+/// first record and a Rejected REGISTER instead of a number; a registrar's
+/// MARK_AS_NOT_DUPLICATE lets the next request through.
+#[test]
+fn a_potential_duplicate_is_flagged_instead_of_registered_until_reviewed() {
+    use crvs_common::event::{ActionStatus, ActionType};
+
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 3);
+    let mut store = fx.store.clone();
+    let birth = |first: &str, surname: &str, dob: &str| {
+        json!({
+            "child.name": {"firstname": first, "surname": surname},
+            "child.dob": dob,
+            "mother.name": {"firstname": "Grace", "surname": "Banda"},
+            "mother.dob": "1995-02-11"
+        })
+    };
+    let answers = |store: &super::Store, event: uuid::Uuid| {
+        let doc = store.read(|r| r.event_document(event)).unwrap().unwrap();
+        doc.actions
+            .into_iter()
+            .filter(|a| {
+                matches!(
+                    a.action_type,
+                    ActionType::Register | ActionType::DuplicateDetected
+                ) && a.status != ActionStatus::Requested
+            })
+            .collect::<Vec<_>>()
+    };
+    let (first, create) = node.create(&ids[0]);
+    let notify = node.notify(&first, birth("Liam", "Banda", "2024-06-03"));
+    let request = node.request_registration(&first);
+    store
+        .apply_entries(node.node_id(), &[create, notify, request])
+        .unwrap();
+    let registered = answers(&store, first.id);
+    assert_eq!(registered.len(), 1, "{registered:?}");
+    assert!(registered[0].registration_number.is_some());
+
+    let (second, create) = node.create(&ids[1]);
+    let notify = node.notify(&second, birth("Lium", "Bandah", "2024-06-05"));
+    let request = node.request_registration(&second);
+    store
+        .apply_entries(node.node_id(), &[create, notify, request])
+        .unwrap();
+    let flagged = answers(&store, second.id);
+    assert_eq!(flagged.len(), 2, "{flagged:?}");
+    assert_eq!(flagged[0].action_type, ActionType::DuplicateDetected);
+    assert_eq!(
+        flagged[0].content.as_ref().unwrap()["duplicates"][0]["id"],
+        first.id.to_string()
+    );
+    assert_eq!(flagged[1].status, ActionStatus::Rejected);
+    assert_eq!(flagged[1].registration_number, None);
+    let index = store.read(|r| r.index_entry(second.id)).unwrap().unwrap();
+    assert!(
+        index.flags.iter().any(|f| f == "potential-duplicate"),
+        "{:?}",
+        index.flags
+    );
+
+    // A different child of another mother is not a duplicate.
+    let (third, create) = node.create(&ids[2]);
+    let mut other = birth("Liam", "Banda", "2024-06-03");
+    other["mother.name"] = json!({"firstname": "Ruth", "surname": "Zulu"});
+    other["mother.dob"] = json!("1988-09-30");
+    let notify = node.notify(&third, other);
+    let request = node.request_registration(&third);
+    store
+        .apply_entries(node.node_id(), &[create, notify, request])
+        .unwrap();
+    let numbered = answers(&store, third.id);
+    assert_eq!(numbered.len(), 1, "{numbered:?}");
+    assert!(numbered[0].registration_number.is_some());
+}

@@ -4,13 +4,13 @@
 
 use std::collections::{BTreeMap, BTreeSet};
 
+use super::dedup::Registration;
 use crvs_common::event::{ActionDocument, ActionStatus, ActionType, EntryPayload};
 use crvs_common::feed::CentralRecord;
 use crvs_common::hlc::{Hlc, HlcClock};
 use crvs_common::ids::TrackingId;
 use crvs_common::location::{AdministrativeArea, LocationSet};
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
-use crvs_common::regnum::RegistrationFormat;
 use crvs_common::state::EventIndex;
 use crvs_sync::merge::{EventCrdt, actor_for};
 use crvs_sync::wire::{Hello, Reject};
@@ -31,7 +31,7 @@ pub struct WriteTx<'a> {
     conn: &'a Connection,
     key: &'a NodeSecretKey,
     pool: PoolSettings,
-    registration: &'a RegistrationFormat,
+    registration: &'a Registration,
     now_ms: u64,
 }
 
@@ -52,7 +52,7 @@ impl<'a> WriteTx<'a> {
         conn: &'a Connection,
         key: &'a NodeSecretKey,
         pool: PoolSettings,
-        registration: &'a RegistrationFormat,
+        registration: &'a Registration,
         now_ms: u64,
     ) -> Self {
         Self {
@@ -64,8 +64,8 @@ impl<'a> WriteTx<'a> {
         }
     }
 
-    /// The registration number format.
-    pub(super) fn registration(&self) -> &RegistrationFormat {
+    /// The registration number format and duplicate rules.
+    pub(super) fn registration(&self) -> &Registration {
         self.registration
     }
 
@@ -965,7 +965,7 @@ impl<'a> WriteTx<'a> {
                 merge.to_store(),
                 event_id.to_string()
             ])?;
-        Ok(())
+        self.index_dedup_dates(event_id, &index)
     }
 }
 

@@ -257,6 +257,12 @@ pub enum UserAction {
     Custom,
     /// `DELETE` of an undeclared draft (`DELETE /events/{eventId}`, tRPC `event.delete`).
     Delete,
+    /// `MARK_AS_DUPLICATE`: a registrar confirms a potential duplicate (`content.duplicateOf`
+    /// optional, `content.reason` optional); no number will be issued for the record.
+    MarkAsDuplicate,
+    /// `MARK_AS_NOT_DUPLICATE`: a registrar clears a potential duplicate; the next requested
+    /// registration is not checked again.
+    MarkAsNotDuplicate,
 }
 
 impl UserAction {
@@ -276,6 +282,8 @@ impl UserAction {
             Self::Assign => ActionType::Assign,
             Self::Unassign => ActionType::Unassign,
             Self::Delete => ActionType::Delete,
+            Self::MarkAsDuplicate => ActionType::MarkAsDuplicate,
+            Self::MarkAsNotDuplicate => ActionType::MarkAsNotDuplicate,
         }
     }
 
@@ -295,6 +303,8 @@ impl UserAction {
             "assign" => Self::Assign,
             "unassign" => Self::Unassign,
             "custom" => Self::Custom,
+            "mark-as-duplicate" => Self::MarkAsDuplicate,
+            "mark-as-not-duplicate" => Self::MarkAsNotDuplicate,
             _ => return None,
         })
     }
@@ -315,6 +325,8 @@ impl UserAction {
             "event.actions.correction.reject.request" => "reject-correction",
             "event.actions.assignment.assign" => "assign",
             "event.actions.assignment.unassign" => "unassign",
+            "event.actions.duplicate.markAsDuplicate" => "mark-as-duplicate",
+            "event.actions.duplicate.markNotDuplicate" => "mark-as-not-duplicate",
             _ => return None,
         })
     }
@@ -546,6 +558,23 @@ fn check_input(action: &UserAction, input: &ActionInput) -> Result<Option<String
         UserAction::Archive => content_text(input.content.as_ref(), "reason", false)?,
         UserAction::RejectCorrection => content_text(input.content.as_ref(), "reason", true)?,
         UserAction::PrintCertificate => content_text(input.content.as_ref(), "templateId", false)?,
+        UserAction::MarkAsDuplicate => {
+            content_text(input.content.as_ref(), "reason", false)?;
+            content_text(input.content.as_ref(), "duplicateOf", false)?;
+            let duplicate_of = input
+                .content
+                .as_ref()
+                .and_then(|c| c.get("duplicateOf"))
+                .and_then(|v| v.as_str());
+            if duplicate_of.is_some_and(|d| d.parse::<Uuid>().is_err()) {
+                return Err(ApiError::input_one(
+                    "invalid_string",
+                    "Invalid uuid",
+                    &["content", "duplicateOf"],
+                ));
+            }
+        }
+        UserAction::MarkAsNotDuplicate => content_text(input.content.as_ref(), "reason", false)?,
         _ => {}
     }
     if matches!(

@@ -54,6 +54,10 @@ pub struct ConfigFile {
     /// year, unique by construction) and `{random:N}` (`[0-9A-Z]`, Farajaland's is
     /// `{random:12}`). Default `{year}{seq:8}`.
     pub registration_number_format: String,
+    /// External confirmation hooks (OpenCRVS §4.3): for REGISTER, central calls
+    /// `{url}/trigger/events/{eventType}/actions/REGISTER` with the record before it issues a
+    /// number (`[[action_hooks]]` tables: `action`, `url`, optional `event_types` and `when`).
+    pub action_hooks: Vec<ActionHookFile>,
     /// Tracking ids leased to a node per grant.
     pub pool_lease_size: u32,
     /// Lease more when a node reports fewer free ids than this.
@@ -62,6 +66,68 @@ pub struct ConfigFile {
     pub log_format: String,
     /// tracing filter, e.g. `info` or `crvs_central=debug,info`.
     pub log_filter: String,
+}
+
+/// Most confirmation hooks one configuration may name.
+pub const ACTION_HOOKS_MAX: usize = 8;
+
+/// Longest hook URL.
+pub const HOOK_URL_CHARS_MAX: usize = 512;
+
+/// One `[[action_hooks]]` table of `central.toml`.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(deny_unknown_fields)]
+pub struct ActionHookFile {
+    /// The action confirmed: `REGISTER` (the only one a node cannot confirm itself).
+    pub action: String,
+    /// Base URL (`http://`; put a TLS-terminating proxy in front of an `https://` hook).
+    pub url: String,
+    /// Event types that go through the hook; empty or absent = all.
+    #[serde(default)]
+    pub event_types: Vec<String>,
+    /// Declaration values a record must have to go through it, e.g.
+    /// `when = { "mother.idType" = "NATIONAL_ID" }`; absent = every record.
+    #[serde(default)]
+    pub when: std::collections::BTreeMap<String, serde_json::Value>,
+}
+
+impl ActionHookFile {
+    fn check(
+        &self,
+        events: &crvs_common::config::EventConfigSet,
+    ) -> anyhow::Result<crate::store::ActionHook> {
+        anyhow::ensure!(
+            self.action == "REGISTER",
+            "action_hooks: action {:?} cannot have a hook (only REGISTER: every other action is confirmed where it is made)",
+            self.action
+        );
+        let url = self.url.trim_end_matches('/');
+        anyhow::ensure!(
+            url.starts_with("http://")
+                && url.len() > "http://".len()
+                && url.chars().count() <= HOOK_URL_CHARS_MAX
+                && !url.chars().any(char::is_whitespace),
+            "action_hooks: url must be an http:// URL of at most {HOOK_URL_CHARS_MAX} characters"
+        );
+        for event_type in &self.event_types {
+            anyhow::ensure!(
+                events.get(event_type).is_some(),
+                "action_hooks: event type {event_type:?} is not configured"
+            );
+        }
+        for field in self.when.keys() {
+            anyhow::ensure!(
+                events.events().iter().any(|c| c.field(field).is_some()),
+                "action_hooks: `when` names {field:?}, which no event type declares"
+            );
+        }
+        Ok(crate::store::ActionHook {
+            action: crvs_common::event::ActionType::Register,
+            url: url.to_owned(),
+            event_types: self.event_types.clone(),
+            when: self.when.clone(),
+        })
+    }
 }
 
 impl Default for ConfigFile {
@@ -80,6 +146,7 @@ impl Default for ConfigFile {
             user_token_ttl_secs: crate::auth::USER_TOKEN_TTL_SECS,
             default_user_password: None,
             registration_number_format: crvs_common::regnum::DEFAULT_FORMAT.to_owned(),
+            action_hooks: Vec::new(),
             pool_lease_size: 1000,
             pool_low_water: 200,
             log_format: "text".to_owned(),
@@ -136,11 +203,21 @@ impl ConfigFile {
             self.event_config.as_deref(),
             self.roles_config.as_deref(),
         )?;
+        anyhow::ensure!(
+            self.action_hooks.len() <= ACTION_HOOKS_MAX,
+            "at most {ACTION_HOOKS_MAX} action_hooks"
+        );
+        let action_hooks = self
+            .action_hooks
+            .iter()
+            .map(|h| h.check(&events))
+            .collect::<anyhow::Result<Vec<_>>>()?;
         Ok(Config {
             file: self,
             events,
             roles,
             registration,
+            action_hooks,
         })
     }
 }
@@ -156,6 +233,8 @@ pub struct Config {
     pub roles: crvs_common::role::RoleSet,
     /// The parsed registration number format.
     pub registration: crvs_common::regnum::RegistrationFormat,
+    /// The checked confirmation hooks.
+    pub action_hooks: Vec<crate::store::ActionHook>,
 }
 
 impl Config {

@@ -19,6 +19,7 @@ pub mod admin;
 pub mod api;
 pub mod auth;
 pub mod config;
+pub mod hooks;
 pub mod pki;
 pub mod store;
 pub mod sync_server;
@@ -92,7 +93,8 @@ fn open_store_with(config: &Config, key: crvs_common::log::NodeSecretKey) -> any
         &config.db_path(),
         key,
         config.pool(),
-        store::Registration::new(config.registration.clone(), &config.events),
+        store::Registration::new(config.registration.clone(), &config.events)
+            .with_hooks(config.action_hooks.clone()),
     )
     .with_context(|| format!("opening central database {}", config.db_path().display()))
 }
@@ -156,7 +158,11 @@ pub async fn run(
         shutdown.await;
         let _ = stop_tx.send(true);
     });
-    let outbox = tokio::spawn(crvs_common::server::outbox::run(state, stop_rx.clone()));
+    let outbox = tokio::spawn(crvs_common::server::outbox::run(
+        Arc::clone(&state),
+        stop_rx.clone(),
+    ));
+    let hooks = tokio::spawn(hooks::run(state, stop_rx.clone()));
     let mut http_stop = stop_rx.clone();
     let http_server = axum::serve(http, app).with_graceful_shutdown(async move {
         let _ = http_stop.wait_for(|stopped| *stopped).await;
@@ -179,6 +185,7 @@ pub async fn run(
     }
     // Stopped by the same signal; a send in flight is killed with its child process.
     outbox.abort();
+    hooks.abort();
     tracing::debug!("central stopped");
     Ok(())
 }

@@ -14,7 +14,13 @@ use super::{ApiError, AppState, Caller, actions, events};
 impl Procedures for AppState {
     fn serves(name: &str) -> bool {
         UserAction::segment_of_procedure(name).is_some()
-            || matches!(name, "event.get" | "event.delete")
+            || matches!(
+                name,
+                "event.get"
+                    | "event.delete"
+                    | "event.actions.register.accept"
+                    | "event.actions.register.reject"
+            )
     }
 
     fn is_query(name: &str) -> bool {
@@ -27,6 +33,10 @@ impl Procedures for AppState {
         procedure: String,
         input: Value,
     ) -> Result<Value, ApiError> {
+        if let Some(verdict) = procedure.strip_prefix("event.actions.register.") {
+            let doc = crate::hooks::callback(self, caller, verdict == "accept", input).await?;
+            return serde_json::to_value(doc).map_err(|e| ApiError::internal(&e));
+        }
         let id = event_id_of(&input)?;
         let doc = match procedure.as_str() {
             "event.get" => events::read(State(self), caller, Path(id)).await?,

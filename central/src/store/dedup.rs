@@ -29,6 +29,8 @@ pub struct Registration {
     pub format: RegistrationFormat,
     /// Event type → the rules run before registering.
     pub dedup: BTreeMap<String, DeduplicationConfig>,
+    /// Confirmation hooks, first match wins.
+    pub hooks: Vec<super::hooks::ActionHook>,
 }
 
 impl Registration {
@@ -45,7 +47,17 @@ impl Registration {
                 Some((config.id().to_owned(), rules.clone()))
             })
             .collect();
-        Self { format, dedup }
+        Self {
+            format,
+            dedup,
+            hooks: Vec::new(),
+        }
+    }
+
+    /// With these confirmation hooks.
+    pub fn with_hooks(mut self, hooks: Vec<super::hooks::ActionHook>) -> Self {
+        self.hooks = hooks;
+        self
     }
 
     /// The date fields of `event_type` the rules' windows look up, sorted.

@@ -8,6 +8,7 @@
 //! connections. [`Store`] implements [`crvs_sync::engine::CentralStore`] for the sync sessions.
 
 mod dedup;
+mod hooks;
 mod read;
 mod register;
 mod schema;
@@ -22,6 +23,7 @@ use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
+pub use hooks::{ActionHook, Answered, HookAnswer, HookJob};
 pub use read::ReadCtx;
 pub use schema::SCHEMA_VERSION;
 pub use write::WriteTx;

@@ -134,7 +134,9 @@ impl WriteTx<'_> {
 
     /// Answers every REGISTER of `event_id` still requested: the first with an Accepted
     /// REGISTER carrying a new registration number, any other (the event is registered by then)
-    /// with a Rejected one. A request no number could be issued for stays requested (logged).
+    /// with a Rejected one. Before a number: the duplicate rules, then the confirmation hook if
+    /// one applies (the request then stays requested until the hook answers, `hooks.rs`). A
+    /// request no number could be issued for stays requested (logged).
     pub fn confirm_registrations(&mut self, event_id: uuid::Uuid) -> Result<(), StoreError> {
         let Some(doc) = self.reader().event_document(event_id)? else {
             return Ok(());
@@ -156,28 +158,17 @@ impl WriteTx<'_> {
             })
             .cloned()
             .collect();
-        // The record as the other actions leave it: archived, or sent back (rejected), it is not
-        // registered whatever was asked before.
-        let others: Vec<ActionDocument> = doc
-            .actions
-            .iter()
-            .filter(|a| a.action_type != ActionType::Register)
-            .cloned()
-            .collect();
-        let index = EventIndex::from_document(&EventDocument {
-            actions: others,
-            ..doc.clone()
-        });
-        let registrable = index.status != EventStatus::Archived
-            && !index.flags.iter().any(|f| f == FLAG_REJECTED);
+        if pending.is_empty() {
+            return Ok(());
+        }
+        let registrable = self.registrable(&doc)?;
         // Duplicates are looked for once, before the first number would be issued.
         let mut verdict = None;
         for request in pending {
-            let registered = self
-                .conn()
-                .prepare_cached("SELECT number FROM registration_numbers WHERE event_id = ?1")?
-                .query_row(params![event_id.to_string()], |r| r.get::<_, String>(0))
-                .optional()?;
+            if self.hook_pending(request.id)? {
+                continue;
+            }
+            let registered = self.registered_number(event_id)?;
             if registered.is_none() && registrable && verdict.is_none() {
                 verdict = Some(self.duplicate_verdict(&doc)?);
             }
@@ -197,52 +188,136 @@ impl WriteTx<'_> {
                         .map(|(id, tracking)| serde_json::json!({"id": id, "trackingId": tracking}))
                         .collect();
                     actions.push(ActionDocument {
-                        id: uuid::Uuid::now_v7(),
                         action_type: ActionType::DuplicateDetected,
-                        status: ActionStatus::Accepted,
                         original_action_id: None,
-                        registration_number: None,
-                        created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
-                        declaration: None,
-                        annotation: None,
                         content: Some(serde_json::json!({"duplicates": duplicates})),
-                        assigned_to: None,
-                        request_id: None,
-                        custom_action_type: None,
-                        ..request.clone()
+                        ..self.answer_of(&request, ActionStatus::Accepted)
                     });
                     // Reported once; a later request of this batch is refused as unreviewed.
                     verdict = Some(Verdict::Refused("potential duplicate not yet reviewed"));
                     (ActionStatus::Rejected, None, "potential duplicate")
                 }
                 (None, Some(Verdict::Refused(reason))) => (ActionStatus::Rejected, None, *reason),
-                (None, _) => match self.issue_registration_number(event_id, request.id)? {
-                    Some(number) => (ActionStatus::Accepted, Some(number), ""),
-                    None => {
-                        tracing::error!(
-                            event = %event_id,
-                            "no registration number could be issued; REGISTER stays requested"
-                        );
+                (None, _) => {
+                    let index = self.reader().index_entry(event_id)?;
+                    let hooked = index.as_ref().is_some_and(|index| {
+                        self.registration()
+                            .hooks
+                            .iter()
+                            .any(|h| h.action == ActionType::Register && h.applies(index))
+                    });
+                    if hooked {
+                        self.enqueue_hook(event_id, request.id)?;
                         continue;
                     }
-                },
+                    match self.issue_number(event_id, request.id)? {
+                        Some(number) => (ActionStatus::Accepted, Some(number), ""),
+                        None => continue,
+                    }
+                }
             };
             actions.push(ActionDocument {
-                id: uuid::Uuid::now_v7(),
-                status,
-                original_action_id: Some(request.id),
                 registration_number: number,
-                created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
-                declaration: None,
-                annotation: None,
                 content: (status == ActionStatus::Rejected)
                     .then(|| serde_json::json!({"reason": reason})),
-                assigned_to: None,
-                ..request
+                ..self.answer_of(&request, status)
             });
             self.record_actions(event_id, actions)?;
         }
         Ok(())
+    }
+
+    /// The skeleton of central's answer to `request`: same actor and transaction, a new id,
+    /// pointing back at the request, nothing carried.
+    pub(super) fn answer_of(
+        &self,
+        request: &ActionDocument,
+        status: ActionStatus,
+    ) -> ActionDocument {
+        ActionDocument {
+            id: uuid::Uuid::now_v7(),
+            status,
+            original_action_id: Some(request.id),
+            registration_number: None,
+            created_at: crvs_common::event::format_timestamp_ms(self.now_ms()),
+            declaration: None,
+            annotation: None,
+            content: None,
+            assigned_to: None,
+            request_id: None,
+            ..request.clone()
+        }
+    }
+
+    /// Whether the record, as the actions other than REGISTER leave it, may be registered: not
+    /// archived, not sent back for updates.
+    pub(super) fn registrable(&self, doc: &EventDocument) -> Result<bool, StoreError> {
+        let others: Vec<ActionDocument> = doc
+            .actions
+            .iter()
+            .filter(|a| a.action_type != ActionType::Register)
+            .cloned()
+            .collect();
+        let index = EventIndex::from_document(&EventDocument {
+            actions: others,
+            ..doc.clone()
+        });
+        Ok(
+            index.status != EventStatus::Archived
+                && !index.flags.iter().any(|f| f == FLAG_REJECTED),
+        )
+    }
+
+    /// The registration number `event_id` holds, if any.
+    pub(super) fn registered_number(
+        &self,
+        event_id: uuid::Uuid,
+    ) -> Result<Option<String>, StoreError> {
+        Ok(self
+            .conn()
+            .prepare_cached("SELECT number FROM registration_numbers WHERE event_id = ?1")?
+            .query_row(params![event_id.to_string()], |r| r.get::<_, String>(0))
+            .optional()?)
+    }
+
+    /// Claims `number` (given by a confirmation hook) for `event_id`; false when another
+    /// record or request holds it, or the event has a number already.
+    pub(super) fn claim_registration_number(
+        &mut self,
+        event_id: uuid::Uuid,
+        requested: uuid::Uuid,
+        number: &str,
+    ) -> Result<bool, StoreError> {
+        let inserted = self
+            .conn()
+            .prepare_cached(
+                "INSERT INTO registration_numbers (number, event_id, requested_action_id, issued_at_ms)
+                 VALUES (?1, ?2, ?3, ?4) ON CONFLICT DO NOTHING",
+            )?
+            .execute(params![
+                number,
+                event_id.to_string(),
+                requested.to_string(),
+                i64_of(self.now_ms())
+            ])?;
+        Ok(inserted == 1)
+    }
+
+    /// A new number for `requested`, or `None` (logged) when none could be issued: the request
+    /// stays requested.
+    pub(super) fn issue_number(
+        &mut self,
+        event_id: uuid::Uuid,
+        requested: uuid::Uuid,
+    ) -> Result<Option<String>, StoreError> {
+        let number = self.issue_registration_number(event_id, requested)?;
+        if number.is_none() {
+            tracing::error!(
+                event = %event_id,
+                "no registration number could be issued; REGISTER stays requested"
+            );
+        }
+        Ok(number)
     }
 
     /// A new registration number for `event_id`, answering `requested`; `None` when a counted

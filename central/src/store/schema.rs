@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 7;
+pub const SCHEMA_VERSION: i64 = 8;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -241,6 +241,21 @@ CREATE TABLE dedup_dates (
 CREATE INDEX dedup_dates_window ON dedup_dates(event_type, field_id, date);
 "#;
 
+/// Version 8: the confirmation hook's queue, one row per requested action a hook must answer:
+/// `due` (to call at `next_at_ms`; `last_error` from the previous attempt) or `waiting` (the
+/// hook answered 202; its callback answers).
+const V8: &str = r#"
+CREATE TABLE hook_jobs (
+    action_id  TEXT PRIMARY KEY,
+    event_id   TEXT NOT NULL,
+    state      TEXT NOT NULL CHECK (state IN ('due', 'waiting')),
+    attempts   INTEGER NOT NULL,
+    next_at_ms INTEGER NOT NULL,
+    last_error TEXT
+) WITHOUT ROWID;
+CREATE INDEX hook_jobs_due ON hook_jobs(state, next_at_ms);
+"#;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -274,6 +289,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 7 {
         tx.execute_batch(V7)?;
+    }
+    if version < 8 {
+        tx.execute_batch(V8)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -282,6 +282,29 @@ impl TokenKeys {
         })
     }
 
+    /// Mints a single-record token (OpenCRVS §3.4) for a confirmation hook: `sub` names the
+    /// requested action it may answer, `scopes` what it may do, valid as long as a user token
+    /// (OpenCRVS: 7 days), since an asynchronous confirmation may take days.
+    pub fn mint_single_record(
+        &self,
+        action_id: &str,
+        scopes: Vec<String>,
+        now_secs: u64,
+    ) -> Result<String, TokenError> {
+        self.mint_claims(Claims {
+            sub: action_id.to_owned(),
+            scope: scopes,
+            user_type: TokenUserType::System,
+            role: None,
+            jti: Some(uuid::Uuid::new_v4().to_string()),
+            cred: None,
+            iss: self.issuer.clone(),
+            aud: TOKEN_AUDIENCES.iter().map(|s| (*s).to_owned()).collect(),
+            iat: now_secs,
+            exp: now_secs + self.user_ttl.as_secs(),
+        })
+    }
+
     fn mint_claims(&self, claims: Claims) -> Result<String, TokenError> {
         let mut header = Header::new(Algorithm::EdDSA);
         header.typ = Some("JWT".to_owned());

@@ -4,7 +4,7 @@
 //! status/flags/allowed-actions derivation ([`state`]), the event configuration and declaration
 //! validation ([`config`]), OpenCRVS scopes ([`scope`]) and the roles that grant them ([`role`]),
 //! the user model ([`user`]), the REST error envelope ([`error`]),
-//! identifiers ([`ids`]), the hybrid logical clock ([`hlc`]), locations ([`location`]), named
+//! search ([`search`], with fuzzy name matching in [`fuzzy`]), identifiers ([`ids`]), the hybrid logical clock ([`hlc`]), locations ([`location`]), named
 //! bounds ([`limits`]) and the ed25519-signed, hash-chained action log ([`log`]).
 //!
 //! Position in the dependency graph: `common` depends on no workspace crate. It has no async
@@ -18,6 +18,7 @@ pub mod config;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod fuzzy;
 pub mod hlc;
 pub mod ids;
 pub mod limits;

@@ -10,6 +10,7 @@
 mod read;
 mod register;
 mod schema;
+mod search;
 mod write;
 
 use crvs_common::regnum::RegistrationFormat;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavio
 
 pub use read::ReadCtx;
 pub use schema::SCHEMA_VERSION;
+pub use search::{Ancestry, Visible};
 pub use write::WriteTx;
 
 /// Read connections kept open.

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 5;
+pub const SCHEMA_VERSION: i64 = 7;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -215,6 +215,13 @@ CREATE TABLE registration_counters (
 ) WITHOUT ROWID;
 "#;
 
+/// Version 7: the national search index ([`super::search`]), filed for the events already
+/// stored. (Version 6 is reserved for the change landing beside this one.)
+fn v7(tx: &Connection) -> Result<(), StoreError> {
+    tx.execute_batch(super::search::DDL)?;
+    super::search::rebuild(tx)
+}
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -242,6 +249,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 5 {
         tx.execute_batch(V5)?;
+    }
+    if version < 7 {
+        v7(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

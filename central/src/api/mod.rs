@@ -201,4 +201,6 @@ async fn method_not_allowed() -> ApiError {
 }
 
 #[cfg(test)]
+mod search_tests;
+#[cfg(test)]
 mod tests;

@@ -3,7 +3,8 @@
 //! It holds the OpenCRVS 2.0 event model with its exact wire names ([`event`]), the pure
 //! status/flags/allowed-actions derivation ([`state`]), the event configuration and declaration
 //! validation ([`config`]), deduplication rules and their matcher ([`dedup`]), OpenCRVS scopes
-//! ([`scope`]) and the roles that grant them ([`role`]), the user model ([`user`]), the REST error envelope ([`error`]),
+//! ([`scope`]) and the roles that grant them ([`role`]), the user model ([`user`]), the REST
+//! error envelope ([`error`]), search ([`search`], with fuzzy name matching in [`fuzzy`]),
 //! identifiers ([`ids`]), the hybrid logical clock ([`hlc`]), locations ([`location`]), named
 //! bounds ([`limits`]) and the ed25519-signed, hash-chained action log ([`log`]).
 //!
@@ -19,6 +20,7 @@ pub mod dedup;
 pub mod error;
 pub mod event;
 pub mod feed;
+pub mod fuzzy;
 pub mod hlc;
 pub mod ids;
 pub mod limits;

@@ -15,6 +15,11 @@ pub const SEARCH_LIMIT_MAX: u64 = 100;
 /// Default page size when a search names none.
 pub const SEARCH_LIMIT_DEFAULT: u64 = 10;
 
+/// Deepest result a search can page to (`offset + limit`): Elasticsearch's default
+/// `max_result_window`, which OpenCRVS's search runs under. Keeps a search's working set bounded
+/// however many records match.
+pub const SEARCH_WINDOW_MAX: u64 = 10_000;
+
 /// Most clauses in one search query (all nesting levels together).
 pub const SEARCH_CLAUSES_MAX: usize = 64;
 

@@ -257,6 +257,33 @@ async fn health_facility_flow() {
         .await
         .unwrap();
     assert_eq!(again.body, found.body);
+    // The node answers fuzzy, within-location and time-period clauses itself, offline: a
+    // misspelt name, the area holding the office, this week.
+    let fuzzy_search = |term: &str| {
+        json!({"query": {"type": "and", "clauses": [
+            {"data": {"child.name": {"type": "fuzzy", "term": term}}},
+            {"createdAtLocation": {"type": "within", "location": ADMIN_AREA_ID}},
+            {"createdAt": {"type": "timePeriod", "term": "last7Days"}},
+        ]}})
+    };
+    let offline = api
+        .post("/api/events/events/search", &fuzzy_search("Lima Bandaa"))
+        .await
+        .unwrap();
+    assert_eq!(offline.status, 200, "{}", offline.text);
+    let ids: Vec<&Value> = offline.body["results"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|r| &r["id"])
+        .collect();
+    assert!(ids.contains(&&json!(event_id)), "{}", offline.text);
+    let other = api
+        .post("/api/events/events/search", &fuzzy_search("Peter Banda"))
+        .await
+        .unwrap();
+    assert_eq!(other.status, 200, "{}", other.text);
+    assert_eq!(other.body["total"], 0, "{}", other.text);
 
     // 8. Record data by tracking id (a full read: the client holds record.read).
     let data = api

@@ -3,27 +3,32 @@
 //! (400), record access (404).
 //!
 //! Unlike the node, a read at central records no READ action: it writes an audit row (who,
-//! when, where, what) in central's audit log.
+//! when, where, what) in central's audit log, as every search does.
 
+use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
+use crvs_common::access::{Place, UserFacts, grants, index_facts};
 use crvs_common::error::ErrorCode;
 use crvs_common::event::{Declaration, EventDocument};
 use crvs_common::limits::FIELD_IDS_PER_READ_MAX;
 use crvs_common::search::{SearchInput, SearchRequest};
+use crvs_common::server::accounts::AuditEntry;
+use crvs_common::server::auth::TokenUserType;
+use crvs_common::server::wall_ms;
 use crvs_common::state::EventIndex;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
 
 use crvs_common::event::UserType;
-use crvs_common::server::accounts::AuditEntry;
 use crvs_common::server::actions::{Actor, acting, parse_event_id};
 use crvs_common::server::login::write_audit;
 
 use super::{ApiError, AppState, Caller, body};
+use crate::store::Ancestry;
 
 /// `GET /events/{eventId}`: the full record as merged at central. A person sees the records
 /// of their jurisdiction (others are "not found", as OpenCRVS answers); every read is audited.
@@ -85,24 +90,90 @@ pub(crate) struct SearchOutput {
     total: u64,
 }
 
-/// `POST /events/search` over every record central holds, with the shared query evaluator.
+/// Where a searching person works: their id and primary office with its areas (jurisdiction).
+fn searcher(row: &crate::store::UserRow, areas: Vec<Uuid>) -> UserFacts {
+    UserFacts {
+        id: row.user.id.to_string(),
+        office: Place {
+            location: Some(row.user.primary_office_id),
+            areas,
+        },
+    }
+}
+
+/// `POST /events/search` over every record central holds, through the national index
+/// (`store::search`): the query's indexed clauses pick the candidates, the shared evaluator
+/// decides. A person sees only records of their jurisdiction (the options of their
+/// `record.search` scopes, as at a node); `secured` fields are removed; every search is audited.
 pub(crate) async fn search(
     State(state): State<Arc<AppState>>,
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<SearchOutput>, ApiError> {
     caller.require_kind("record.search")?;
-    let input: SearchInput = body::json(body)?;
+    let raw = body::bytes(body)?;
+    let input: SearchInput = body::parse(&raw)?;
     let request =
         SearchRequest::parse(&input, &state.config.events).map_err(ApiError::from_envelope)?;
-    let prefilter = request.query.required_tracking_id().map(str::to_owned);
-    let entries = state
+    let is_user = caller.user_type == TokenUserType::User;
+    let user_id: Option<Uuid> = if is_user {
+        Some(caller.id.parse().map_err(|_| ApiError::unauthorized())?)
+    } else {
+        None
+    };
+    let place_fields: HashMap<String, Option<String>> = state
+        .config
+        .events
+        .events()
+        .iter()
+        .map(|c| {
+            (
+                c.id().to_owned(),
+                c.place_of_event_field().map(|f| f.id.clone()),
+            )
+        })
+        .collect();
+    let scopes = caller.scopes.clone();
+    let now_ms = wall_ms();
+    let (mut results, total, office) = state
         .store
-        .read_async(move |r| r.index_entries(prefilter.as_deref()))
-        .await?;
-    let (mut results, total) = request.run(entries, |e| {
-        caller.scopes.allows("record.search", &e.event_type)
-    });
+        .read_async(move |r| {
+            let user = match user_id {
+                Some(id) => {
+                    let Some(row) = r.user(id)? else {
+                        return Ok(None);
+                    };
+                    let areas = Ancestry::new(r.conn()).of(row.user.primary_office_id);
+                    Some(searcher(&row, areas))
+                }
+                None => None,
+            };
+            if is_user && user.is_none() {
+                return Ok(None);
+            }
+            let mut visible = |e: &EventIndex, ancestry: &Ancestry<'_>| {
+                scopes.allows("record.search", &e.event_type)
+                    && user.as_ref().is_none_or(|user| {
+                        let place_field = place_fields.get(&e.event_type).cloned().flatten();
+                        let facts = index_facts(e, place_field.as_deref(), |l| ancestry.of(l));
+                        grants(&scopes, &["record.search"], None, user, &facts)
+                    })
+            };
+            let (page, total) = r.search(&request, now_ms, &mut visible)?;
+            Ok(Some((page, total, user.and_then(|u| u.office.location))))
+        })
+        .await?
+        .ok_or_else(ApiError::unauthorized)?;
+    // Every search is audited: who, where, and the query.
+    let audit = AuditEntry {
+        actor: caller.id.clone(),
+        actor_type: if is_user { "user" } else { "system" },
+        location: office,
+        operation: "record.search",
+        subject: None,
+        detail: Some(String::from_utf8_lossy(&raw).into_owned()),
+    };
+    write_audit(&*state, audit).await?;
     // Secured fields never leave through search (OpenCRVS `removeSecuredFields`), nor do their
     // conflicting values.
     for e in &mut results {

@@ -211,4 +211,6 @@ async fn method_not_allowed() -> ApiError {
 }
 
 #[cfg(test)]
+mod search_tests;
+#[cfg(test)]
 mod tests;

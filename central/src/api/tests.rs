@@ -10,7 +10,7 @@ use tower::ServiceExt as _;
 use super::*;
 use crate::testing::{Fixture, NodeWriter, enroll, facility, fixture, lease};
 
-fn state(fx: &Fixture) -> Arc<AppState> {
+pub(super) fn state(fx: &Fixture) -> Arc<AppState> {
     let jwt = crate::keys::load_key_file(&fx.config.jwt_key_path()).unwrap();
     let tokens = crate::auth::TokenKeys::new(
         &jwt,
@@ -26,7 +26,7 @@ fn state(fx: &Fixture) -> Arc<AppState> {
     })
 }
 
-async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String) {
+pub(super) async fn call(app: &Router, req: Request<Body>) -> (StatusCode, String) {
     let res = app.clone().oneshot(req).await.unwrap();
     let status = res.status();
     let body = axum::body::to_bytes(res.into_body(), 1 << 22)

@@ -12,6 +12,7 @@ mod hooks;
 mod read;
 mod register;
 mod schema;
+mod search;
 mod write;
 
 use std::path::Path;
@@ -26,6 +27,7 @@ pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
 pub use hooks::{ActionHook, Answered, HookAnswer, HookJob};
 pub use read::ReadCtx;
 pub use schema::SCHEMA_VERSION;
+pub use search::{Ancestry, Visible};
 pub use write::WriteTx;
 
 /// Read connections kept open.

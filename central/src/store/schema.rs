@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 8;
+pub const SCHEMA_VERSION: i64 = 9;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -256,6 +256,13 @@ CREATE TABLE hook_jobs (
 CREATE INDEX hook_jobs_due ON hook_jobs(state, next_at_ms);
 "#;
 
+/// Version 9: the national search index ([`super::search`]), filed for the events already
+/// stored.
+fn v9(tx: &Connection) -> Result<(), StoreError> {
+    tx.execute_batch(super::search::DDL)?;
+    super::search::rebuild(tx)
+}
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -292,6 +299,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 8 {
         tx.execute_batch(V8)?;
+    }
+    if version < 9 {
+        v9(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -306,6 +306,8 @@ impl<'a> WriteTx<'a> {
                 (SELECT administrative_area_id FROM locations WHERE locations.id = nodes.location_id)",
             [],
         )?;
+        // Search keys hold each location's areas: refile every event under the new hierarchy.
+        super::search::rebuild(self.conn)?;
         self.append_record(
             &CentralRecord::Locations(set.clone()),
             uuid::Uuid::nil(),
@@ -952,6 +954,26 @@ impl<'a> WriteTx<'a> {
                 .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
         }
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        // The national search index follows, in this transaction. A new event's stored entry is
+        // the placeholder `{}`: it had no keys.
+        let stored: Option<String> = self
+            .conn
+            .prepare_cached("SELECT index_json FROM events WHERE id = ?1")?
+            .query_row(params![event_id.to_string()], |r| r.get(0))
+            .optional()?;
+        let old: Option<EventIndex> = match stored.as_deref() {
+            None | Some("{}") => None,
+            Some(j) => Some(serde_json::from_str(j).map_err(|e| {
+                StoreError::Corrupt(format!("index of {event_id} does not decode: {e}"))
+            })?),
+        };
+        super::search::file(
+            self.conn,
+            event_id,
+            old.as_ref(),
+            Some(&index),
+            &super::search::Ancestry::new(self.conn),
+        )?;
         self.conn
             .prepare_cached(
                 "UPDATE events SET status = ?1, index_json = ?2, updated_at = ?3, conflicts = ?4, crdt = ?5
@@ -966,6 +988,42 @@ impl<'a> WriteTx<'a> {
                 event_id.to_string()
             ])?;
         self.index_dedup_dates(event_id, &index)
+    }
+}
+
+impl WriteTx<'_> {
+    /// Stores an event's derived index entry as it is, without actions or merge document, and
+    /// files it in the search index exactly as [`Self::refresh_index`] does. Only for generating
+    /// large test and benchmark data sets quickly; sync never calls it.
+    pub fn insert_index_entry(
+        &mut self,
+        entry: &EventIndex,
+        origin: &str,
+    ) -> Result<(), StoreError> {
+        let json = serde_json::to_string(entry).map_err(|e| StoreError::Corrupt(e.to_string()))?;
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, event_type, tracking_id, created_at, updated_at, origin,
+                                     status, index_json)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
+            )?
+            .execute(params![
+                entry.id.to_string(),
+                entry.event_type,
+                entry.tracking_id,
+                entry.created_at,
+                entry.updated_at,
+                origin,
+                entry.status.as_str(),
+                json
+            ])?;
+        super::search::file(
+            self.conn,
+            entry.id,
+            None,
+            Some(entry),
+            &super::search::Ancestry::new(self.conn),
+        )
     }
 }
 

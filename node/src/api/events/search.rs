@@ -1,7 +1,9 @@
 //! `POST /events/search` over the node's own records, using the shared query evaluator
-//! (`crvs_common::search`): fuzzy, within-location and time-period clauses belong to central's
-//! national index and are refused here with a clear 400.
+//! (`crvs_common::search`): a scan of the node's derived index (a clinic holds thousands of
+//! records, not millions) with every clause central answers, fuzzy names, within-location and
+//! time periods included, so search works offline too.
 
+use std::cell::RefCell;
 use std::sync::Arc;
 
 use axum::body::Bytes;
@@ -13,7 +15,7 @@ use axum::extract::Query;
 use crvs_common::access::{grants, index_facts};
 use crvs_common::event::UserType;
 use crvs_common::limits::SEARCH_LIMIT_MAX;
-use crvs_common::search::{SearchInput, SearchRequest};
+use crvs_common::search::{SearchEnv, SearchInput, SearchRequest};
 use crvs_common::state::EventIndex;
 use serde::{Deserialize, Serialize};
 use uuid::Uuid;
@@ -29,6 +31,36 @@ pub(crate) struct SearchOutput {
     total: u64,
 }
 
+/// The place-of-event field of each event type (jurisdiction is checked against it).
+fn place_fields(state: &AppState) -> HashMap<String, Option<String>> {
+    state
+        .config
+        .events
+        .events()
+        .iter()
+        .map(|c| {
+            (
+                c.id().to_owned(),
+                c.place_of_event_field().map(|f| f.id.clone()),
+            )
+        })
+        .collect()
+}
+
+/// Whether a person may search an entry: the options of their `record.search` scopes against
+/// the record's places. `areas_of` gives the areas holding a location, nearest first.
+fn in_jurisdiction(
+    e: &EventIndex,
+    place_fields: &HashMap<String, Option<String>>,
+    user: &crvs_common::access::UserFacts,
+    scopes: &crvs_common::scope::ScopeSet,
+    areas_of: impl FnMut(Uuid) -> Vec<Uuid>,
+) -> bool {
+    let place_field = place_fields.get(&e.event_type).cloned().flatten();
+    let facts = index_facts(e, place_field.as_deref(), areas_of);
+    grants(scopes, &["record.search"], None, user, &facts)
+}
+
 /// The indexed (declared or notified) records the caller may search: all of them for a system
 /// client (its scopes' event types are checked by the caller), those of their jurisdiction for
 /// a person (the options of their `record.search` scopes). Each location's place in the area
@@ -40,19 +72,11 @@ async fn visible_entries(
     tracking_id: Option<String>,
 ) -> Result<Vec<EventIndex>, ApiError> {
     let jurisdiction = (acting.actor.user_type == UserType::User).then(|| {
-        let place_fields: HashMap<String, Option<String>> = state
-            .config
-            .events
-            .events()
-            .iter()
-            .map(|c| {
-                (
-                    c.id().to_owned(),
-                    c.place_of_event_field().map(|f| f.id.clone()),
-                )
-            })
-            .collect();
-        (place_fields, acting.facts.clone(), caller.scopes.clone())
+        (
+            place_fields(state),
+            acting.facts.clone(),
+            caller.scopes.clone(),
+        )
     });
     Ok(state
         .store
@@ -65,14 +89,12 @@ async fn visible_entries(
             Ok(entries
                 .into_iter()
                 .filter(|e| {
-                    let place_field = place_fields.get(&e.event_type).cloned().flatten();
-                    let facts = index_facts(e, place_field.as_deref(), |location| {
+                    in_jurisdiction(e, &place_fields, &user, &scopes, |location| {
                         areas
                             .entry(location)
                             .or_insert_with(|| r.area_chain(location).unwrap_or_default())
                             .clone()
-                    });
-                    grants(&scopes, &["record.search"], None, &user, &facts)
+                    })
                 })
                 .collect())
         })
@@ -237,10 +259,35 @@ pub(crate) async fn search(
         SearchRequest::parse(&input, &state.config.events).map_err(ApiError::from_envelope)?;
     let acting = super::actions::acting(&state, &caller).await?;
     let prefilter = request.query.required_tracking_id().map(str::to_owned);
-    let entries = visible_entries(&state, &acting, &caller, prefilter).await?;
-    let (mut results, total) = request.run(entries, |e| {
-        caller.scopes.allows("record.search", &e.event_type)
-    });
+    let jurisdiction = (acting.actor.user_type == UserType::User)
+        .then(|| (place_fields(&state), acting.facts.clone()));
+    let scopes = caller.scopes.clone();
+    let now_ms = crate::store::wall_ms();
+    let (mut results, total) = state
+        .store
+        .read(move |r| {
+            let entries = r.index_entries(prefilter.as_deref())?;
+            // The areas holding each location, looked up once per search.
+            let areas: RefCell<HashMap<Uuid, Vec<Uuid>>> = RefCell::new(HashMap::new());
+            let ancestors = |location: Uuid| {
+                areas
+                    .borrow_mut()
+                    .entry(location)
+                    .or_insert_with(|| r.area_chain(location).unwrap_or_default())
+                    .clone()
+            };
+            let env = SearchEnv {
+                now_ms,
+                ancestors: &ancestors,
+            };
+            Ok(request.run(entries, &env, |e| {
+                scopes.allows("record.search", &e.event_type)
+                    && jurisdiction.as_ref().is_none_or(|(place_fields, user)| {
+                        in_jurisdiction(e, place_fields, user, &scopes, ancestors)
+                    })
+            }))
+        })
+        .await?;
     // Every search is audited: who, where, and the query.
     let audit = super::actions::audit_entry(
         &acting.actor,

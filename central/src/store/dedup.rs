@@ -4,13 +4,14 @@
 //! transaction), and the verdict `confirm_registrations` acts on. The matching itself is pure
 //! (`crvs_common::dedup`).
 
-use std::collections::BTreeMap;
+use std::collections::{BTreeMap, BTreeSet};
 
 use crvs_common::config::EventConfigSet;
 use crvs_common::dedup::{
-    DeduplicationConfig, Prefilter, field_date, find_duplicates, for_action, prefilter,
+    Clause, DeduplicationConfig, Prefilter, field_date, find_duplicates, for_action, prefilter,
 };
 use crvs_common::event::{ActionStatus, ActionType, EventDocument};
+use crvs_common::fuzzy;
 use crvs_common::regnum::RegistrationFormat;
 use crvs_common::state::EventIndex;
 use rusqlite::{Connection, OptionalExtension as _, params};
@@ -197,7 +198,7 @@ impl WriteTx<'_> {
                 existing.push(index);
             }
         }
-        existing.retain(|e| e.status.as_str() != "CREATED");
+        existing.retain(|e| e.status.as_str() != "CREATED" && e.event_type == doc.event_type);
         existing.sort_by(|a, b| (&a.created_at, a.id).cmp(&(&b.created_at, b.id)));
         if existing.len() > DEDUP_CANDIDATES_MAX {
             tracing::warn!(
@@ -221,14 +222,53 @@ impl WriteTx<'_> {
         })
     }
 
-    /// The records of `doc`'s type that `rules`' windows admit (all of them without windows),
-    /// `doc` itself left out.
+    /// The records of `doc`'s type that can match `rules`: when every branch of the rules
+    /// needs a fuzzy match on some fields (Farajaland's all need the mother's name), the
+    /// records sharing a similar token with each of the candidate's given names and surnames
+    /// there (through the national search index's vocabulary); otherwise those the rules'
+    /// date windows admit (all of them without windows). `doc` itself is left out.
     fn candidate_ids(
         &self,
         doc: &EventDocument,
         rules: &DeduplicationConfig,
         candidate: &EventIndex,
     ) -> Result<Vec<uuid::Uuid>, StoreError> {
+        let fields = required_fuzzy(&rules.query);
+        if !fields.is_empty() {
+            let reader = self.reader();
+            let mut found: Option<BTreeSet<i64>> = None;
+            for field in &fields {
+                let Some(value) = candidate.declaration.get(field) else {
+                    // A fuzzy clause never matches a missing value.
+                    return Ok(Vec::new());
+                };
+                for group in token_groups(value) {
+                    let mut docs = BTreeSet::new();
+                    for token in &group {
+                        docs.extend(reader.fuzzy_docs(field, token)?);
+                    }
+                    let narrowed = match found {
+                        None => docs,
+                        Some(so_far) => &so_far & &docs,
+                    };
+                    if narrowed.is_empty() {
+                        return Ok(Vec::new());
+                    }
+                    found = Some(narrowed);
+                }
+            }
+            if let Some(docs) = found {
+                let mut ids = Vec::with_capacity(docs.len());
+                for doc_key in docs {
+                    if let Some(id) = reader.doc_event(doc_key)?
+                        && id != doc.id
+                    {
+                        ids.push(id);
+                    }
+                }
+                return Ok(ids);
+            }
+        }
         let me = doc.id.to_string();
         let limit = i64::try_from(DEDUP_CANDIDATES_MAX + 1).unwrap_or(i64::MAX);
         let mut ids: Vec<String> = Vec::new();
@@ -269,4 +309,40 @@ impl WriteTx<'_> {
         }
         ids.iter().map(|id| super::read::parse_uuid(id)).collect()
     }
+}
+
+/// The fields every way of satisfying `clause` fuzzy-matches (on the same field of both
+/// records): an `and` needs its operands' fields, an `or` only those all its branches need.
+fn required_fuzzy(clause: &Clause) -> BTreeSet<String> {
+    match clause {
+        Clause::And { clauses } => clauses.iter().flat_map(required_fuzzy).collect(),
+        Clause::Or { clauses } => {
+            let mut branches = clauses.iter().map(required_fuzzy);
+            let first = branches.next().unwrap_or_default();
+            branches.fold(first, |acc, b| &acc & &b)
+        }
+        Clause::Fuzzy(m) if m.options.as_ref().is_none_or(|o| o.match_against.is_none()) => {
+            BTreeSet::from([m.field_id.clone()])
+        }
+        _ => BTreeSet::new(),
+    }
+}
+
+/// The token groups of a value a fuzzy match needs one similar token from each of: a name's
+/// given names and its surname; any other text as one group. Empty groups are left out.
+fn token_groups(value: &serde_json::Value) -> Vec<Vec<String>> {
+    let groups = match value {
+        serde_json::Value::Object(name) => {
+            let part = |keys: &[&str]| {
+                let text: Vec<&str> = keys
+                    .iter()
+                    .filter_map(|k| name.get(*k).and_then(serde_json::Value::as_str))
+                    .collect();
+                fuzzy::tokens(&text.join(" "))
+            };
+            vec![part(&["firstname", "middlename"]), part(&["surname"])]
+        }
+        other => vec![fuzzy::value_tokens(other)],
+    };
+    groups.into_iter().filter(|g| !g.is_empty()).collect()
 }

@@ -184,7 +184,7 @@ impl ReadCtx<'_> {
     }
 
     /// The documents whose `field` has a token matching `term` (fuzzy).
-    fn fuzzy_docs(&self, field: &str, term: &str) -> Result<BTreeSet<i64>, StoreError> {
+    pub(super) fn fuzzy_docs(&self, field: &str, term: &str) -> Result<BTreeSet<i64>, StoreError> {
         let mut tokens = BTreeSet::new();
         let mut stmt = self
             .conn()
@@ -202,6 +202,16 @@ impl ReadCtx<'_> {
             docs.extend(self.key_docs(&search::token_key(field, &token))?);
         }
         Ok(docs)
+    }
+
+    /// The event a search document stands for.
+    pub(super) fn doc_event(&self, doc: i64) -> Result<Option<Uuid>, StoreError> {
+        let id: Option<String> = self
+            .conn()
+            .prepare_cached("SELECT event_id FROM search_docs WHERE doc = ?1")?
+            .query_row(params![doc], |r| r.get(0))
+            .optional()?;
+        id.map(|id| parse_uuid(&id)).transpose()
     }
 
     fn lookup_docs(&self, lookup: &Lookup) -> Result<BTreeSet<i64>, StoreError> {

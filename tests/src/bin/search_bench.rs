@@ -553,7 +553,7 @@ fn confirmations(
     count: usize,
 ) -> anyhow::Result<(f64, Duration, Duration, usize, usize)> {
     println!("registration confirmations with deduplication on ({count} requests):");
-    let mut rng = Rng(0xc0ff_ee);
+    let mut rng = Rng(0x00c0_ffee);
     let mut times = Vec::with_capacity(count);
     let (mut numbered, mut flagged) = (0, 0);
     let started = Instant::now();

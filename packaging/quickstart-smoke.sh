@@ -41,6 +41,13 @@ grep -q '"status":"REGISTERED"' "$WORK/walk.out" \
     || { echo "central never registered the record"; cat "$WORK/walk.out"; exit 1; }
 grep -q '"registrationNumber":"[0-9A-Z/-]*"' "$WORK/walk.out" \
     || { echo "the node never showed the registration number"; cat "$WORK/walk.out"; exit 1; }
+# Step 14: the misspelt name finds the registered record at central and at the node.
+DRAFT_TRACKING="$(sed -n 's/^the record.s tracking id: //p' "$WORK/walk.out")"
+[[ -n "$DRAFT_TRACKING" ]] || { echo "step 14 printed no tracking id"; cat "$WORK/walk.out"; exit 1; }
+for where in central node; do
+    grep -q "^$where finds Chnada Phiri: \"trackingId\":\"$DRAFT_TRACKING\"" "$WORK/walk.out" \
+        || { echo "fuzzy search at $where did not find $DRAFT_TRACKING"; cat "$WORK/walk.out"; exit 1; }
+done
 # Step 6 may run before the entry crossed to central: check central directly until it has it.
 TRACKING="$(grep -o '"trackingId":"[0-9A-Z]*"' "$WORK/walk.out" | head -n1 | sed 's/.*:"\(.*\)"/\1/')"
 CID="$(grep -o '"client_id": *"[^"]*"' demo/credentials.json | sed 's/.*: *"\(.*\)"/\1/')"

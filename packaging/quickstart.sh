@@ -258,6 +258,15 @@ Walk-through (copy and paste in another terminal):
   done
   curl -s "$NODE_URL/api/events/events/\$DRAFT_ID" -H "Authorization: Bearer \$REGISTRAR" | grep -o '"registrationNumber":"[^"]*"'
 
+  # 14. National search finds the record by a misspelt name ("Chnada Phiri"): edit distance and a
+  #     phonetic key, at central over every record, and at the node (offline too) over its own
+  FUZZY='{"query":{"type":"and","clauses":[{"data":{"child.name":{"type":"fuzzy","term":"Chnada Phiri"}}}]}}'
+  echo "central finds Chnada Phiri: \$(curl -s -X POST "$CENTRAL_URL/api/events/events/search" -H "Authorization: Bearer \$CTOKEN" \
+       -H 'Content-Type: application/json' -d "\$FUZZY" | grep -o '"trackingId":"[^"]*"' | head -n1)"
+  echo "node finds Chnada Phiri: \$(curl -s -X POST "$NODE_URL/api/events/events/search" -H "Authorization: Bearer \$REGISTRAR" \
+       -H 'Content-Type: application/json' -d "\$FUZZY" | grep -o '"trackingId":"[^"]*"' | head -n1)"
+  echo "the record's tracking id: \$DRAFT_TRACKING"
+
 Press Ctrl-C to stop central and the node.
 WALK
 

@@ -44,7 +44,21 @@ pub(crate) struct SyncStatus {
     central_id: String,
     now_ms: u64,
     stats: StoreStats,
+    /// Registrations waiting on the confirmation hook.
+    confirmation_hook: HookStatus,
     nodes: Vec<NodeStatus>,
+}
+
+/// The confirmation hook's queue.
+#[derive(Debug, Serialize)]
+#[serde(rename_all = "camelCase")]
+pub(crate) struct HookStatus {
+    /// Calls to make (first attempts and retries).
+    queued: u64,
+    /// The hook answered 202; its callback is awaited.
+    waiting_for_callback: u64,
+    /// Queued after at least one failed attempt (hook down or erring).
+    failing: u64,
 }
 
 fn node_status(node: NodeRow, now_ms: u64) -> NodeStatus {
@@ -75,10 +89,17 @@ pub(crate) async fn status(
     State(state): State<Arc<AppState>>,
 ) -> Result<axum::Json<SyncStatus>, ApiError> {
     let (nodes, stats) = snapshot(&state).await?;
+    let (queued, waiting_for_callback, failing) =
+        state.store.read_async(|r| r.hook_counts()).await?;
     Ok(axum::Json(SyncStatus {
         central_id: state.store.central_id().to_string(),
         now_ms: crate::store::wall_ms(),
         stats,
+        confirmation_hook: HookStatus {
+            queued,
+            waiting_for_callback,
+            failing,
+        },
         nodes,
     }))
 }

@@ -9,6 +9,7 @@
 
 mod dedup;
 mod read;
+mod records;
 mod register;
 mod schema;
 mod write;
@@ -23,6 +24,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavio
 
 pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
 pub use read::ReadCtx;
+pub use records::Brought;
 pub use schema::SCHEMA_VERSION;
 pub use write::WriteTx;
 

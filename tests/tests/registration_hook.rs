@@ -294,7 +294,10 @@ async fn the_hook_accepts_waits_rejects_and_is_retried_while_down() {
     // Ops see the queue: one failing, one waiting... (Bisi and Chidi answered by now).
     let status = central.sync_status().await.unwrap();
     assert_eq!(status["confirmationHook"]["queued"], 1, "{status}");
-    assert_eq!(status["confirmationHook"]["waitingForCallback"], 0, "{status}");
+    assert_eq!(
+        status["confirmationHook"]["waitingForCallback"], 0,
+        "{status}"
+    );
     central.restart().unwrap();
     let before = call_of(&hook, "Emeka").unwrap().count;
     eventually("a retry after the restart", TIMEOUT, || async {

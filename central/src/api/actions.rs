@@ -2,8 +2,9 @@
 //! (`crvs_common::server::actions`), the same checks as at a node: a registrar at central
 //! declares, validates, registers, corrects, prints... any record of their jurisdiction. The
 //! record is read, checked and planned in one write transaction that records the actions as
-//! central's own (signed into central's log for the nodes of the record's area). A REGISTER
-//! made here is answered in the same transaction, with a registration number.
+//! central's own (signed into central's log for the nodes of the record's area), and drops the
+//! record's drafts at central unless it only assigns or unassigns. A REGISTER made here is
+//! answered in the same transaction, with a registration number.
 
 use std::sync::Arc;
 
@@ -116,6 +117,9 @@ fn act_in_tx(
         event_id,
         &checked.hash,
     )?;
+    if planned.clears_drafts {
+        tx.clear_drafts(event_id)?;
+    }
     tx.record_actions(event_id, planned.actions)?;
     if action_type == ActionType::Register {
         tx.confirm_registrations(event_id)?;

@@ -1,14 +1,19 @@
-//! Central's HTTP API (axum): the node's read routes over the merged national data (read an
-//! event, search, record data by tracking id, locations, config) under both `/api/events` and
-//! the gateway-style `/events`, the token endpoint for clients created at central, ping, the
-//! OpenAPI document, and the ops routes (`/api/sync/*`, `/metrics`).
+//! Central's HTTP API (axum): the node's record routes over the merged national data (read an
+//! event, search, list, record data by tracking id, people's actions and drafts, create,
+//! import, locations, config) under both `/api/events` and the gateway-style `/events`, with
+//! OpenCRVS's tRPC procedure paths; the token endpoint for clients created at central, login,
+//! user management and recovery, ping, the OpenAPI document, and the ops routes
+//! (`/api/sync/*`, `/metrics`).
 
 mod actions;
+mod drafts;
 mod events;
+mod list;
 mod locations;
 mod ops;
 mod people;
 mod procedures;
+mod records;
 mod recovery;
 pub use people::PeopleBook;
 
@@ -126,6 +131,8 @@ pub const OPENAPI_JSON: &str = include_str!("openapi.json");
 /// Builds the router.
 pub fn router(state: Arc<AppState>) -> Router {
     let events = Router::new()
+        .route("/events", get(list::list).post(records::create))
+        .route("/events/import", post(records::import_one))
         .route("/events/search", post(events::search))
         .route(
             "/events/tracking/{tracking_id}/data",
@@ -135,7 +142,9 @@ pub fn router(state: Arc<AppState>) -> Router {
             "/events/{event_id}",
             get(events::read).delete(actions::delete),
         )
+        .route("/events/{event_id}/draft", post(drafts::create_route))
         .route("/events/{event_id}/{action}", post(actions::user_action))
+        .route("/drafts", get(drafts::list_route))
         .route("/locations", get(locations::list))
         .route("/config", get(locations::config))
         .route("/openapi.json", get(openapi))

@@ -72,6 +72,10 @@ async fn openapi_document_matches_the_router() {
         }
     }
     let routed = [
+        "/api/events/events",
+        "/api/events/events/import",
+        "/api/events/events/{eventId}/draft",
+        "/api/events/drafts",
         "/api/events/events/search",
         "/api/events/events/tracking/{trackingId}/data",
         "/api/events/events/{eventId}",

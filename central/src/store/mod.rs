@@ -10,6 +10,7 @@
 mod dedup;
 mod hooks;
 mod read;
+mod records;
 mod register;
 mod schema;
 mod search;
@@ -26,6 +27,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavio
 pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
 pub use hooks::{ActionHook, Answered, HookAnswer, HookJob};
 pub use read::ReadCtx;
+pub use records::Brought;
 pub use schema::SCHEMA_VERSION;
 pub use search::{Ancestry, Visible};
 pub use write::WriteTx;

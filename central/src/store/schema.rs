@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 9;
+pub const SCHEMA_VERSION: i64 = 10;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -263,6 +263,27 @@ fn v9(tx: &Connection) -> Result<(), StoreError> {
     super::search::rebuild(tx)
 }
 
+/// Version 10: central holds tracking ids too (the records its users create and the ones imported
+/// at central), so `tracking_ids.node_id` names the holder, a node or central itself, without a
+/// foreign key to `nodes` (the table is rebuilt; the primary key still makes every id
+/// nationally unique); and people's drafts at central ([`accounts::DRAFTS_DDL`]).
+fn v10(tx: &Connection) -> rusqlite::Result<()> {
+    tx.execute_batch(
+        "CREATE TABLE tracking_ids_v10 (
+             id            TEXT PRIMARY KEY,
+             node_id       TEXT NOT NULL,
+             granted_at_ms INTEGER NOT NULL,
+             event_id      TEXT
+         ) WITHOUT ROWID;
+         INSERT INTO tracking_ids_v10 (id, node_id, granted_at_ms, event_id)
+             SELECT id, node_id, granted_at_ms, event_id FROM tracking_ids;
+         DROP TABLE tracking_ids;
+         ALTER TABLE tracking_ids_v10 RENAME TO tracking_ids;
+         CREATE INDEX tracking_ids_unused ON tracking_ids(node_id) WHERE event_id IS NULL;",
+    )?;
+    tx.execute_batch(accounts::DRAFTS_DDL)
+}
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -302,6 +323,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 9 {
         v9(&tx)?;
+    }
+    if version < 10 {
+        v10(&tx)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

@@ -589,27 +589,7 @@ impl<'a> WriteTx<'a> {
     /// nationally unique) and appends one `poolGrant` record.
     pub fn lease_tracking_ids(&mut self, node_id: NodeId, count: u32) -> Result<u32, StoreError> {
         let node = node_id.to_string();
-        let mut granted = Vec::with_capacity(count as usize);
-        let mut attempts = 0u32;
-        {
-            let mut stmt = self.conn.prepare_cached(
-                "INSERT OR IGNORE INTO tracking_ids (id, node_id, granted_at_ms) VALUES (?1, ?2, ?3)",
-            )?;
-            while granted.len() < count as usize {
-                attempts += 1;
-                if attempts > count.saturating_mul(TRACKING_ID_ATTEMPTS_PER_ID) + 16 {
-                    return Err(StoreError::Random(
-                        "could not draw unused tracking ids (id space nearly exhausted?)".into(),
-                    ));
-                }
-                let mut bytes = [0u8; 8];
-                getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
-                let id = TrackingId::from_index(u64::from_le_bytes(bytes));
-                if stmt.execute(params![id.as_str(), node, i64_of(self.now_ms)])? == 1 {
-                    granted.push(id.as_str().to_owned());
-                }
-            }
-        }
+        let granted = self.draw_tracking_ids(&node, count, None)?;
         self.append_record(
             &CentralRecord::PoolGrant {
                 node_id: node,
@@ -620,6 +600,37 @@ impl<'a> WriteTx<'a> {
             None,
         )?;
         Ok(count)
+    }
+
+    /// Draws `count` new random tracking ids for `holder` (a node's id, or central's), used by
+    /// `event` if given; the primary key makes each one nationally unique.
+    pub(super) fn draw_tracking_ids(
+        &mut self,
+        holder: &str,
+        count: u32,
+        event: Option<&str>,
+    ) -> Result<Vec<String>, StoreError> {
+        let mut granted = Vec::with_capacity(count as usize);
+        let mut attempts = 0u32;
+        let mut stmt = self.conn.prepare_cached(
+            "INSERT OR IGNORE INTO tracking_ids (id, node_id, granted_at_ms, event_id)
+             VALUES (?1, ?2, ?3, ?4)",
+        )?;
+        while granted.len() < count as usize {
+            attempts += 1;
+            if attempts > count.saturating_mul(TRACKING_ID_ATTEMPTS_PER_ID) + 16 {
+                return Err(StoreError::Random(
+                    "could not draw unused tracking ids (id space nearly exhausted?)".into(),
+                ));
+            }
+            let mut bytes = [0u8; 8];
+            getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+            let id = TrackingId::from_index(u64::from_le_bytes(bytes));
+            if stmt.execute(params![id.as_str(), holder, i64_of(self.now_ms), event])? == 1 {
+                granted.push(id.as_str().to_owned());
+            }
+        }
+        Ok(granted)
     }
 
     /// Applies verified, contiguous entries of `node_id` after its acked head: node-log rows,
@@ -719,15 +730,7 @@ impl<'a> WriteTx<'a> {
         let is_new = existing.is_none();
         // Registration answers and numbers are central's: a node may carry them only in the
         // entry that imports a whole record (`record.import`), whose numbers must be free.
-        let answers: Vec<&ActionDocument> = payload
-            .actions
-            .iter()
-            .filter(|a| {
-                a.registration_number.is_some()
-                    || (a.action_type == ActionType::Register
-                        && a.status != ActionStatus::Requested)
-            })
-            .collect();
+        let answers = registration_answers(&payload.actions);
         if !answers.is_empty() {
             if !is_new {
                 return Ok(Err(content_reject(
@@ -736,23 +739,12 @@ impl<'a> WriteTx<'a> {
                     "only central answers a REGISTER and issues registration numbers",
                 )));
             }
-            for number in answers
-                .iter()
-                .filter_map(|a| a.registration_number.as_deref())
-            {
-                let taken = self
-                    .conn
-                    .prepare_cached("SELECT 1 FROM registration_numbers WHERE number = ?1")?
-                    .query_row(params![number], |_| Ok(()))
-                    .optional()?
-                    .is_some();
-                if taken {
-                    return Ok(Err(content_reject(
-                        seq,
-                        "registration-number-taken",
-                        format!("registration number {number} belongs to another record"),
-                    )));
-                }
+            if let Some(number) = self.registration_number_taken(&answers)? {
+                return Ok(Err(content_reject(
+                    seq,
+                    "registration-number-taken",
+                    format!("registration number {number} belongs to another record"),
+                )));
             }
         }
         let area: Option<String> = match existing {
@@ -831,40 +823,19 @@ impl<'a> WriteTx<'a> {
             doc.appended.extend_from_slice(change);
         }
         if is_new {
-            self.conn
-                .prepare_cached(
-                    "INSERT INTO events (id, event_type, tracking_id, created_at, updated_at, origin,
-                                         admin_area_id, status, index_json)
-                     VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, 'CREATED', '{}')",
-                )?
-                .execute(params![
-                    event_key,
-                    payload.event_type,
-                    payload.tracking_id,
-                    payload.event_created_at,
-                    node_hex,
-                    area
-                ])?;
+            self.insert_event_row(&NewEventRow {
+                event_key: &event_key,
+                event_type: &payload.event_type,
+                tracking_id: &payload.tracking_id,
+                created_at: &payload.event_created_at,
+                origin: &node_hex,
+                area: area.as_deref(),
+            })?;
             self.conn
                 .prepare_cached("UPDATE tracking_ids SET event_id = ?1 WHERE id = ?2")?
                 .execute(params![event_key, payload.tracking_id])?;
             // An imported record's numbers are claimed, so central never issues them again.
-            for action in &answers {
-                if let Some(number) = &action.registration_number {
-                    self.conn
-                        .prepare_cached(
-                            "INSERT OR IGNORE INTO registration_numbers
-                                 (number, event_id, requested_action_id, issued_at_ms)
-                             VALUES (?1, ?2, ?3, ?4)",
-                        )?
-                        .execute(params![
-                            number,
-                            event_key,
-                            action.id.to_string(),
-                            i64_of(self.now_ms)
-                        ])?;
-                }
-            }
+            self.claim_registration_numbers(&event_key, &answers)?;
         }
         for action in &payload.actions {
             self.store_action(&event_key, action, &node_hex, seq)?;
@@ -912,6 +883,73 @@ impl<'a> WriteTx<'a> {
             Err(e) => return Err(e),
         }
         Ok(Ok(()))
+    }
+
+    /// The first registration number `answers` carry that another record holds already.
+    pub(super) fn registration_number_taken(
+        &self,
+        answers: &[&ActionDocument],
+    ) -> Result<Option<String>, StoreError> {
+        for number in answers
+            .iter()
+            .filter_map(|a| a.registration_number.as_deref())
+        {
+            let taken = self
+                .conn
+                .prepare_cached("SELECT 1 FROM registration_numbers WHERE number = ?1")?
+                .query_row(params![number], |_| Ok(()))
+                .optional()?
+                .is_some();
+            if taken {
+                return Ok(Some(number.to_owned()));
+            }
+        }
+        Ok(None)
+    }
+
+    /// Claims the registration numbers an imported record carries, so central never issues
+    /// them again.
+    pub(super) fn claim_registration_numbers(
+        &mut self,
+        event_key: &str,
+        answers: &[&ActionDocument],
+    ) -> Result<(), StoreError> {
+        for action in answers {
+            if let Some(number) = &action.registration_number {
+                self.conn
+                    .prepare_cached(
+                        "INSERT OR IGNORE INTO registration_numbers
+                             (number, event_id, requested_action_id, issued_at_ms)
+                         VALUES (?1, ?2, ?3, ?4)",
+                    )?
+                    .execute(params![
+                        number,
+                        event_key,
+                        action.id.to_string(),
+                        i64_of(self.now_ms)
+                    ])?;
+            }
+        }
+        Ok(())
+    }
+
+    /// Inserts a new event's row, its index still to derive.
+    pub(super) fn insert_event_row(&mut self, row: &NewEventRow<'_>) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, event_type, tracking_id, created_at, updated_at, origin,
+                                     admin_area_id, status, index_json)
+                 VALUES (?1, ?2, ?3, ?4, ?4, ?5, ?6, 'CREATED', '{}')",
+            )?
+            .execute(params![
+                row.event_key,
+                row.event_type,
+                row.tracking_id,
+                row.created_at,
+                row.origin,
+                row.area
+            ])?;
+        Ok(())
     }
 
     pub(super) fn load_crdt(&self, event_id: uuid::Uuid) -> Result<MergeDoc, StoreError> {
@@ -1025,6 +1063,29 @@ impl WriteTx<'_> {
             &super::search::Ancestry::new(self.conn),
         )
     }
+}
+
+/// The actions that answer a REGISTER or carry a registration number: central's alone, except in
+/// a whole imported record.
+pub(super) fn registration_answers(actions: &[ActionDocument]) -> Vec<&ActionDocument> {
+    actions
+        .iter()
+        .filter(|a| {
+            a.registration_number.is_some()
+                || (a.action_type == ActionType::Register && a.status != ActionStatus::Requested)
+        })
+        .collect()
+}
+
+/// A new event's row: who brought it (`origin`, a node's id or central's) and the administrative
+/// area of its creating location, which decides the nodes that receive it.
+pub(super) struct NewEventRow<'a> {
+    pub(super) event_key: &'a str,
+    pub(super) event_type: &'a str,
+    pub(super) tracking_id: &'a str,
+    pub(super) created_at: &'a str,
+    pub(super) origin: &'a str,
+    pub(super) area: Option<&'a str>,
 }
 
 /// One event's merge document while a batch is applied: the bytes stored before and the raw

@@ -1,6 +1,7 @@
 //! The account tables node and central both keep, with their SQL: logged-out tokens
 //! (`revoked_tokens`), notifications waiting for their transport (`outbox`, login codes and
-//! invitations) and the audit trail (`audit_log`: reads, searches, logins, user changes).
+//! invitations), the audit trail (`audit_log`: reads, searches, logins, user changes) and
+//! people's drafts (`drafts`, kept where they were made).
 //! Every function runs on the caller's connection, inside the caller's transaction.
 
 use rusqlite::{Connection, params};
@@ -44,6 +45,20 @@ CREATE TABLE audit_log (
     detail      TEXT
 );
 CREATE INDEX audit_by_actor ON audit_log (actor, id);
+"#;
+
+/// `drafts` (the node's schema version 8, central's 8): a user's unsubmitted work on an action
+/// (OpenCRVS's action drafts), one per record and user, dropped when the record gets any action
+/// other than READ, ASSIGN or UNASSIGN.
+pub const DRAFTS_DDL: &str = r#"
+CREATE TABLE drafts (
+    event_id   TEXT NOT NULL,
+    user_id    TEXT NOT NULL,
+    id         TEXT NOT NULL UNIQUE,
+    draft_json TEXT NOT NULL,
+    PRIMARY KEY (event_id, user_id)
+) WITHOUT ROWID;
+CREATE INDEX drafts_by_user ON drafts (user_id);
 "#;
 
 /// Longest `detail` kept (a search query, for example), in bytes.
@@ -316,6 +331,41 @@ pub fn outbox_expire(conn: &Connection, now_ms: u64) -> rusqlite::Result<usize> 
          WHERE state = 'pending' AND expires_at_ms <= ?1",
     )?
     .execute(params![i64_of(now_ms)])
+}
+
+/// Stores `user_id`'s draft on `event_id` (replacing their previous one): `draft_json` is the
+/// draft as answered, `id` its id.
+pub fn put_draft(
+    conn: &Connection,
+    event_id: &str,
+    user_id: &str,
+    id: &str,
+    draft_json: &str,
+) -> rusqlite::Result<()> {
+    conn.prepare_cached(
+        "INSERT INTO drafts (event_id, user_id, id, draft_json) VALUES (?1, ?2, ?3, ?4)
+         ON CONFLICT(event_id, user_id) DO UPDATE SET id = excluded.id,
+             draft_json = excluded.draft_json",
+    )?
+    .execute(params![event_id, user_id, id, draft_json])?;
+    Ok(())
+}
+
+/// Drops every draft on `event_id` (the record got a real action).
+pub fn clear_drafts(conn: &Connection, event_id: &str) -> rusqlite::Result<()> {
+    conn.prepare_cached("DELETE FROM drafts WHERE event_id = ?1")?
+        .execute(params![event_id])?;
+    Ok(())
+}
+
+/// `user_id`'s drafts (JSON as answered), oldest record first.
+pub fn drafts_of(conn: &Connection, user_id: &str) -> rusqlite::Result<Vec<String>> {
+    let mut stmt =
+        conn.prepare_cached("SELECT draft_json FROM drafts WHERE user_id = ?1 ORDER BY event_id")?;
+    let rows = stmt
+        .query_map(params![user_id], |r| r.get(0))?
+        .collect::<Result<Vec<String>, _>>()?;
+    Ok(rows)
 }
 
 #[cfg(test)]

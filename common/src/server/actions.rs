@@ -121,6 +121,20 @@ impl Actor {
         }
     }
 
+    /// The ASSIGN of a record to this actor (a person creating a record holds it, as OpenCRVS's
+    /// `getOrCreateEventAndAssign` does).
+    pub fn self_assignment(&self, transaction_id: &str, now_ms: u64) -> ActionDocument {
+        let mut assign = self.action(
+            ActionType::Assign,
+            ActionStatus::Accepted,
+            transaction_id,
+            now_ms,
+        );
+        assign.declaration = None;
+        assign.assigned_to = Some(self.id.clone());
+        assign
+    }
+
     /// A notify's Requested action (carrying the declaration) and its synchronous Accepted copy
     /// (OpenCRVS §10.3: the accept points back with `originalActionId`).
     pub fn notify_pair(

@@ -23,6 +23,21 @@ use crate::error::ErrorCode;
 /// Most procedure calls in one batch.
 pub const BATCH_CALLS_MAX: usize = 16;
 
+/// The record procedures both servers serve besides the user actions
+/// (`crate::server::actions::UserAction`).
+pub const RECORD_PROCEDURES: &[&str] = &[
+    "event.bulkImport",
+    "event.create",
+    "event.get",
+    "event.delete",
+    "event.list",
+    "event.draft.create",
+    "event.draft.list",
+];
+
+/// The record procedures that are tRPC queries (GET).
+pub const QUERY_PROCEDURES: &[&str] = &["event.get", "event.list", "event.draft.list"];
+
 /// `?batch=1` marks a batched call.
 #[derive(Debug, Deserialize)]
 pub struct BatchQuery {

@@ -35,19 +35,9 @@ pub(crate) use actions::{ActionInput, UserAction};
 use crvs_common::server::actions::{
     Actor, check_transaction_id, parse_event_id, replay_conflict, request_hash,
 };
+use crvs_common::server::create::check_create;
 pub(crate) use drafts::{DraftInput, create as drafts_create, list as drafts_list};
 pub(crate) use search::{ListQuery, list, list_with, search};
-
-/// `POST /events` body (`EventInput`).
-#[derive(Debug, Serialize, Deserialize)]
-#[serde(rename_all = "camelCase", deny_unknown_fields)]
-pub(crate) struct CreateInput {
-    #[serde(rename = "type")]
-    event_type: String,
-    transaction_id: String,
-    #[serde(default, skip_serializing_if = "Option::is_none")]
-    created_at_location: Option<String>,
-}
 
 /// `POST /events/{eventId}/notify` body (`NotifyActionInput`, strict).
 #[derive(Debug, Serialize, Deserialize)]
@@ -263,14 +253,7 @@ fn create_in_job(
             let doc = ctx
                 .document(id)?
                 .ok_or_else(|| ApiError::event_not_found(id))?;
-            let mut assign = actor.action(
-                ActionType::Assign,
-                ActionStatus::Accepted,
-                transaction_id,
-                ctx.now_ms(),
-            );
-            assign.declaration = None;
-            assign.assigned_to = Some(actor.id.clone());
+            let assign = actor.self_assignment(transaction_id, ctx.now_ms());
             ctx.append_action(&EventMeta::of(&doc), assign, None)?;
         }
         return Ok(ctx.finish_event()?);
@@ -404,11 +387,7 @@ pub(crate) async fn create(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<EventDocument>, ApiError> {
-    caller.require_kind("record.create")?;
-    let input: CreateInput = body::json(body)?;
-    check_transaction_id(&input.transaction_id)?;
-    event_config(&state, &input.event_type)?;
-    caller.require("record.create", &input.event_type)?;
+    let input = check_create(&caller, &state.config.events, body)?;
     let location = resolve_location(&state, &caller, input.created_at_location.as_deref()).await?;
     let actor = match caller.user_type {
         TokenUserType::System => Actor::new(&caller, location),
@@ -456,32 +435,23 @@ pub(crate) async fn import_one(
     caller: Caller,
     body: Result<Bytes, BytesRejection>,
 ) -> Result<axum::Json<EventDocument>, ApiError> {
-    if !caller.scopes.has_kind("record.import") {
-        return Err(ApiError::forbidden("Missing scope record.import"));
-    }
+    crvs_common::server::import::require_scope(&caller)?;
     let doc: EventDocument = body::json(body)?;
     Ok(axum::Json(import::import(state, caller, doc).await?))
 }
 
-/// tRPC `event.bulkImport`: several records, each in its own write; stops at the first refusal
-/// (the ones before it are stored).
+/// tRPC `event.bulkImport`: several records (at most
+/// [`crvs_common::server::import::IMPORT_RECORDS_MAX`]), each in its own write; stops at the
+/// first refusal (the ones before it are stored).
 pub(crate) async fn import_many(
     state: Arc<AppState>,
     caller: Caller,
     docs: Vec<EventDocument>,
 ) -> Result<Vec<EventDocument>, ApiError> {
-    if docs.len() > import::IMPORT_RECORDS_MAX {
-        return Err(ApiError::input_one(
-            "too_big",
-            format!("At most {} records per import", import::IMPORT_RECORDS_MAX),
-            &[],
-        ));
-    }
-    let mut stored = Vec::with_capacity(docs.len());
-    for doc in docs {
-        stored.push(import::import(Arc::clone(&state), caller.clone(), doc).await?);
-    }
-    Ok(stored)
+    crvs_common::server::import::import_each(docs, |doc| {
+        import::import(Arc::clone(&state), caller.clone(), doc)
+    })
+    .await
 }
 
 /// `DELETE /events/{eventId}`: deletes an undeclared draft; answers the record as it was.

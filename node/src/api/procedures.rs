@@ -4,29 +4,17 @@
 use std::sync::Arc;
 
 use axum::extract::{Path, State};
-use crvs_common::server::trpc::{Procedures, bytes_of, event_id_of};
-use serde_json::{Value, json};
+use crvs_common::server::trpc::{
+    Procedures, QUERY_PROCEDURES, RECORD_PROCEDURES, bytes_of, event_id_of,
+};
+use serde_json::Value;
 
 use super::{ApiError, AppState, Caller, body, events};
 use crate::api::events::UserAction;
 
-/// Procedures that are not user actions.
-const OTHER_PROCEDURES: &[&str] = &[
-    "event.bulkImport",
-    "event.create",
-    "event.get",
-    "event.delete",
-    "event.list",
-    "event.draft.create",
-    "event.draft.list",
-];
-
-/// Procedures that are tRPC queries (GET).
-const QUERY_PROCEDURES: &[&str] = &["event.get", "event.list", "event.draft.list"];
-
 impl Procedures for AppState {
     fn serves(name: &str) -> bool {
-        UserAction::segment_of_procedure(name).is_some() || OTHER_PROCEDURES.contains(&name)
+        UserAction::segment_of_procedure(name).is_some() || RECORD_PROCEDURES.contains(&name)
     }
 
     fn is_query(name: &str) -> bool {
@@ -47,9 +35,7 @@ impl Procedures for AppState {
                 events::read(State(state), caller, Path(id)).await?
             }
             "event.list" => {
-                let query: events::ListQuery =
-                    serde_json::from_value(if input.is_null() { json!({}) } else { input })
-                        .map_err(|e| ApiError::input_one("invalid_type", e.to_string(), &[]))?;
+                let query = events::ListQuery::from_trpc(input)?;
                 let out = events::list_with(state, caller, query).await?;
                 return serde_json::to_value(out).map_err(|e| ApiError::internal(&e));
             }
@@ -60,8 +46,7 @@ impl Procedures for AppState {
                 return events::drafts_create(state, caller, &id, input).await;
             }
             "event.bulkImport" => {
-                let docs: Vec<crvs_common::event::EventDocument> = serde_json::from_value(input)
-                    .map_err(|e| ApiError::input_one("invalid_type", e.to_string(), &[]))?;
+                let docs = crvs_common::server::import::bulk_input(input)?;
                 let stored = events::import_many(state, caller, docs).await?;
                 return serde_json::to_value(stored).map_err(|e| ApiError::internal(&e));
             }

@@ -1,9 +1,8 @@
-//! The audit trail and users' drafts. Audit ([`accounts`], shared with central): one row per
+//! The audit trail and users' drafts (SQL in [`accounts`], shared with central). Audit: one row per
 //! read of a record, per search and per login or logout, written in the same write job as what it records (a read's READ action, for example). Local to the
 //! node; a user's rows are listed by `GET /api/users/{userId}/audit`.
 
 use crvs_common::server::accounts;
-use rusqlite::params;
 
 use super::{ReadCtx, StoreError, WriteCtx};
 
@@ -28,14 +27,9 @@ impl WriteCtx<'_> {
         id: &str,
         draft_json: &str,
     ) -> Result<(), StoreError> {
-        self.conn
-            .prepare_cached(
-                "INSERT INTO drafts (event_id, user_id, id, draft_json) VALUES (?1, ?2, ?3, ?4)
-                 ON CONFLICT(event_id, user_id) DO UPDATE SET id = excluded.id,
-                     draft_json = excluded.draft_json",
-            )?
-            .execute(params![event_id, user_id, id, draft_json])?;
-        Ok(())
+        Ok(accounts::put_draft(
+            self.conn, event_id, user_id, id, draft_json,
+        )?)
     }
 
     /// Drops every draft on `event_id` (the record got a real action).
@@ -46,21 +40,13 @@ impl WriteCtx<'_> {
 
 /// Drops every draft on `event_id`.
 pub(super) fn clear_drafts(conn: &rusqlite::Connection, event_id: &str) -> Result<(), StoreError> {
-    conn.prepare_cached("DELETE FROM drafts WHERE event_id = ?1")?
-        .execute(params![event_id])?;
-    Ok(())
+    Ok(accounts::clear_drafts(conn, event_id)?)
 }
 
 impl ReadCtx<'_> {
     /// `user_id`'s drafts (JSON as answered), oldest record first.
     pub fn drafts_of(&self, user_id: &str) -> Result<Vec<String>, StoreError> {
-        let mut stmt = self
-            .conn
-            .prepare_cached("SELECT draft_json FROM drafts WHERE user_id = ?1 ORDER BY event_id")?;
-        let rows = stmt
-            .query_map(params![user_id], |r| r.get(0))?
-            .collect::<Result<Vec<String>, _>>()?;
-        Ok(rows)
+        Ok(accounts::drafts_of(self.conn, user_id)?)
     }
 
     /// `actor`'s audit rows, newest first, and how many there are in all.

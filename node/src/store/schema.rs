@@ -213,16 +213,7 @@ const V7: &str = accounts::AUDIT_LOG_DDL;
 /// Version 8: `drafts`, a user's unsubmitted work on an action (OpenCRVS's action drafts): one
 /// per record and user, local to the node, dropped when the record gets any action other than
 /// READ, ASSIGN or UNASSIGN.
-const V8: &str = r#"
-CREATE TABLE drafts (
-    event_id   TEXT NOT NULL,
-    user_id    TEXT NOT NULL,
-    id         TEXT NOT NULL UNIQUE,
-    draft_json TEXT NOT NULL,
-    PRIMARY KEY (event_id, user_id)
-) WITHOUT ROWID;
-CREATE INDEX drafts_by_user ON drafts (user_id);
-"#;
+const V8: &str = accounts::DRAFTS_DDL;
 
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {

@@ -707,12 +707,11 @@ impl WriteCtx<'_> {
             .reader()
             .event_document(payload.event_id)?
             .ok_or_else(|| ItemError::Store(StoreError::Corrupt("event vanished".into())))?;
-        if payload.actions.iter().any(|a| {
-            !matches!(
-                a.action_type,
-                ActionType::Read | ActionType::Assign | ActionType::Unassign
-            )
-        }) {
+        if payload
+            .actions
+            .iter()
+            .any(|a| crvs_common::server::drafts::clears_drafts(a.action_type))
+        {
             super::audit::clear_drafts(self.conn, &event_id)?;
         }
         let assignee_after = assigned_to(&doc.actions);

@@ -1,67 +1,15 @@
 //! Import of whole records from another system (`record.import`; OpenCRVS `event.bulkImport`):
 //! an `EventDocument` with its own id, tracking id and actions is stored as it is, in one signed
-//! log entry, and syncs like any write. For migrations from a legacy register.
+//! log entry, and syncs like any write. For migrations from a legacy register. The checks are
+//! shared with central (`crvs_common::server::import`).
 
 use std::sync::Arc;
 
-use crvs_common::config::ValidationMode;
-use crvs_common::event::{ActionType, EventDocument};
-use crvs_common::ids::TrackingId;
-use crvs_common::state::canonical_order;
+use crvs_common::event::EventDocument;
+use crvs_common::server::import::{check, require_scope};
 
-use super::{event_config, request_hash};
 use crate::api::{ApiError, AppState, Caller};
 use crate::store::{EventMeta, NewEvent};
-
-/// Most actions one imported record may carry.
-pub(crate) const IMPORT_ACTIONS_MAX: usize = 1000;
-
-/// Most records one bulk import (tRPC `event.bulkImport`) may carry.
-pub(crate) const IMPORT_RECORDS_MAX: usize = 100;
-
-/// Checks an imported record before anything is written.
-fn check(state: &AppState, doc: &EventDocument) -> Result<(), ApiError> {
-    let config = event_config(state, &doc.event_type)?;
-    doc.tracking_id.parse::<TrackingId>().map_err(|_| {
-        ApiError::input_one("invalid_string", "Invalid tracking id", &["trackingId"])
-    })?;
-    if doc.actions.is_empty() || doc.actions.len() > IMPORT_ACTIONS_MAX {
-        return Err(ApiError::input_one(
-            "too_big",
-            format!("A record carries 1 to {IMPORT_ACTIONS_MAX} actions"),
-            &["actions"],
-        ));
-    }
-    let creates = doc
-        .actions
-        .iter()
-        .filter(|a| a.action_type == ActionType::Create)
-        .count();
-    if creates != 1 {
-        return Err(ApiError::input_one(
-            "custom",
-            "A record has exactly one CREATE action",
-            &["actions"],
-        ));
-    }
-    for (i, action) in doc.actions.iter().enumerate() {
-        if action.action_type == ActionType::Delete {
-            return Err(ApiError::input_one(
-                "custom",
-                "A deleted record is not imported",
-                &["actions", &i.to_string()],
-            ));
-        }
-        if let Some(declaration) = &action.declaration
-            && let Err(issues) = config.validate_declaration(declaration, ValidationMode::Notify)
-        {
-            let message =
-                serde_json::to_string(&issues).unwrap_or_else(|_| "Invalid input".to_owned());
-            return Err(ApiError::bad_request(message));
-        }
-    }
-    Ok(())
-}
 
 /// Imports one record; answers it as stored. Importing the same record again is a 409.
 pub(crate) async fn import(
@@ -69,12 +17,8 @@ pub(crate) async fn import(
     caller: Caller,
     mut doc: EventDocument,
 ) -> Result<EventDocument, ApiError> {
-    if !caller.scopes.has_kind("record.import") {
-        return Err(ApiError::forbidden("Missing scope record.import"));
-    }
-    check(&state, &doc)?;
-    canonical_order(&mut doc.actions);
-    let hash = request_hash(&doc);
+    require_scope(&caller)?;
+    let hash = check(&state.config.events, &mut doc)?;
     state
         .store
         .write(move |ctx| -> Result<EventDocument, ApiError> {

@@ -19,8 +19,9 @@ use rusqlite::{Connection, OptionalExtension as _, params};
 use super::StoreError;
 use super::write::WriteTx;
 
-/// Most existing records one registration's rules are evaluated against (the oldest first);
-/// more candidates than this are logged and the rest not compared.
+/// Most existing records one registration's rules are evaluated against (from the index: the
+/// first filed; from the date windows: the oldest); more candidates than this are logged and
+/// the rest not compared.
 pub const DEDUP_CANDIDATES_MAX: usize = 5_000;
 
 /// How central registers: the number format and each event type's duplicate rules.
@@ -258,8 +259,15 @@ impl WriteTx<'_> {
                 }
             }
             if let Some(docs) = found {
-                let mut ids = Vec::with_capacity(docs.len());
-                for doc_key in docs {
+                if docs.len() > DEDUP_CANDIDATES_MAX {
+                    tracing::warn!(
+                        event = %doc.id,
+                        candidates = docs.len(),
+                        "more duplicate candidates than compared; the first are"
+                    );
+                }
+                let mut ids = Vec::with_capacity(docs.len().min(DEDUP_CANDIDATES_MAX));
+                for doc_key in docs.into_iter().take(DEDUP_CANDIDATES_MAX + 1) {
                     if let Some(id) = reader.doc_event(doc_key)?
                         && id != doc.id
                     {

@@ -24,6 +24,11 @@ use uuid::Uuid;
 use super::StoreError;
 use super::read::{ReadCtx, parse_uuid};
 
+/// Once an `and`'s candidates are this few, its remaining (less selective) clauses are left to
+/// the evaluator instead of being looked up: the answer is the same, the broad location and
+/// date lookups are skipped.
+const CANDIDATES_ENOUGH: usize = 512;
+
 /// Deepest administrative hierarchy followed from a location (cycles cannot loop forever).
 const HIERARCHY_DEPTH_MAX: i64 = 32;
 
@@ -268,6 +273,14 @@ impl ReadCtx<'_> {
             Plan::And(ps) => {
                 let mut result: Option<BTreeSet<i64>> = None;
                 for p in ps {
+                    // Few candidates left: the evaluator checks the remaining clauses faster
+                    // than their (broad) lookups would narrow them.
+                    if result
+                        .as_ref()
+                        .is_some_and(|r| r.len() <= CANDIDATES_ENOUGH)
+                    {
+                        break;
+                    }
                     let Some(docs) = self.plan_docs(p)? else {
                         continue;
                     };

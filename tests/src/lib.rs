@@ -581,6 +581,11 @@ impl Api {
         }
     }
 
+    /// The bearer token sent, if any.
+    pub fn bearer(&self) -> Option<&str> {
+        self.token.as_deref()
+    }
+
     /// `base + path`.
     pub fn url(&self, path: &str) -> String {
         format!("{}{path}", self.base)

@@ -172,3 +172,17 @@ pub fn messages_to(outbox_file: &Path, recipient: &str) -> Vec<String> {
         .map(str::to_owned)
         .collect()
 }
+
+/// Logs `user` (as `crvs-central user add` printed it) in at the central `api` talks to, with
+/// demo mode's code (`two_factor = false`); the API with the user's token.
+pub async fn login_at_central(api: &Api, user: &Value) -> Api {
+    let reply = authenticate_at(
+        api,
+        user["username"].as_str().unwrap(),
+        user["password"].as_str().unwrap(),
+    )
+    .await;
+    assert_eq!(reply.status, 200, "{}", reply.body);
+    let token = verify_code_at(api, reply.body["nonce"].as_str().unwrap(), "000000").await;
+    api.with_token(Some(&token))
+}

@@ -9,7 +9,7 @@
 use std::time::Duration;
 
 use crvs_tests::central::{CentralProcess, eventually, wait_synced};
-use crvs_tests::users::{add_user, authenticate_at, node_with_config, verify_code_at};
+use crvs_tests::users::{add_user, node_with_config};
 use crvs_tests::{
     Api, Credentials, HOSPITAL_ID, OFFICE_ID, action_kinds, new_transaction_id,
     sample_birth_declaration,
@@ -24,15 +24,7 @@ const ILANGA_OFFICE_ID: &str = "7b8d2f30-0002-4000-8000-000000000003";
 /// Logs `user` (as `crvs-central user add` printed it) in at central; demo mode's code.
 async fn login_at_central(central: &CentralProcess, user: &Value) -> Api {
     let anonymous = Api::new(format!("http://{}", central.http()), None);
-    let reply = authenticate_at(
-        &anonymous,
-        user["username"].as_str().unwrap(),
-        user["password"].as_str().unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let token = verify_code_at(&anonymous, reply.body["nonce"].as_str().unwrap(), "000000").await;
-    anonymous.with_token(Some(&token))
+    crvs_tests::users::login_at_central(&anonymous, user).await
 }
 
 /// A client of central's with `scopes`, logged in.

@@ -14,7 +14,7 @@ use axum::extract::State;
 use axum::http::{HeaderMap, StatusCode};
 use axum::routing::post;
 use crvs_tests::central::{CentralProcess, eventually, wait_synced};
-use crvs_tests::users::{add_user, authenticate_at, node_with_config, verify_code_at};
+use crvs_tests::users::{add_user, node_with_config};
 use crvs_tests::{Api, HOSPITAL_ID, OFFICE_ID, new_transaction_id, sample_birth_declaration};
 use serde_json::{Value, json};
 
@@ -92,15 +92,7 @@ async fn trigger(
 
 async fn login_at_central(central: &CentralProcess, user: &Value) -> Api {
     let anonymous = Api::new(format!("http://{}", central.http()), None);
-    let reply = authenticate_at(
-        &anonymous,
-        user["username"].as_str().unwrap(),
-        user["password"].as_str().unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    let token = verify_code_at(&anonymous, reply.body["nonce"].as_str().unwrap(), "000000").await;
-    anonymous.with_token(Some(&token))
+    crvs_tests::users::login_at_central(&anonymous, user).await
 }
 
 async fn act(api: &Api, event_id: &str, action: &str, body: Value) -> Value {

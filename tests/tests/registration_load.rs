@@ -13,9 +13,7 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 use crvs_tests::central::{CentralProcess, TestRng, eventually, wait_synced};
-use crvs_tests::users::{
-    add_user, authenticate_at, login, node_with_config, verify_code_at, wait_for_user,
-};
+use crvs_tests::users::{add_user, login, login_at_central, node_with_config, wait_for_user};
 use crvs_tests::{Api, HOSPITAL_ID, OFFICE_ID, new_transaction_id, sample_birth_declaration};
 use serde_json::{Value, json};
 
@@ -68,18 +66,6 @@ async fn post_retrying(api: &Api, path: &str, body: &Value) -> crvs_tests::Reply
         }
         tokio::time::sleep(RETRY_PAUSE).await;
     }
-}
-
-async fn login_at_central(base: &str, user: &Value) -> String {
-    let anonymous = Api::new(base.to_owned(), None);
-    let reply = authenticate_at(
-        &anonymous,
-        user["username"].as_str().unwrap(),
-        user["password"].as_str().unwrap(),
-    )
-    .await;
-    assert_eq!(reply.status, 200, "{}", reply.body);
-    verify_code_at(&anonymous, reply.body["nonce"].as_str().unwrap(), "000000").await
 }
 
 /// Registers `event_id` (assign, then register): the register request's transaction id and
@@ -197,7 +183,8 @@ async fn concurrent_registrations_with_retries_and_crashes_get_unique_numbers() 
 
     // 64 clients register them at central; 10% resend; central is killed twice.
     let base = format!("http://{}", central.http());
-    let token = login_at_central(&base, &registrar).await;
+    let registrar_api = login_at_central(&Api::new(base.clone(), None), &registrar).await;
+    let token = registrar_api.bearer().unwrap().to_owned();
     let done = Arc::new(AtomicUsize::new(0));
     let shares: Vec<Vec<(String, bool)>> = (0..CLIENTS)
         .map(|c| {

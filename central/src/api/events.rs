@@ -5,19 +5,17 @@
 //! Unlike the node, a read at central records no READ action: it writes an audit row (who,
 //! when, where, what) in central's audit log, as every search does.
 
-use std::collections::HashMap;
 use std::sync::Arc;
 
 use axum::body::Bytes;
 use axum::extract::rejection::BytesRejection;
 use axum::extract::{Path, Query, State};
-use crvs_common::access::{Place, UserFacts, grants, index_facts};
 use crvs_common::error::ErrorCode;
 use crvs_common::event::{Declaration, EventDocument};
 use crvs_common::limits::FIELD_IDS_PER_READ_MAX;
 use crvs_common::search::{SearchInput, SearchRequest};
 use crvs_common::server::accounts::AuditEntry;
-use crvs_common::server::auth::TokenUserType;
+use crvs_common::server::list::{Jurisdiction, remove_secured};
 use crvs_common::server::wall_ms;
 use crvs_common::state::EventIndex;
 use serde::{Deserialize, Serialize};
@@ -90,17 +88,6 @@ pub(crate) struct SearchOutput {
     total: u64,
 }
 
-/// Where a searching person works: their id and primary office with its areas (jurisdiction).
-fn searcher(row: &crate::store::UserRow, areas: Vec<Uuid>) -> UserFacts {
-    UserFacts {
-        id: row.user.id.to_string(),
-        office: Place {
-            location: Some(row.user.primary_office_id),
-            areas,
-        },
-    }
-}
-
 /// `POST /events/search` over every record central holds, through the national index
 /// (`store::search`): the query's indexed clauses pick the candidates, the shared evaluator
 /// decides. A person sees only records of their jurisdiction (the options of their
@@ -115,75 +102,30 @@ pub(crate) async fn search(
     let input: SearchInput = body::parse(&raw)?;
     let request =
         SearchRequest::parse(&input, &state.config.events).map_err(ApiError::from_envelope)?;
-    let is_user = caller.user_type == TokenUserType::User;
-    let user_id: Option<Uuid> = if is_user {
-        Some(caller.id.parse().map_err(|_| ApiError::unauthorized())?)
-    } else {
-        None
-    };
-    let place_fields: HashMap<String, Option<String>> = state
-        .config
-        .events
-        .events()
-        .iter()
-        .map(|c| {
-            (
-                c.id().to_owned(),
-                c.place_of_event_field().map(|f| f.id.clone()),
-            )
-        })
-        .collect();
+    let acting = acting(state.as_ref(), &caller).await?;
+    let jurisdiction = Jurisdiction::of(&state.config.events, &acting, &caller.scopes);
     let scopes = caller.scopes.clone();
     let now_ms = wall_ms();
-    let (mut results, total, office) = state
+    let (mut results, total) = state
         .store
         .read_async(move |r| {
-            let user = match user_id {
-                Some(id) => {
-                    let Some(row) = r.user(id)? else {
-                        return Ok(None);
-                    };
-                    let areas = Ancestry::new(r.conn()).of(row.user.primary_office_id);
-                    Some(searcher(&row, areas))
-                }
-                None => None,
-            };
-            if is_user && user.is_none() {
-                return Ok(None);
-            }
             let mut visible = |e: &EventIndex, ancestry: &Ancestry<'_>| {
                 scopes.allows("record.search", &e.event_type)
-                    && user.as_ref().is_none_or(|user| {
-                        let place_field = place_fields.get(&e.event_type).cloned().flatten();
-                        let facts = index_facts(e, place_field.as_deref(), |l| ancestry.of(l));
-                        grants(&scopes, &["record.search"], None, user, &facts)
-                    })
+                    && jurisdiction
+                        .as_ref()
+                        .is_none_or(|j| j.allows(e, |l| ancestry.of(l)))
             };
-            let (page, total) = r.search(&request, now_ms, &mut visible)?;
-            Ok(Some((page, total, user.and_then(|u| u.office.location))))
+            r.search(&request, now_ms, &mut visible)
         })
-        .await?
-        .ok_or_else(ApiError::unauthorized)?;
+        .await?;
     // Every search is audited: who, where, and the query.
     let audit = AuditEntry {
-        actor: caller.id.clone(),
-        actor_type: if is_user { "user" } else { "system" },
-        location: office,
-        operation: "record.search",
-        subject: None,
         detail: Some(String::from_utf8_lossy(&raw).into_owned()),
+        ..audit_entry(&acting.actor, "record.search", None)
     };
     write_audit(&*state, audit).await?;
-    // Secured fields never leave through search (OpenCRVS `removeSecuredFields`), nor do their
-    // conflicting values.
-    for e in &mut results {
-        if let Some(config) = state.config.events.get(&e.event_type) {
-            for field in config.secured_field_ids() {
-                e.declaration.remove(field);
-                e.conflicts.retain(|c| c.field != field);
-            }
-        }
-    }
+    // Secured fields never leave through search (OpenCRVS `removeSecuredFields`).
+    remove_secured(&mut results, &state.config.events);
     Ok(axum::Json(SearchOutput { results, total }))
 }
 

@@ -118,6 +118,9 @@ pub async fn run(
     store
         .start_checkpointer(&config.db_path())
         .context("starting the WAL checkpointer")?;
+    store
+        .start_indexer()
+        .context("starting the search indexer")?;
     let jwt_key = keys::load_key_file(&config.jwt_key_path()).context("loading token key")?;
     let tokens = auth::TokenKeys::new(
         &jwt_key,

@@ -38,7 +38,7 @@ pub const CONNECT_TIMEOUT: Duration = Duration::from_secs(30);
 pub const CLOSE_GRACE: Duration = Duration::from_secs(1);
 
 /// Longest time one frame may take to be accepted by the stream. A batch is at most
-/// `SyncConfig::batch_bytes_max` before compression (96 KiB on links): seconds at 200 kbit/s. A
+/// `SyncConfig::batch_bytes_max` before compression (128 KiB on slow links): seconds at 200 kbit/s. A
 /// central that stops reading must not park the driver where no timer runs.
 pub const FRAME_WRITE_TIMEOUT: Duration = Duration::from_secs(120);
 
@@ -395,7 +395,8 @@ impl Driver {
         let _reader = AbortOnDrop(tokio::spawn(read_frames(recv, frames_tx)));
         let mut wake = None;
         loop {
-            let stepped = match self.dispatch(wake.take()).await {
+            let link_rtt_ms = u32::try_from(conn.rtt().as_millis()).unwrap_or(u32::MAX);
+            let stepped = match self.dispatch(wake.take(), link_rtt_ms).await {
                 Ok(stepped) => stepped,
                 Err(error) => return failed(error, &Default::default()),
             };
@@ -505,20 +506,37 @@ impl Driver {
     }
 
     /// Feeds one input to the session (`None`: the connection just opened).
-    async fn dispatch(&self, wake: Option<Wake>) -> Result<Stepped<()>, String> {
+    /// Hands one wake-up to the session, with QUIC's current RTT estimate (`link_rtt_ms`), which
+    /// sizes the session's batches.
+    async fn dispatch(&self, wake: Option<Wake>, link_rtt_ms: u32) -> Result<Stepped<()>, String> {
         match wake {
-            None => self.step(|e, now| e.session.connect(now, &e.store)).await,
+            None => {
+                self.step(move |e, now| {
+                    e.session.observe_link_rtt(link_rtt_ms);
+                    e.session.connect(now, &e.store)
+                })
+                .await
+            }
             Some(Wake::Frame(Ok((msg, _)))) => {
-                self.step(move |e, now| e.session.handle_message(now, msg, &mut e.store))
-                    .await
+                self.step(move |e, now| {
+                    e.session.observe_link_rtt(link_rtt_ms);
+                    e.session.handle_message(now, msg, &mut e.store)
+                })
+                .await
             }
             Some(Wake::Appended) => {
-                self.step(|e, now| e.session.notify_appended(now, &e.store))
-                    .await
+                self.step(move |e, now| {
+                    e.session.observe_link_rtt(link_rtt_ms);
+                    e.session.notify_appended(now, &e.store)
+                })
+                .await
             }
             Some(Wake::Timer) => {
-                self.step(|e, now| e.session.handle_timeout(now, &e.store))
-                    .await
+                self.step(move |e, now| {
+                    e.session.observe_link_rtt(link_rtt_ms);
+                    e.session.handle_timeout(now, &e.store)
+                })
+                .await
             }
             Some(Wake::Shutdown | Wake::Frame(Err(_)) | Wake::Closed(_)) => {
                 Err("unexpected wake-up".into())

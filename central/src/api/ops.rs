@@ -239,6 +239,12 @@ fn render_metrics(nodes: &[NodeStatus], stats: &StoreStats) -> Result<String, st
         nodes.iter().map(|n| n.node.forks).sum(),
     );
     gauge(&mut registry, "events", "Events held", stats.events);
+    gauge(
+        &mut registry,
+        "search_index_pending",
+        "Events whose latest change the search index has not filed yet",
+        stats.search_index_pending,
+    );
     gauge(&mut registry, "actions", "Actions held", stats.actions);
     gauge(
         &mut registry,

@@ -269,26 +269,41 @@ async fn pages_are_stable_and_the_index_answers_as_the_scan() {
         json!({"type": "or", "clauses": [fuzzy("Mary"), {"trackingId": {"type": "exact", "term": w.tracking[3]}}]}),
     ];
     let events = fx.config.events.clone();
-    for query in queries {
-        let input: SearchInput =
-            serde_json::from_value(json!({"query": query, "limit": 100})).unwrap();
-        let request = SearchRequest::parse(&input, &events).unwrap();
-        let plan = request.query.plan(wall_ms());
-        assert_ne!(plan, Plan::Scan, "{query}");
-        let (indexed, scanned) = fx
-            .store
-            .read(move |r| {
-                let mut all =
-                    |_: &crvs_common::state::EventIndex, _: &crate::store::Ancestry<'_>| true;
-                let now = wall_ms();
-                Ok((
-                    r.search_with(&request, &plan, now, &mut all)?,
-                    r.search_with(&request, &Plan::Scan, now, &mut all)?,
-                ))
-            })
-            .unwrap();
-        assert_eq!(indexed, scanned, "{query}");
-        assert!(indexed.1 > 0, "{query}");
+    // First with every record waiting for the indexer (searches evaluate them directly), then
+    // with everything filed.
+    let pending = || fx.store.read(|r| r.search_pending_count()).unwrap();
+    let waiting = pending();
+    assert!(waiting > 0, "sync marks what it changed for the indexer");
+    for round in 0..2 {
+        if round == 1 {
+            let filed = fx
+                .store
+                .write(|tx| tx.file_search_pending(usize::MAX, &|| false))
+                .unwrap();
+            assert_eq!(filed as u64, waiting);
+            assert_eq!(pending(), 0);
+        }
+        for query in queries.clone() {
+            let input: SearchInput =
+                serde_json::from_value(json!({"query": query, "limit": 100})).unwrap();
+            let request = SearchRequest::parse(&input, &events).unwrap();
+            let plan = request.query.plan(wall_ms());
+            assert_ne!(plan, Plan::Scan, "{query}");
+            let (indexed, scanned) = fx
+                .store
+                .read(move |r| {
+                    let mut all =
+                        |_: &crvs_common::state::EventIndex, _: &crate::store::Ancestry<'_>| true;
+                    let now = wall_ms();
+                    Ok((
+                        r.search_with(&request, &plan, now, &mut all)?,
+                        r.search_with(&request, &Plan::Scan, now, &mut all)?,
+                    ))
+                })
+                .unwrap();
+            assert_eq!(indexed, scanned, "{query}");
+            assert!(indexed.1 > 0, "{query}");
+        }
     }
 }
 

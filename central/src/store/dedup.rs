@@ -236,6 +236,9 @@ impl WriteTx<'_> {
     ) -> Result<Vec<uuid::Uuid>, StoreError> {
         let fields = required_fuzzy(&rules.query);
         if !fields.is_empty() {
+            // Candidates come from the search index: file what is behind first, in this
+            // transaction, so no record is missed.
+            super::search::file_pending(self.conn(), usize::MAX, &|| false)?;
             let reader = self.reader();
             let mut found: Option<BTreeSet<i64>> = None;
             for field in &fields {

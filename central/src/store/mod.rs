@@ -17,6 +17,7 @@ mod search;
 mod write;
 
 use std::path::Path;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
@@ -58,6 +59,19 @@ pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 /// on its own anyway (SQLite's `wal_autocheckpoint`): caps the WAL if the checkpointer falls
 /// behind. 16,384 pages of 4 KiB is 64 MiB.
 pub const WAL_FORCED_CHECKPOINT_PAGES: u32 = 16_384;
+
+/// How often the background indexer ([`Store::start_indexer`]) looks for events to file in the
+/// search index.
+pub const INDEXER_POLL: std::time::Duration = std::time::Duration::from_millis(25);
+
+/// The indexer files only once no write has ended for this long (writes that come in bursts,
+/// such as a node's backlog, go first) ...
+pub const INDEXER_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// ... or once this long has passed since it last filed anything, so the index never falls
+/// far behind a store that is never idle. Either way it stops after the event it is filing
+/// when another writer waits.
+pub const INDEXER_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(1);
 
 /// Page cache of the writer connection, KiB (SQLite's default is 2,000 KiB): applying a batch
 /// touches the node log, events, actions, tracking ids and central's log.
@@ -277,6 +291,9 @@ pub enum Audience {
 pub struct StoreStats {
     /// Events stored.
     pub events: u64,
+    /// Events whose latest change the search index has not filed yet (`Store::start_indexer`);
+    /// searches evaluate them directly meanwhile.
+    pub search_index_pending: u64,
     /// Actions stored.
     pub actions: u64,
     /// Events with conflicts.
@@ -299,11 +316,33 @@ pub struct Store {
 
 struct Inner {
     writer: Mutex<Connection>,
+    /// Threads waiting for `writer` (the indexer gives way to them).
+    writers_waiting: AtomicUsize,
+    /// When the last write transaction ended (ms since `started`).
+    last_write_end_ms: AtomicU64,
+    started: std::time::Instant,
     readers: Vec<Mutex<Connection>>,
     key: NodeSecretKey,
     central_id: NodeId,
     pool: PoolSettings,
     registration: Registration,
+}
+
+impl Inner {
+    fn elapsed_ms(&self) -> u64 {
+        u64::try_from(self.started.elapsed().as_millis()).unwrap_or(u64::MAX)
+    }
+}
+
+/// Notes when a write transaction ended (committed or not), for the indexer.
+struct WriteEnd<'a>(&'a Inner);
+
+impl Drop for WriteEnd<'_> {
+    fn drop(&mut self) {
+        self.0
+            .last_write_end_ms
+            .store(self.0.elapsed_ms(), Ordering::SeqCst);
+    }
 }
 
 impl std::fmt::Debug for Inner {
@@ -418,6 +457,9 @@ impl Store {
         Ok(Self {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
+                writers_waiting: AtomicUsize::new(0),
+                last_write_end_ms: AtomicU64::new(0),
+                started: std::time::Instant::now(),
                 readers,
                 key,
                 central_id,
@@ -465,6 +507,58 @@ impl Store {
         Ok(())
     }
 
+    /// Files the search index behind the writes (`search::file_pending`) on a background
+    /// thread: every [`INDEXER_POLL`], when the writer has been idle for [`INDEXER_IDLE`] or the
+    /// index has waited [`INDEXER_LAG_MAX`], in transactions of at most
+    /// [`search::FILE_CHUNK_MAX`] events that end early when another writer waits. Runs until
+    /// the last handle to the store is dropped. For long-running processes (`run`); without it
+    /// searches stay exact (they evaluate unfiled events) but grow slower.
+    pub fn start_indexer(&self) -> Result<(), StoreError> {
+        let weak = Arc::downgrade(&self.inner);
+        std::thread::Builder::new()
+            .name("crvs-indexer".into())
+            .spawn(move || {
+                let mut last_filed = std::time::Instant::now();
+                loop {
+                    std::thread::sleep(INDEXER_POLL);
+                    let Some(inner) = weak.upgrade() else {
+                        return;
+                    };
+                    let store = Self { inner };
+                    let idle_ms = store
+                        .inner
+                        .elapsed_ms()
+                        .saturating_sub(store.inner.last_write_end_ms.load(Ordering::SeqCst));
+                    let due = idle_ms >= INDEXER_IDLE.as_millis() as u64
+                        || last_filed.elapsed() >= INDEXER_LAG_MAX;
+                    if !due || store.inner.writers_waiting.load(Ordering::SeqCst) > 0 {
+                        continue;
+                    }
+                    match store.read(|r| r.search_pending_any()) {
+                        Ok(false) => {
+                            last_filed = std::time::Instant::now();
+                            continue;
+                        }
+                        Ok(true) => {}
+                        Err(e) => {
+                            tracing::warn!(error = %e, "search index: reading what to file failed");
+                            continue;
+                        }
+                    }
+                    let inner = Arc::clone(&store.inner);
+                    let yield_now = move || inner.writers_waiting.load(Ordering::SeqCst) > 0;
+                    match store
+                        .write(|tx| tx.file_search_pending(search::FILE_CHUNK_MAX, &yield_now))
+                    {
+                        Ok(_) => last_filed = std::time::Instant::now(),
+                        Err(e) => tracing::warn!(error = %e, "search index: filing failed"),
+                    }
+                }
+            })
+            .map_err(|e| StoreError::Corrupt(format!("starting the indexer thread: {e}")))?;
+        Ok(())
+    }
+
     /// Central's identity (the public key of its log-signing key).
     pub fn central_id(&self) -> NodeId {
         self.inner.central_id
@@ -477,7 +571,10 @@ impl Store {
         E: From<StoreError>,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
     {
+        self.inner.writers_waiting.fetch_add(1, Ordering::SeqCst);
         let mut conn = lock(&self.inner.writer);
+        self.inner.writers_waiting.fetch_sub(1, Ordering::SeqCst);
+        let _ended = WriteEnd(&self.inner);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;

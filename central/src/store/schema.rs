@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 10;
+pub const SCHEMA_VERSION: i64 = 11;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -284,6 +284,10 @@ fn v10(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(accounts::DRAFTS_DDL)
 }
 
+/// Version 11: the search index is filed behind the writes that change events
+/// ([`super::search::PENDING_DDL`]).
+const V11: &str = super::search::PENDING_DDL;
+
 /// Upgrades `conn` to [`SCHEMA_VERSION`]; refuses a newer database.
 pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     let version: i64 = conn.query_row("PRAGMA user_version", [], |r| r.get(0))?;
@@ -326,6 +330,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     }
     if version < 10 {
         v10(&tx)?;
+    }
+    if version < 11 {
+        tx.execute_batch(V11)?;
     }
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;

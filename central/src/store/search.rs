@@ -2,15 +2,21 @@
 //! status but CREATED) has a `search_docs` row; `search_keys` files it under the keys of
 //! `crvs_common::search::index_keys` (tokens, locations with their areas, dates, registration
 //! number); `search_vocabulary` maps each distinct token's deletion variants and phonetic keys
-//! to it (`crvs_common::fuzzy`). Entries are filed in the transaction that re-derives their
-//! index (`WriteTx::refresh_index`), by the difference between the old and the new keys; the
-//! whole index is rebuilt by the migration and whenever the location hierarchy changes (a
-//! location's areas are part of its keys).
+//! to it (`crvs_common::fuzzy`).
+//!
+//! Filing is behind the writes (schema v11): the transaction that re-derives an event's index
+//! (`WriteTx::refresh_index`) only marks it in `search_pending`, with the index entry its keys
+//! were filed under; [`file_pending`] files marked events by the difference between those keys
+//! and the current entry's, in chunks, off the sync path (`Store::start_indexer`), so a node's
+//! backlog is acknowledged at the speed of applying it, not of indexing it. Nothing is lost to
+//! a search meanwhile: every search also evaluates the marked events, and duplicate checks file
+//! them first. The whole index is rebuilt by the migration and whenever the location hierarchy
+//! changes (a location's areas are part of its keys).
 //!
 //! A search resolves `Query::plan` to candidate documents (exact lookups, fuzzy tokens through
-//! the vocabulary, key ranges), then runs the shared evaluator on each candidate, so it answers
-//! exactly what the scan answers; a query with nothing indexable is a scan, with the page kept
-//! bounded ([`crvs_common::search::Page`]).
+//! the vocabulary, key ranges), adds the events not filed yet, then runs the shared evaluator on
+//! each candidate, so it answers exactly what the scan answers; a query with nothing indexable
+//! is a scan, with the page kept bounded ([`crvs_common::search::Page`]).
 
 use std::cell::RefCell;
 use std::collections::{BTreeSet, HashMap};
@@ -52,6 +58,18 @@ CREATE TABLE search_tokens (
     token TEXT PRIMARY KEY
 ) WITHOUT ROWID;
 "#;
+
+/// Version 11: events whose index changed and is not filed yet, with the entry (JSON, `{}` for
+/// none) their current keys were filed from. The first mark wins: it names what is filed.
+pub(super) const PENDING_DDL: &str = r#"
+CREATE TABLE search_pending (
+    event_id TEXT PRIMARY KEY,
+    filed    TEXT NOT NULL
+) WITHOUT ROWID;
+"#;
+
+/// Most events [`file_pending`] files in one call from the indexer (one transaction).
+pub(super) const FILE_CHUNK_MAX: usize = 256;
 
 /// The administrative areas holding a location or area, nearest first, each looked up once.
 pub struct Ancestry<'c> {
@@ -158,9 +176,82 @@ pub(super) fn file(
     Ok(())
 }
 
+/// Marks `event_id` for filing: its keys are still those of `filed` (the entry as stored before
+/// this change; the earliest unfiled mark is kept). Runs in the caller's transaction.
+pub(super) fn mark_pending(
+    conn: &Connection,
+    event_id: Uuid,
+    filed: &str,
+) -> Result<(), StoreError> {
+    conn.prepare_cached("INSERT OR IGNORE INTO search_pending (event_id, filed) VALUES (?1, ?2)")?
+        .execute(params![event_id.to_string(), filed])?;
+    Ok(())
+}
+
+/// Files up to `max` marked events under their current entries, oldest mark first, stopping
+/// early (after at least one) when `yield_now` says another writer waits. Returns how many
+/// were filed. Runs in the caller's transaction.
+pub(super) fn file_pending(
+    conn: &Connection,
+    max: usize,
+    yield_now: &dyn Fn() -> bool,
+) -> Result<usize, StoreError> {
+    let marked: Vec<(String, String)> = conn
+        .prepare_cached("SELECT event_id, filed FROM search_pending LIMIT ?1")?
+        .query_map(params![i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+            Ok((r.get(0)?, r.get(1)?))
+        })?
+        .collect::<Result<_, _>>()?;
+    let ancestry = Ancestry::new(conn);
+    let decode = |id: &str, json: &str| -> Result<Option<EventIndex>, StoreError> {
+        if json == "{}" {
+            return Ok(None);
+        }
+        serde_json::from_str(json)
+            .map(Some)
+            .map_err(|e| StoreError::Corrupt(format!("index of {id} does not decode: {e}")))
+    };
+    let mut filed = 0;
+    for (id, old_json) in marked {
+        let current: Option<String> = conn
+            .prepare_cached("SELECT index_json FROM events WHERE id = ?1")?
+            .query_row(params![id], |r| r.get(0))
+            .optional()?;
+        let old = decode(&id, &old_json)?;
+        let new = match current.as_deref() {
+            Some(json) => decode(&id, json)?,
+            None => None,
+        };
+        file(
+            conn,
+            parse_uuid(&id)?,
+            old.as_ref(),
+            new.as_ref(),
+            &ancestry,
+        )?;
+        conn.prepare_cached("DELETE FROM search_pending WHERE event_id = ?1")?
+            .execute(params![id])?;
+        filed += 1;
+        if yield_now() {
+            break;
+        }
+    }
+    Ok(filed)
+}
+
 /// Refiles every event from its stored index entry (migration, location hierarchy change).
 pub(super) fn rebuild(conn: &Connection) -> Result<(), StoreError> {
     conn.execute_batch("DELETE FROM search_keys; DELETE FROM search_docs;")?;
+    // Everything is filed from its current entry below, marked or not (the table is missing
+    // while migrating from before v11).
+    let has_pending: bool = conn.query_row(
+        "SELECT count(*) > 0 FROM sqlite_master WHERE name = 'search_pending'",
+        [],
+        |r| r.get(0),
+    )?;
+    if has_pending {
+        conn.execute_batch("DELETE FROM search_pending")?;
+    }
     let ancestry = Ancestry::new(conn);
     let mut stmt = conn.prepare("SELECT id, index_json FROM events WHERE status != 'CREATED'")?;
     let mut rows = stmt.query([])?;
@@ -178,6 +269,23 @@ pub(super) fn rebuild(conn: &Connection) -> Result<(), StoreError> {
 pub type Visible<'v> = dyn FnMut(&EventIndex, &Ancestry<'_>) -> bool + 'v;
 
 impl ReadCtx<'_> {
+    /// Whether some event waits to be filed ([`file_pending`]).
+    pub fn search_pending_any(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM search_pending)", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// How many events wait to be filed in the search index.
+    pub fn search_pending_count(&self) -> Result<u64, StoreError> {
+        let n: i64 = self
+            .conn()
+            .query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0))?;
+        Ok(u64::try_from(n).unwrap_or(0))
+    }
+
     fn docs(&self, sql: &str, values: impl rusqlite::Params) -> Result<BTreeSet<i64>, StoreError> {
         let mut stmt = self.conn().prepare_cached(sql)?;
         let rows = stmt.query_map(values, |r| r.get::<_, i64>(0))?;
@@ -344,15 +452,32 @@ impl ReadCtx<'_> {
         };
         match self.plan_docs(plan)? {
             Some(docs) => {
+                let mut seen = BTreeSet::new();
                 let mut stmt = self.conn().prepare_cached(
-                    "SELECT e.index_json FROM search_docs d JOIN events e ON e.id = d.event_id
+                    "SELECT e.id, e.index_json FROM search_docs d JOIN events e ON e.id = d.event_id
                      WHERE d.doc = ?1",
                 )?;
                 for doc in docs {
-                    let json: Option<String> =
-                        stmt.query_row(params![doc], |r| r.get(0)).optional()?;
-                    if let Some(json) = json {
+                    let row: Option<(String, String)> = stmt
+                        .query_row(params![doc], |r| Ok((r.get(0)?, r.get(1)?)))
+                        .optional()?;
+                    if let Some((id, json)) = row {
                         consider(&json)?;
+                        seen.insert(id);
+                    }
+                }
+                // Events not filed yet under their current entry: the index may not list them.
+                let mut pending = self.conn().prepare_cached(
+                    "SELECT e.id, e.index_json FROM search_pending p JOIN events e ON e.id = p.event_id
+                     WHERE e.status != 'CREATED'",
+                )?;
+                let mut rows = pending.query([])?;
+                while let Some(row) = rows.next()? {
+                    let id: String = row.get(0)?;
+                    if !seen.contains(&id) {
+                        consider(row.get_ref(1)?.as_str().map_err(|e| {
+                            StoreError::Corrupt(format!("index is not text: {e}"))
+                        })?)?;
                     }
                 }
             }

@@ -972,6 +972,16 @@ impl<'a> WriteTx<'a> {
         })
     }
 
+    /// Files up to `max` events whose search keys are behind their index entries
+    /// ([`super::search::file_pending`]); stops early when `yield_now` says so. Returns how many.
+    pub fn file_search_pending(
+        &mut self,
+        max: usize,
+        yield_now: &dyn Fn() -> bool,
+    ) -> Result<usize, StoreError> {
+        super::search::file_pending(self.conn, max, yield_now)
+    }
+
     /// Saves the merge document and re-derives the index from the actions and the document.
     pub(super) fn refresh_index(
         &mut self,
@@ -992,26 +1002,17 @@ impl<'a> WriteTx<'a> {
                 .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
         }
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        // The national search index follows, in this transaction. A new event's stored entry is
-        // the placeholder `{}`: it had no keys.
+        // The national search index follows behind (`search::file_pending`): the event is
+        // marked with the entry its keys are filed under now. A new event's stored entry is the
+        // placeholder `{}`: it had no keys.
         let stored: Option<String> = self
             .conn
             .prepare_cached("SELECT index_json FROM events WHERE id = ?1")?
             .query_row(params![event_id.to_string()], |r| r.get(0))
             .optional()?;
-        let old: Option<EventIndex> = match stored.as_deref() {
-            None | Some("{}") => None,
-            Some(j) => Some(serde_json::from_str(j).map_err(|e| {
-                StoreError::Corrupt(format!("index of {event_id} does not decode: {e}"))
-            })?),
-        };
-        super::search::file(
-            self.conn,
-            event_id,
-            old.as_ref(),
-            Some(&index),
-            &super::search::Ancestry::new(self.conn),
-        )?;
+        if stored.as_deref() != Some(json.as_str()) {
+            super::search::mark_pending(self.conn, event_id, stored.as_deref().unwrap_or("{}"))?;
+        }
         self.conn
             .prepare_cached(
                 "UPDATE events SET status = ?1, index_json = ?2, updated_at = ?3, conflicts = ?4, crdt = ?5

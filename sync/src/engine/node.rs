@@ -97,6 +97,8 @@ pub struct NodeSession {
     status: SessionStatus,
     /// Whether central said more downstream items wait.
     down_more: bool,
+    /// The transport's smoothed RTT as the driver last reported it, ms.
+    link_rtt_ms: Option<u32>,
 }
 
 impl NodeSession {
@@ -115,6 +117,7 @@ impl NodeSession {
             outbox: VecDeque::new(),
             status: SessionStatus::default(),
             down_more: false,
+            link_rtt_ms: None,
         }
     }
 
@@ -332,6 +335,28 @@ impl NodeSession {
         Ok(())
     }
 
+    /// The transport's smoothed RTT (QUIC's estimate, without central's apply time), ms: it
+    /// picks the batch and window sizes ([`crate::engine::FastLink`]).
+    pub fn observe_link_rtt(&mut self, rtt_ms: u32) {
+        self.link_rtt_ms = Some(rtt_ms);
+    }
+
+    /// Batch entries, batch bytes and window for the link as last observed.
+    fn window(&self) -> (usize, usize, usize) {
+        match (&self.config.fast_link, self.link_rtt_ms) {
+            (Some(fast), Some(rtt)) if rtt <= fast.rtt_ms_max => (
+                fast.batch_entries_max,
+                fast.batch_bytes_max,
+                fast.in_flight_bytes_max,
+            ),
+            _ => (
+                self.config.batch_entries_max,
+                self.config.batch_bytes_max,
+                self.config.in_flight_bytes_max,
+            ),
+        }
+    }
+
     fn in_flight_bytes(&self) -> usize {
         self.in_flight.iter().map(|f| f.raw_bytes).sum()
     }
@@ -341,13 +366,10 @@ impl NodeSession {
             return Ok(());
         }
         let head = store.log_head()?;
-        while self.next_seq <= head.seq && self.in_flight_bytes() < self.config.in_flight_bytes_max
-        {
-            let entries = store.entries_after(
-                self.next_seq - 1,
-                self.config.batch_entries_max,
-                self.config.batch_bytes_max,
-            )?;
+        let (batch_entries_max, batch_bytes_max, in_flight_bytes_max) = self.window();
+        while self.next_seq <= head.seq && self.in_flight_bytes() < in_flight_bytes_max {
+            let entries =
+                store.entries_after(self.next_seq - 1, batch_entries_max, batch_bytes_max)?;
             let Some(last) = entries.last() else { break };
             let last_seq = last.seq;
             if entries[0].seq != self.next_seq {

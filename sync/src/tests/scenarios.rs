@@ -460,3 +460,52 @@ fn a_duplicated_down_ack_does_not_resend_the_batch() {
         .unwrap();
     assert!(b.at_central.poll_transmit().is_none());
 }
+
+#[test]
+fn a_fast_link_gets_larger_batches_and_a_slow_one_the_link_sizes() {
+    let mut w = World::new();
+    w.cfg.fast_link = Some(crate::engine::FastLink {
+        rtt_ms_max: 10,
+        batch_entries_max: 16,
+        batch_bytes_max: 64 * 1024,
+        in_flight_bytes_max: 256 * 1024,
+    });
+    let mut a = w.peer(2, "a");
+    w.connect(&mut a);
+    w.create(&mut a);
+    let event = a.store.log[0].event_id;
+    w.drive(&mut a);
+    let update = |w: &mut World, a: &mut Peer| {
+        for _ in 0..40 {
+            w.now += 10;
+            a.store.update_event(&mut w.rng, EPOCH_MS + w.now, event);
+        }
+    };
+    update(&mut w, &mut a);
+    let batch_sizes = |msgs: &[Message]| -> Vec<usize> {
+        msgs.iter()
+            .filter_map(|m| match m {
+                Message::Entries(b) => Some(b.entries.len()),
+                _ => None,
+            })
+            .collect()
+    };
+
+    // Unknown or slow link: the configured sizes (4 entries per batch).
+    a.session.observe_link_rtt(250);
+    a.session.notify_appended(w.now, &a.store).unwrap();
+    let slow = w.drive(&mut a);
+    assert_eq!(a.session.acked().seq, 41);
+    assert!(batch_sizes(&slow).iter().all(|n| *n <= 4), "{slow:?}");
+
+    update(&mut w, &mut a);
+    // A 2 ms link: up to 16 entries per batch, the same entries acknowledged once each.
+    a.session.observe_link_rtt(2);
+    a.session.notify_appended(w.now, &a.store).unwrap();
+    let fast = w.drive(&mut a);
+    assert_eq!(a.session.acked().seq, 81);
+    let sizes = batch_sizes(&fast);
+    assert_eq!(sizes.iter().sum::<usize>(), 40, "{sizes:?}");
+    assert!(sizes.iter().any(|n| *n > 4), "{sizes:?}");
+    assert!(sizes.iter().all(|n| *n <= 16), "{sizes:?}");
+}

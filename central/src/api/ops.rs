@@ -245,6 +245,12 @@ fn render_metrics(nodes: &[NodeStatus], stats: &StoreStats) -> Result<String, st
         "Events whose latest change the search index has not filed yet",
         stats.search_index_pending,
     );
+    gauge(
+        &mut registry,
+        "relays_pending",
+        "Applied node entries not yet relayed to the other nodes of their area",
+        stats.relays_pending,
+    );
     gauge(&mut registry, "actions", "Actions held", stats.actions);
     gauge(
         &mut registry,

@@ -294,6 +294,8 @@ pub struct StoreStats {
     /// Events whose latest change the search index has not filed yet (`Store::start_indexer`);
     /// searches evaluate them directly meanwhile.
     pub search_index_pending: u64,
+    /// Applied node entries not yet relayed to the other nodes of their area.
+    pub relays_pending: u64,
     /// Actions stored.
     pub actions: u64,
     /// Events with conflicts.
@@ -507,8 +509,8 @@ impl Store {
         Ok(())
     }
 
-    /// Files the search index behind the writes (`search::file_pending`) on a background
-    /// thread: every [`INDEXER_POLL`], when the writer has been idle for [`INDEXER_IDLE`] or the
+    /// Appends the relays of applied node entries (`WriteTx::append_pending_relays`) and files
+    /// the search index (`search::file_pending`) behind the writes, on a background thread: every [`INDEXER_POLL`], when the writer has been idle for [`INDEXER_IDLE`] or the
     /// index has waited [`INDEXER_LAG_MAX`], in transactions of at most
     /// [`search::FILE_CHUNK_MAX`] events that end early when another writer waits. Runs until
     /// the last handle to the store is dropped. For long-running processes (`run`); without it
@@ -534,7 +536,7 @@ impl Store {
                     if !due || store.inner.writers_waiting.load(Ordering::SeqCst) > 0 {
                         continue;
                     }
-                    match store.read(|r| r.search_pending_any()) {
+                    match store.read(|r| Ok(r.relay_pending_any()? || r.search_pending_any()?)) {
                         Ok(false) => {
                             last_filed = std::time::Instant::now();
                             continue;
@@ -547,9 +549,14 @@ impl Store {
                     }
                     let inner = Arc::clone(&store.inner);
                     let yield_now = move || inner.writers_waiting.load(Ordering::SeqCst) > 0;
-                    match store
-                        .write(|tx| tx.file_search_pending(search::FILE_CHUNK_MAX, &yield_now))
-                    {
+                    match store.write(|tx| {
+                        let relayed =
+                            tx.append_pending_relays(search::FILE_CHUNK_MAX, &yield_now)?;
+                        if relayed > 0 && yield_now() {
+                            return Ok(relayed);
+                        }
+                        tx.file_search_pending(search::FILE_CHUNK_MAX, &yield_now)
+                    }) {
                         Ok(_) => last_filed = std::time::Instant::now(),
                         Err(e) => tracing::warn!(error = %e, "search index: filing failed"),
                     }

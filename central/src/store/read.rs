@@ -798,6 +798,7 @@ impl<'a> ReadCtx<'a> {
         Ok(StoreStats {
             events: count("SELECT count(*) FROM events")?,
             search_index_pending: count("SELECT count(*) FROM search_pending")?,
+            relays_pending: count("SELECT count(*) FROM relay_pending")?,
             actions: count("SELECT count(*) FROM actions")?,
             conflicted_events: count("SELECT count(*) FROM events WHERE conflicts > 0")?,
             central_log_seq: count("SELECT coalesce(max(seq), 0) FROM central_log")?,

@@ -284,7 +284,7 @@ fn v10(tx: &Connection) -> rusqlite::Result<()> {
     tx.execute_batch(accounts::DRAFTS_DDL)
 }
 
-/// Version 11: the search index is filed behind the writes that change events
+/// Version 11: the search index is filed, and applied entries relayed, behind the writes
 /// ([`super::search::PENDING_DDL`]).
 const V11: &str = super::search::PENDING_DDL;
 

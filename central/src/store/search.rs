@@ -60,12 +60,21 @@ CREATE TABLE search_tokens (
 "#;
 
 /// Version 11: events whose index changed and is not filed yet, with the entry (JSON, `{}` for
-/// none) their current keys were filed from. The first mark wins: it names what is filed.
+/// none) their current keys were filed from (the first mark wins: it names what is filed); and
+/// applied node entries whose relay central has not appended to its log yet, in the order they
+/// were applied (`WriteTx::append_pending_relays`).
 pub(super) const PENDING_DDL: &str = r#"
 CREATE TABLE search_pending (
     event_id TEXT PRIMARY KEY,
     filed    TEXT NOT NULL
 ) WITHOUT ROWID;
+CREATE TABLE relay_pending (
+    id       INTEGER PRIMARY KEY,
+    node_id  TEXT NOT NULL,
+    seq      INTEGER NOT NULL,
+    event_id TEXT NOT NULL,
+    area     TEXT
+);
 "#;
 
 /// Most events [`file_pending`] files in one call from the indexer (one transaction).
@@ -274,6 +283,15 @@ impl ReadCtx<'_> {
         Ok(self
             .conn()
             .query_row("SELECT EXISTS (SELECT 1 FROM search_pending)", [], |r| {
+                r.get(0)
+            })?)
+    }
+
+    /// Whether some applied entry waits to be relayed (`WriteTx::append_pending_relays`).
+    pub fn relay_pending_any(&self) -> Result<bool, StoreError> {
+        Ok(self
+            .conn()
+            .query_row("SELECT EXISTS (SELECT 1 FROM relay_pending)", [], |r| {
                 r.get(0)
             })?)
     }

@@ -37,6 +37,14 @@ fn applies_a_batch_and_is_idempotent() {
         index.declaration["child.name"],
         json!({"firstname": "Liam"})
     );
+    // Relays follow behind the sync path: none yet, both queued in the order applied.
+    assert_eq!(store.read(|r| r.central_head()).unwrap(), head_before);
+    assert_eq!(store.read(|r| r.stats()).unwrap().relays_pending, 2);
+    let relayed = store
+        .write(|w| w.append_pending_relays(100, &|| false))
+        .unwrap();
+    assert_eq!(relayed, 2);
+    assert_eq!(store.read(|r| r.stats()).unwrap().relays_pending, 0);
     // One relay per applied entry, addressed to the event's area, from the node.
     let relays = store
         .read(|r| r.central_entries(head_before.seq, 100))
@@ -230,6 +238,10 @@ fn feed_filters_by_audience_and_jurisdiction() {
     let (_, create) = a.create(&ids[0]);
     let mut store = fx.store.clone();
     store.apply_entries(a.node_id(), &[create]).unwrap();
+    // The indexer's job (`Store::start_indexer`), done here at once.
+    store
+        .write(|w| w.append_pending_relays(100, &|| false))
+        .unwrap();
     let head = store.read(|r| r.central_head()).unwrap();
     let kinds = |node| {
         let head = store.read(|r| r.central_head()).unwrap();
@@ -563,4 +575,31 @@ fn a_potential_duplicate_is_flagged_instead_of_registered_until_reviewed() {
     let numbered = answers(&store, third.id);
     assert_eq!(numbered.len(), 1, "{numbered:?}");
     assert!(numbered[0].registration_number.is_some());
+}
+
+#[test]
+fn central_records_come_after_the_relays_of_entries_applied_before_them() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 1);
+    let (_, create) = node.create(&ids[0]);
+    let mut store = fx.store.clone();
+    let head_before = store.read(|r| r.central_head()).unwrap();
+    store.apply_entries(node.node_id(), &[create]).unwrap();
+    assert_eq!(store.read(|r| r.stats()).unwrap().relays_pending, 1);
+    // Central appends a record of its own before the indexer ran: the relay goes first.
+    crate::admin::add_client(&fx.store, "lab", &["type=record.read".into()], 0).unwrap();
+    assert_eq!(store.read(|r| r.stats()).unwrap().relays_pending, 0);
+    let kinds: Vec<&str> = store
+        .read(|r| r.central_entries(head_before.seq, 100))
+        .unwrap()
+        .iter()
+        .map(|e| match record_of(e) {
+            CentralRecord::Relay { .. } => "relay",
+            CentralRecord::Client { .. } => "client",
+            _ => "other",
+        })
+        .collect();
+    assert_eq!(kinds, ["relay", "client"]);
 }

@@ -174,6 +174,12 @@ impl<'a> WriteTx<'a> {
         relay_seq: Option<u64>,
         crdt_change: Option<Vec<u8>>,
     ) -> Result<LogHead, StoreError> {
+        if !matches!(
+            record,
+            CentralRecord::Relay { .. } | CentralRecord::PoolGrant { .. }
+        ) {
+            self.append_pending_relays(usize::MAX, &|| false)?;
+        }
         let last: Option<(i64, Vec<u8>, i64, i64)> = self
             .conn
             .prepare_cached(
@@ -859,30 +865,78 @@ impl<'a> WriteTx<'a> {
                 encoded,
                 i64_of(self.now_ms)
             ])?;
-        let area = area.as_deref().map(super::read::parse_uuid).transpose()?;
-        let relay = CentralRecord::Relay {
-            origin: node_hex,
-            entry: hex::encode(&encoded),
-        };
-        // Stored compact: the entry's bytes are already in `node_log`.
-        match self.append_signed(
-            &relay,
-            entry.event_id,
-            Audience::Area(area),
-            Some(node_id),
-            Some(seq),
-            None,
-        ) {
-            Ok(_) => {}
-            // Hex doubles the entry: one near the entry bound cannot be relayed in one central
-            // entry. It is applied at central all the same; other nodes miss it until the feed
-            // carries raw bytes.
-            Err(StoreError::Log(e)) => {
-                tracing::warn!(node = %node_id.fmt_short(), seq, error = %e, "entry applied but too large to relay");
-            }
-            Err(e) => return Err(e),
-        }
+        // Relayed to the other nodes of its area behind the sync path
+        // (`append_pending_relays`), in the order applied.
+        self.conn
+            .prepare_cached(
+                "INSERT INTO relay_pending (node_id, seq, event_id, area) VALUES (?1, ?2, ?3, ?4)",
+            )?
+            .execute(params![node_hex, i64_of(seq), event_key, area])?;
         Ok(Ok(()))
+    }
+
+    /// Appends the relays of up to `max` applied node entries to central's log, in the order
+    /// the entries were applied, stopping early (after at least one) when `yield_now` says
+    /// another writer waits. Returns how many were relayed. Every other record central appends
+    /// (except pool grants, which concern no event) first relays everything pending, so
+    /// central's log keeps a record's relayed entries before central's own records about it.
+    pub fn append_pending_relays(
+        &mut self,
+        max: usize,
+        yield_now: &dyn Fn() -> bool,
+    ) -> Result<usize, StoreError> {
+        let pending: Vec<(i64, String, i64, String, Option<String>)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, node_id, seq, event_id, area FROM relay_pending ORDER BY id LIMIT ?1",
+            )?
+            .query_map(params![i64::try_from(max).unwrap_or(i64::MAX)], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        let mut relayed = 0;
+        for (id, node_hex, seq, event_key, area) in pending {
+            let encoded: Vec<u8> = self
+                .conn
+                .prepare_cached("SELECT entry FROM node_log WHERE node_id = ?1 AND seq = ?2")?
+                .query_row(params![node_hex, seq], |r| r.get(0))?;
+            let node_id: NodeId = node_hex
+                .parse()
+                .map_err(|e| StoreError::Corrupt(format!("relay of node {node_hex}: {e}")))?;
+            let event_id = super::read::parse_uuid(&event_key)?;
+            let area = area.as_deref().map(super::read::parse_uuid).transpose()?;
+            let relay = CentralRecord::Relay {
+                origin: node_hex,
+                entry: hex::encode(&encoded),
+            };
+            let seq = u64::try_from(seq).unwrap_or(0);
+            // Stored compact: the entry's bytes are already in `node_log`.
+            match self.append_signed(
+                &relay,
+                event_id,
+                Audience::Area(area),
+                Some(node_id),
+                Some(seq),
+                None,
+            ) {
+                Ok(_) => {}
+                // Hex doubles the entry: one near the entry bound cannot be relayed in one
+                // central entry. It is applied at central all the same; other nodes miss it
+                // until the feed carries raw bytes.
+                Err(StoreError::Log(e)) => {
+                    tracing::warn!(node = %node_id.fmt_short(), seq, error = %e, "entry applied but too large to relay");
+                }
+                Err(e) => return Err(e),
+            }
+            self.conn
+                .prepare_cached("DELETE FROM relay_pending WHERE id = ?1")?
+                .execute(params![id])?;
+            relayed += 1;
+            if yield_now() {
+                break;
+            }
+        }
+        Ok(relayed)
     }
 
     /// The first registration number `answers` carry that another record holds already.

@@ -141,6 +141,83 @@ fn keys_of(entry: Option<&EventIndex>, ancestry: &Ancestry<'_>) -> BTreeSet<Stri
     }
 }
 
+/// Key changes of several events, written together in key order ([`Filing::write`]): sorted
+/// inserts touch each B-tree page once per batch instead of once per key.
+#[derive(Default)]
+struct Filing {
+    removes: Vec<(String, i64)>,
+    adds: Vec<(String, i64)>,
+    tokens: BTreeSet<String>,
+}
+
+impl Filing {
+    /// Adds `event_id`'s move from the keys of `old` to those of `new` (an entry with status
+    /// CREATED, or none, has no keys).
+    fn add(
+        &mut self,
+        conn: &Connection,
+        event_id: Uuid,
+        old: Option<&EventIndex>,
+        new: Option<&EventIndex>,
+        ancestry: &Ancestry<'_>,
+    ) -> Result<(), StoreError> {
+        let before = keys_of(old, ancestry);
+        let after = keys_of(new, ancestry);
+        if before == after {
+            return Ok(());
+        }
+        let id = event_id.to_string();
+        conn.prepare_cached("INSERT OR IGNORE INTO search_docs (event_id) VALUES (?1)")?
+            .execute(params![id])?;
+        let doc: i64 = conn
+            .prepare_cached("SELECT doc FROM search_docs WHERE event_id = ?1")?
+            .query_row(params![id], |r| r.get(0))?;
+        self.removes
+            .extend(before.difference(&after).map(|k| (k.clone(), doc)));
+        self.adds
+            .extend(after.difference(&before).map(|k| (k.clone(), doc)));
+        self.tokens.extend(search::indexed_tokens(&after));
+        Ok(())
+    }
+
+    /// Writes the collected changes, each table in key order.
+    fn write(mut self, conn: &Connection) -> Result<(), StoreError> {
+        self.removes.sort_unstable();
+        self.adds.sort_unstable();
+        let mut delete =
+            conn.prepare_cached("DELETE FROM search_keys WHERE key = ?1 AND doc = ?2")?;
+        for (key, doc) in &self.removes {
+            delete.execute(params![key, doc])?;
+        }
+        let mut insert =
+            conn.prepare_cached("INSERT OR IGNORE INTO search_keys (key, doc) VALUES (?1, ?2)")?;
+        for (key, doc) in &self.adds {
+            insert.execute(params![key, doc])?;
+        }
+        let mut known =
+            conn.prepare_cached("INSERT OR IGNORE INTO search_tokens (token) VALUES (?1)")?;
+        let mut vocabulary = Vec::new();
+        for token in &self.tokens {
+            // A token's vocabulary keys are written once, when it is first seen.
+            if known.execute(params![token])? == 1 {
+                vocabulary.extend(
+                    fuzzy::vocabulary_keys(token)
+                        .into_iter()
+                        .map(|key| (key, token.as_str())),
+                );
+            }
+        }
+        vocabulary.sort_unstable();
+        let mut insert = conn.prepare_cached(
+            "INSERT OR IGNORE INTO search_vocabulary (key, token) VALUES (?1, ?2)",
+        )?;
+        for (key, token) in vocabulary {
+            insert.execute(params![key, token])?;
+        }
+        Ok(())
+    }
+}
+
 /// Files `event_id` under the keys of `new` in place of those of `old` (an entry with status
 /// CREATED, or none, has no keys). Runs in the caller's transaction.
 pub(super) fn file(
@@ -150,39 +227,9 @@ pub(super) fn file(
     new: Option<&EventIndex>,
     ancestry: &Ancestry<'_>,
 ) -> Result<(), StoreError> {
-    let before = keys_of(old, ancestry);
-    let after = keys_of(new, ancestry);
-    if before == after {
-        return Ok(());
-    }
-    let id = event_id.to_string();
-    conn.prepare_cached("INSERT OR IGNORE INTO search_docs (event_id) VALUES (?1)")?
-        .execute(params![id])?;
-    let doc: i64 = conn
-        .prepare_cached("SELECT doc FROM search_docs WHERE event_id = ?1")?
-        .query_row(params![id], |r| r.get(0))?;
-    let mut delete = conn.prepare_cached("DELETE FROM search_keys WHERE key = ?1 AND doc = ?2")?;
-    for key in before.difference(&after) {
-        delete.execute(params![key, doc])?;
-    }
-    let mut insert =
-        conn.prepare_cached("INSERT OR IGNORE INTO search_keys (key, doc) VALUES (?1, ?2)")?;
-    for key in after.difference(&before) {
-        insert.execute(params![key, doc])?;
-    }
-    let mut known =
-        conn.prepare_cached("INSERT OR IGNORE INTO search_tokens (token) VALUES (?1)")?;
-    let mut vocabulary = conn
-        .prepare_cached("INSERT OR IGNORE INTO search_vocabulary (key, token) VALUES (?1, ?2)")?;
-    for token in search::indexed_tokens(&after) {
-        // A token's vocabulary keys are written once, when it is first seen.
-        if known.execute(params![token])? == 1 {
-            for key in fuzzy::vocabulary_keys(&token) {
-                vocabulary.execute(params![key, token])?;
-            }
-        }
-    }
-    Ok(())
+    let mut filing = Filing::default();
+    filing.add(conn, event_id, old, new, ancestry)?;
+    filing.write(conn)
 }
 
 /// Marks `event_id` for filing: its keys are still those of `filed` (the entry as stored before
@@ -221,6 +268,8 @@ pub(super) fn file_pending(
             .map_err(|e| StoreError::Corrupt(format!("index of {id} does not decode: {e}")))
     };
     let mut filed = 0;
+    let mut filing = Filing::default();
+    let mut delete = conn.prepare_cached("DELETE FROM search_pending WHERE event_id = ?1")?;
     for (id, old_json) in marked {
         let current: Option<String> = conn
             .prepare_cached("SELECT index_json FROM events WHERE id = ?1")?
@@ -231,20 +280,20 @@ pub(super) fn file_pending(
             Some(json) => decode(&id, json)?,
             None => None,
         };
-        file(
+        filing.add(
             conn,
             parse_uuid(&id)?,
             old.as_ref(),
             new.as_ref(),
             &ancestry,
         )?;
-        conn.prepare_cached("DELETE FROM search_pending WHERE event_id = ?1")?
-            .execute(params![id])?;
+        delete.execute(params![id])?;
         filed += 1;
         if yield_now() {
             break;
         }
     }
+    filing.write(conn)?;
     Ok(filed)
 }
 

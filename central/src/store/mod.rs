@@ -510,11 +510,12 @@ impl Store {
     }
 
     /// Appends the relays of applied node entries (`WriteTx::append_pending_relays`) and files
-    /// the search index (`search::file_pending`) behind the writes, on a background thread: every [`INDEXER_POLL`], when the writer has been idle for [`INDEXER_IDLE`] or the
-    /// index has waited [`INDEXER_LAG_MAX`], in transactions of at most
-    /// [`search::FILE_CHUNK_MAX`] events that end early when another writer waits. Runs until
-    /// the last handle to the store is dropped. For long-running processes (`run`); without it
-    /// searches stay exact (they evaluate unfiled events) but grow slower.
+    /// the search index (`search::file_pending`) behind the writes, on a background thread:
+    /// every [`INDEXER_POLL`], when the writer has been idle for [`INDEXER_IDLE`] or the index
+    /// has waited [`INDEXER_LAG_MAX`], in transactions of at most `search::FILE_CHUNK_MAX`
+    /// events that end early when another writer waits. Runs until the last handle to the store
+    /// is dropped. For long-running processes (`run`); without it searches stay exact (they
+    /// evaluate unfiled events) but grow slower, and relays wait for central's next own record.
     pub fn start_indexer(&self) -> Result<(), StoreError> {
         let weak = Arc::downgrade(&self.inner);
         std::thread::Builder::new()

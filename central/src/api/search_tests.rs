@@ -271,7 +271,7 @@ async fn pages_are_stable_and_the_index_answers_as_the_scan() {
     let events = fx.config.events.clone();
     // First with every record waiting for the indexer (searches evaluate them directly), then
     // with everything filed.
-    let pending = || fx.store.read(|r| r.search_pending_count()).unwrap();
+    let pending = || fx.store.read(|r| r.stats()).unwrap().search_index_pending;
     let waiting = pending();
     assert!(waiting > 0, "sync marks what it changed for the indexer");
     for round in 0..2 {

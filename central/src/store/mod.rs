@@ -537,7 +537,7 @@ impl Store {
                     if !due || store.inner.writers_waiting.load(Ordering::SeqCst) > 0 {
                         continue;
                     }
-                    match store.read(|r| Ok(r.relay_pending_any()? || r.search_pending_any()?)) {
+                    match store.read(|r| r.indexer_work_pending()) {
                         Ok(false) => {
                             last_filed = std::time::Instant::now();
                             continue;

@@ -327,30 +327,14 @@ pub(super) fn rebuild(conn: &Connection) -> Result<(), StoreError> {
 pub type Visible<'v> = dyn FnMut(&EventIndex, &Ancestry<'_>) -> bool + 'v;
 
 impl ReadCtx<'_> {
-    /// Whether some event waits to be filed ([`file_pending`]).
-    pub fn search_pending_any(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT EXISTS (SELECT 1 FROM search_pending)", [], |r| {
-                r.get(0)
-            })?)
-    }
-
-    /// Whether some applied entry waits to be relayed (`WriteTx::append_pending_relays`).
-    pub fn relay_pending_any(&self) -> Result<bool, StoreError> {
-        Ok(self
-            .conn()
-            .query_row("SELECT EXISTS (SELECT 1 FROM relay_pending)", [], |r| {
-                r.get(0)
-            })?)
-    }
-
-    /// How many events wait to be filed in the search index.
-    pub fn search_pending_count(&self) -> Result<u64, StoreError> {
-        let n: i64 = self
-            .conn()
-            .query_row("SELECT count(*) FROM search_pending", [], |r| r.get(0))?;
-        Ok(u64::try_from(n).unwrap_or(0))
+    /// Whether the indexer has work: an applied entry to relay (`WriteTx::append_pending_relays`)
+    /// or an event to file ([`file_pending`]). The counts are in `stats`.
+    pub fn indexer_work_pending(&self) -> Result<bool, StoreError> {
+        Ok(self.conn().query_row(
+            "SELECT EXISTS (SELECT 1 FROM relay_pending) OR EXISTS (SELECT 1 FROM search_pending)",
+            [],
+            |r| r.get(0),
+        )?)
     }
 
     fn docs(&self, sql: &str, values: impl rusqlite::Params) -> Result<BTreeSet<i64>, StoreError> {

@@ -36,6 +36,10 @@ pub const CONNECTIONS_MAX: usize = 4096;
 /// node beyond it.
 pub const FRAMES_QUEUED_MAX: usize = 4;
 
+/// Most entries applied in one transaction: a checked batch takes along the batches already
+/// checked and waiting behind it (group commit: one fsync and one ack for all), up to this many.
+pub const APPLY_GROUP_ENTRIES_MAX: usize = 2048;
+
 /// How often central's log head is polled for growth.
 pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(250);
 
@@ -203,16 +207,24 @@ enum Inbound {
     Other(Message),
 }
 
-/// Checks a batch's signatures on up to [`VERIFY_PARALLELISM`] blocking threads, keeping order.
-async fn check_entries(entries: Vec<LogEntry>) -> Result<Vec<CheckedEntry>, FrameError> {
+/// Checks a batch's signatures on up to [`VERIFY_PARALLELISM`] blocking threads, keeping order,
+/// and prepares the signed entries for their apply on the same threads
+/// ([`Store::prepare_entries`]).
+async fn check_entries(
+    store: &Store,
+    entries: Vec<LogEntry>,
+) -> Result<Vec<CheckedEntry>, FrameError> {
     let chunk = entries.len().div_ceil(VERIFY_PARALLELISM).max(1);
     let mut rest = entries;
     let mut tasks = Vec::with_capacity(VERIFY_PARALLELISM);
     while !rest.is_empty() {
         let tail = rest.split_off(chunk.min(rest.len()));
         let head = std::mem::replace(&mut rest, tail);
+        let store = store.clone();
         tasks.push(tokio::task::spawn_blocking(move || {
-            CheckedEntry::check_all(head)
+            let checked = CheckedEntry::check_all(head);
+            store.prepare_entries(&checked);
+            checked
         }));
     }
     let mut checked = Vec::new();
@@ -226,9 +238,13 @@ async fn check_entries(entries: Vec<LogEntry>) -> Result<Vec<CheckedEntry>, Fram
 }
 
 /// Reads frames until the stream ends (clean end: the channel closes) or fails (one error).
-/// Signatures of an `Entries` batch are checked here, so the check of one batch overlaps the
-/// session applying the one before.
-async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Inbound, FrameError>>) {
+/// Signatures of an `Entries` batch are checked (and its entries prepared) here, so that work
+/// overlaps the session applying the batch before.
+async fn read_frames(
+    store: Store,
+    mut recv: quinn::RecvStream,
+    tx: mpsc::Sender<Result<Inbound, FrameError>>,
+) {
     loop {
         let mut len = [0u8; 4];
         match recv.read_exact(&mut len).await {
@@ -251,7 +267,9 @@ async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Inboun
             return;
         }
         let msg = match Message::decode(&body) {
-            Ok(Message::Entries(batch)) => check_entries(batch.entries).await.map(Inbound::Entries),
+            Ok(Message::Entries(batch)) => check_entries(&store, batch.entries)
+                .await
+                .map(Inbound::Entries),
             Ok(other) => Ok(Inbound::Other(other)),
             Err(e) => Err(FrameError::from(e)),
         };
@@ -259,6 +277,17 @@ async fn read_frames(mut recv: quinn::RecvStream, tx: mpsc::Sender<Result<Inboun
         if tx.send(msg).await.is_err() || failed {
             return;
         }
+    }
+}
+
+/// The frame held back while grouping batches, else the next one from the reader.
+async fn next_frame(
+    held: &mut Option<Result<Inbound, FrameError>>,
+    frames: &mut mpsc::Receiver<Result<Inbound, FrameError>>,
+) -> Option<Result<Inbound, FrameError>> {
+    match held.take() {
+        Some(frame) => Some(frame),
+        None => frames.recv().await,
     }
 }
 
@@ -312,12 +341,14 @@ async fn run_session(
         .context("no sync stream opened in time")?
         .context("accepting the sync stream")?;
     let (frames_tx, mut frames) = mpsc::channel(FRAMES_QUEUED_MAX);
-    let reader = tokio::spawn(read_frames(recv, frames_tx));
+    let reader = tokio::spawn(read_frames(store.clone(), recv, frames_tx));
     let mut session = CentralSession::new(sync_config, node_id);
+    // A frame taken from the queue while grouping batches, handled next.
+    let mut held: Option<Result<Inbound, FrameError>> = None;
     let outcome: anyhow::Result<()> = async {
         loop {
             let result = tokio::select! {
-                frame = frames.recv() => match frame {
+                frame = next_frame(&mut held, &mut frames) => match frame {
                     None => return Ok(()),
                     Some(Err(e)) => {
                         let goodbye = Message::Goodbye(Goodbye {
@@ -327,7 +358,15 @@ async fn run_session(
                         send.write_all(&goodbye.encode_frame()).await?;
                         return Err(e.into());
                     }
-                    Some(Ok(Inbound::Entries(entries))) => {
+                    Some(Ok(Inbound::Entries(mut entries))) => {
+                        // Group commit: checked batches already waiting are applied with this one.
+                        while held.is_none() && entries.len() < APPLY_GROUP_ENTRIES_MAX {
+                            match frames.try_recv() {
+                                Ok(Ok(Inbound::Entries(more))) => entries.extend(more),
+                                Ok(other) => held = Some(other),
+                                Err(_) => break,
+                            }
+                        }
                         let (s, r) = step(session, &store, move |s, st| s.handle_checked_entries(entries, st)).await?;
                         session = s;
                         r

@@ -659,6 +659,11 @@ impl CheckedEntry {
     pub fn hash(&self) -> EntryHash {
         self.hash
     }
+
+    /// Whether the signature checked out (bounds included).
+    pub fn is_signed(&self) -> bool {
+        self.signature.is_ok()
+    }
 }
 
 impl ChainVerifier {

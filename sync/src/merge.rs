@@ -10,7 +10,7 @@ use std::collections::HashMap;
 
 use automerge::transaction::{CommitOptions, Transactable as _};
 use automerge::{
-    ActorId, Automerge, Change, ObjType, ROOT, ReadDoc as _, ScalarValue, Value, hydrate,
+    ActorId, Automerge, Change, ObjType, ROOT, ReadDoc as _, ScalarValue, Value, hydrate, legacy,
 };
 use crvs_common::event::{ActionDocument, Declaration};
 use crvs_common::state::FieldConflict;
@@ -232,6 +232,63 @@ impl EventCrdt {
         Ok((declaration, conflicts))
     }
 
+    /// The declaration of a new document holding only `change`, read from the change itself:
+    /// the same answer as applying it to an empty document and asking [`Self::state`] (which
+    /// then finds no conflict), without building the document. Only for the shape
+    /// [`Self::record`] gives a document's first change: no dependencies, the actor's first
+    /// change, one `actions` map and one `decl` map made at the root, and string values put into
+    /// them once per key, overwriting nothing. `None` for any other change (apply it instead).
+    pub fn fresh_state(change: &[u8]) -> Option<Declaration> {
+        let change = Change::from_bytes(change.to_vec()).ok()?;
+        if !change.deps().is_empty() || change.seq() != 1 || change.start_op().get() != 1 {
+            return None;
+        }
+        let expanded = change.decode();
+        let mut actions_map: Option<u64> = None;
+        let mut decl_map: Option<u64> = None;
+        let mut action_keys = std::collections::HashSet::new();
+        let mut declaration = Declaration::new();
+        for (counter, op) in (expanded.start_op.get()..).zip(&expanded.operations) {
+            let legacy::Key::Map(key) = &op.key else {
+                return None;
+            };
+            if op.insert || !op.pred.is_empty() || key.is_empty() {
+                return None;
+            }
+            match (&op.action, &op.obj) {
+                (legacy::OpType::Make(ObjType::Map), legacy::ObjectId::Root) => {
+                    let made = match key.as_str() {
+                        ACTIONS => &mut actions_map,
+                        DECLARATION => &mut decl_map,
+                        _ => return None,
+                    };
+                    if made.replace(counter).is_some() {
+                        return None;
+                    }
+                }
+                (
+                    legacy::OpType::Put(ScalarValue::Str(text)),
+                    legacy::ObjectId::Id(legacy::OpId(made, actor)),
+                ) if *actor == expanded.actor_id => {
+                    if Some(*made) == actions_map {
+                        if !action_keys.insert(key.clone()) {
+                            return None;
+                        }
+                    } else if Some(*made) == decl_map {
+                        let value = serde_json::from_str(text).ok()?;
+                        if declaration.insert(key.to_string(), value).is_some() {
+                            return None;
+                        }
+                    } else {
+                        return None;
+                    }
+                }
+                _ => return None,
+            }
+        }
+        Some(declaration)
+    }
+
     /// Fields written concurrently at different places, with every value and the winner.
     pub fn conflicts(&self) -> Result<Vec<FieldConflict>, MergeError> {
         let mut out = Vec::new();
@@ -297,6 +354,7 @@ fn json_of(value: &Value<'_>, key: &str) -> Result<serde_json::Value, MergeError
 
 #[cfg(test)]
 mod tests {
+    use proptest::strategy::Strategy as _;
     use serde_json::json;
 
     use super::*;
@@ -401,6 +459,94 @@ mod tests {
             a.state().unwrap(),
             (a.declaration().unwrap(), a.conflicts().unwrap())
         );
+    }
+
+    /// The applied state of a new document holding only `change`.
+    fn applied_state(change: &[u8]) -> (Declaration, Vec<FieldConflict>) {
+        let mut doc = EventCrdt::new(actor(9));
+        doc.apply_complete_change(change).unwrap();
+        doc.state().unwrap()
+    }
+
+    #[test]
+    fn a_fresh_change_reads_as_the_applied_document_and_others_are_left_to_automerge() {
+        let action: ActionDocument = serde_json::from_value(json!({
+            "id": "2f0c5a1e-8d4b-4c3a-9e61-0d5f1b2a3c4d",
+            "type": "CREATE",
+            "status": "Accepted",
+            "transactionId": "tx-1",
+            "createdAt": "2024-06-03T10:00:00.000Z",
+            "createdBy": "client-1",
+            "createdByUserType": "system",
+        }))
+        .unwrap();
+        for delta in [
+            json!({}),
+            json!({"child.name": {"firstname": "Liam"}, "child.dob": "2024-06-03", "child.gender": null}),
+            json!({"child.weightAtBirth": 3.1, "mother.previousBirths": 2, "x": [1, "two", null], "y": false}),
+        ] {
+            let mut a = EventCrdt::new(actor(1));
+            let first = a
+                .record(std::slice::from_ref(&action), &decl(delta.clone()), 1)
+                .unwrap();
+            let (declaration, conflicts) = applied_state(&first);
+            assert!(conflicts.is_empty());
+            assert_eq!(EventCrdt::fresh_state(&first), Some(declaration), "{delta}");
+            // A later change depends on the first: not a fresh document's.
+            let second = a
+                .record(&[], &decl(json!({"child.dob": "2024-06-04"})), 2)
+                .unwrap();
+            assert_eq!(EventCrdt::fresh_state(&second), None);
+        }
+        // A first change that does not create the maps in one batch (written key by key on top
+        // of nothing) is left to automerge as well, as are bytes that are no change at all.
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut tx = doc.transaction();
+        let decl_obj = tx.put_object(ROOT, DECLARATION, ObjType::Map).unwrap();
+        tx.put(&decl_obj, "child.dob", "\"2024-06-03\"").unwrap();
+        tx.put(&decl_obj, "child.dob", "\"2024-06-04\"").unwrap();
+        tx.commit();
+        let keyed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        assert_eq!(
+            EventCrdt::fresh_state(&keyed),
+            None,
+            "an overwrite has a pred"
+        );
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut tx = doc.transaction();
+        let list = tx.put_object(ROOT, DECLARATION, ObjType::List).unwrap();
+        tx.insert(&list, 0, "1").unwrap();
+        tx.commit();
+        let listed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        assert_eq!(
+            EventCrdt::fresh_state(&listed),
+            None,
+            "a list is not the shape"
+        );
+        assert_eq!(EventCrdt::fresh_state(b"not a change"), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn fresh_state_equals_applying_the_change(
+            fields in proptest::collection::btree_map(
+                "[a-z]{1,3}\\.[a-z]{1,4}",
+                proptest::prop_oneof![
+                    proptest::strategy::Just(serde_json::Value::Null),
+                    proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                    proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
+                    "[ -~]{0,12}".prop_map(serde_json::Value::from),
+                ],
+                0..12,
+            )
+        ) {
+            let delta: Declaration = fields.into_iter().collect();
+            let mut a = EventCrdt::new(actor(1));
+            let change = a.record(&[], &delta, 1).unwrap();
+            let (declaration, conflicts) = applied_state(&change);
+            proptest::prop_assert!(conflicts.is_empty());
+            proptest::prop_assert_eq!(EventCrdt::fresh_state(&change), Some(declaration));
+        }
     }
 
     #[test]

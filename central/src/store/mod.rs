@@ -9,6 +9,7 @@
 
 mod dedup;
 mod hooks;
+mod prepare;
 mod read;
 mod records;
 mod register;
@@ -20,13 +21,14 @@ use std::path::Path;
 use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
-use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
+use crvs_common::log::{CheckedEntry, EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
 use crvs_sync::engine::{CentralStore, NodeRecord, StoreFault};
 use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
 
 pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
 pub use hooks::{ActionHook, Answered, HookAnswer, HookJob};
+pub use prepare::{PREPARED_ENTRIES_MAX, Prepared, PreparedCache};
 pub use read::ReadCtx;
 pub use records::Brought;
 pub use schema::SCHEMA_VERSION;
@@ -328,6 +330,8 @@ struct Inner {
     central_id: NodeId,
     pool: PoolSettings,
     registration: Registration,
+    /// Node entries prepared on the signature-check threads, waiting for their apply.
+    prepared: Mutex<PreparedCache>,
 }
 
 impl Inner {
@@ -373,9 +377,10 @@ fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreErr
     Ok(conn)
 }
 
-/// A poisoned lock only means another thread panicked while holding it; the connection itself
-/// is intact (an open transaction was rolled back when it was dropped).
-fn lock(mutex: &Mutex<Connection>) -> MutexGuard<'_, Connection> {
+/// A poisoned lock only means another thread panicked while holding it; a connection itself is
+/// intact (an open transaction was rolled back when it was dropped), and the prepared-entry cache
+/// is only a cache.
+fn lock<T>(mutex: &Mutex<T>) -> MutexGuard<'_, T> {
     mutex
         .lock()
         .unwrap_or_else(std::sync::PoisonError::into_inner)
@@ -467,8 +472,32 @@ impl Store {
                 central_id,
                 pool,
                 registration,
+                prepared: Mutex::new(PreparedCache::default()),
             }),
         })
+    }
+
+    /// Does the pure part of applying these node entries ([`prepare::prepare`]: payload parsed,
+    /// a new event's merge document and index derived) and keeps it for their apply, by hash.
+    /// For the threads that check signatures, while the writer applies the batch before; entries
+    /// whose signature failed are skipped. Applying never depends on it: a miss is applied the
+    /// ordinary way.
+    pub fn prepare_entries(&self, entries: &[CheckedEntry]) {
+        let central_id = *self.inner.central_id.as_bytes();
+        let prepared: Vec<(EntryHash, Prepared)> = entries
+            .iter()
+            .filter(|c| c.is_signed())
+            .filter_map(|c| Some((c.hash(), prepare::prepare(c.entry(), &central_id)?)))
+            .collect();
+        let mut cache = lock(&self.inner.prepared);
+        for (hash, p) in prepared {
+            cache.insert(hash, p);
+        }
+    }
+
+    /// Prepared entries waiting for their apply ([`Self::prepare_entries`]).
+    pub fn prepared_waiting(&self) -> usize {
+        lock(&self.inner.prepared).len()
     }
 
     /// Moves WAL checkpoints off the write path: the writer checkpoints only past
@@ -667,7 +696,19 @@ impl CentralStore for Store {
         node_id: NodeId,
         entries: &[LogEntry],
     ) -> Result<(LogHead, Vec<Reject>), StoreFault> {
-        self.write(|w| w.apply_entries(node_id, entries))
+        // Hashed here, before the writer is taken; each entry's prepared part (if any) goes with it.
+        let hashes: Vec<EntryHash> = entries.iter().map(LogEntry::hash).collect();
+        let prepared = {
+            let mut cache = lock(&self.inner.prepared);
+            hashes
+                .into_iter()
+                .map(|h| {
+                    let p = cache.take(&h);
+                    (h, p)
+                })
+                .collect()
+        };
+        self.write(|w| w.apply_prepared(node_id, entries, prepared))
             .map_err(fault)
     }
 

@@ -442,19 +442,44 @@ impl<'a> ReadCtx<'a> {
         let Some((event_type, tracking_id, created_at, updated_at)) = row else {
             return Ok(None);
         };
-        let mut stmt = self.conn.prepare_cached(
-            "SELECT body FROM actions WHERE event_id = ?1
-             ORDER BY action_type != 'CREATE', created_at, seq",
-        )?;
-        let mut actions = stmt
-            .query_map(params![id], |r| r.get::<_, String>(0))?
-            .map(|body| {
-                let body = body?;
-                serde_json::from_str::<ActionDocument>(&body).map_err(|e| {
+        let rows: Vec<(String, String, String, i64)> = self
+            .conn
+            .prepare_cached(
+                "SELECT id, body, origin, origin_seq FROM actions WHERE event_id = ?1
+                 ORDER BY action_type != 'CREATE', created_at, seq",
+            )?
+            .query_map(params![id], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?))
+            })?
+            .collect::<Result<_, _>>()?;
+        // A node's actions are kept once, in its entry (`Body::InNodeLog`); each entry is read
+        // once for all of its actions.
+        let mut entries: HashMap<(String, i64), Vec<ActionDocument>> = HashMap::new();
+        let mut actions = Vec::with_capacity(rows.len());
+        for (action_id, body, origin, origin_seq) in rows {
+            if !body.is_empty() {
+                actions.push(serde_json::from_str::<ActionDocument>(&body).map_err(|e| {
                     StoreError::Corrupt(format!("action of {id} does not decode: {e}"))
-                })
-            })
-            .collect::<Result<Vec<_>, _>>()?;
+                })?);
+                continue;
+            }
+            let key = (origin, origin_seq);
+            if !entries.contains_key(&key) {
+                let carried = self.entry_actions(&key.0, key.1)?;
+                entries.insert(key.clone(), carried);
+            }
+            let action = entries[&key]
+                .iter()
+                .find(|a| a.id.to_string() == action_id)
+                .cloned()
+                .ok_or_else(|| {
+                    StoreError::Corrupt(format!(
+                        "action {action_id} of {id} is not in entry {} of node {}",
+                        key.1, key.0
+                    ))
+                })?;
+            actions.push(action);
+        }
         crvs_common::state::canonical_order(&mut actions);
         Ok(Some(EventDocument {
             id: event_id,
@@ -464,6 +489,21 @@ impl<'a> ReadCtx<'a> {
             actions,
             tracking_id,
         }))
+    }
+
+    /// The actions a node's applied entry carried (its payload's, as the node signed them).
+    fn entry_actions(&self, node: &str, seq: i64) -> Result<Vec<ActionDocument>, StoreError> {
+        let bytes: Vec<u8> = self
+            .conn
+            .prepare_cached("SELECT entry FROM node_log WHERE node_id = ?1 AND seq = ?2")?
+            .query_row(params![node, seq], |r| r.get(0))
+            .optional()?
+            .ok_or_else(|| StoreError::Corrupt(format!("no entry {seq} of node {node}")))?;
+        let entry = LogEntry::decode(&bytes)
+            .map_err(|e| StoreError::Corrupt(format!("entry {seq} of node {node}: {e}")))?;
+        let payload: crvs_common::event::EntryPayload = serde_json::from_slice(&entry.action)
+            .map_err(|e| StoreError::Corrupt(format!("payload of entry {seq} of {node}: {e}")))?;
+        Ok(payload.actions)
     }
 
     /// The event id with this tracking id.

@@ -83,7 +83,13 @@ impl WriteTx<'_> {
         )?;
         let origin = self.central_id().to_string();
         for action in &actions {
-            self.store_action(&event_key, action, &origin, head.seq)?;
+            self.store_action(
+                &event_key,
+                action,
+                &origin,
+                head.seq,
+                super::write::Body::Json,
+            )?;
         }
         self.refresh_index(event_id, &merge)
     }

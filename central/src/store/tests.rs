@@ -603,3 +603,134 @@ fn central_records_come_after_the_relays_of_entries_applied_before_them() {
         .collect();
     assert_eq!(kinds, ["relay", "client"]);
 }
+
+/// Everything stored about an event that applying derives: its row, its date-index rows and its
+/// search mark.
+fn derived_rows(store: &crate::store::Store, event: uuid::Uuid) -> Vec<String> {
+    store
+        .read(|r| {
+            let conn = r.conn();
+            let mut out = Vec::new();
+            for sql in [
+                "SELECT quote(id), quote(event_type), quote(tracking_id), quote(created_at),
+                        quote(updated_at), quote(origin), quote(admin_area_id), quote(status),
+                        quote(index_json), quote(conflicts), quote(crdt)
+                 FROM events WHERE id = ?1",
+                "SELECT quote(field_id) || quote(date) FROM dedup_dates WHERE event_id = ?1
+                 ORDER BY field_id",
+                "SELECT quote(filed) FROM search_pending WHERE event_id = ?1",
+            ] {
+                let mut stmt = conn.prepare(sql)?;
+                let mut rows = stmt.query([event.to_string()])?;
+                while let Some(row) = rows.next()? {
+                    let cols = row.as_ref().column_count();
+                    for i in 0..cols {
+                        out.push(row.get::<_, String>(i)?);
+                    }
+                }
+            }
+            Ok(out)
+        })
+        .unwrap()
+}
+
+#[test]
+fn prepared_new_events_are_stored_as_the_ordinary_path_derives_them() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 4);
+    let decl = |name: &str| {
+        json!({
+            "child.name": {"firstname": name, "surname": "Phiri"},
+            "child.dob": "2026-06-01",
+            "mother.dob": "1995-01-02",
+            "child.weightAtBirth": 3.1,
+        })
+    };
+    // A new event written whole (prepared); a new event touched again later in the batch; a new
+    // event whose registration is requested in the batch; a new event created by a plain CREATE.
+    let (whole, e1) = node.create_and_notify(&ids[0], decl("Liam"));
+    let (touched, e2) = node.create_and_notify(&ids[1], decl("Ada"));
+    let e3 = node.notify(&touched, json!({"child.name": {"firstname": "Adah"}}));
+    let (registered, e4) = node.create_and_notify(&ids[2], decl("Zoe"));
+    let e5 = node.request_registration(&registered);
+    let (plain, e6) = node.create(&ids[3]);
+    let batch = vec![e1, e2, e3, e4, e5, e6];
+    let mut store = fx.store.clone();
+    store.prepare_entries(&crvs_common::log::CheckedEntry::check_all(batch.clone()));
+    assert_eq!(
+        store.prepared_waiting(),
+        batch.len(),
+        "every entry prepared"
+    );
+    let (acked, rejects) = store.apply_entries(node.node_id(), &batch).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(acked, node.head);
+    assert_eq!(
+        store.prepared_waiting(),
+        0,
+        "the apply took what was prepared"
+    );
+    let index = store.read(|r| r.index_entry(whole.id)).unwrap().unwrap();
+    assert_eq!(index.status, EventStatus::Notified);
+    assert_eq!(index.declaration["child.name"]["firstname"], "Liam");
+    let index = store.read(|r| r.index_entry(touched.id)).unwrap().unwrap();
+    assert_eq!(index.declaration["child.name"]["firstname"], "Adah");
+    let index = store
+        .read(|r| r.index_entry(registered.id))
+        .unwrap()
+        .unwrap();
+    assert_eq!(index.status, EventStatus::Registered);
+    // Deriving each event again the ordinary way, from its stored actions and merge document,
+    // changes nothing.
+    for event in [&whole, &touched, &registered, &plain] {
+        let before = derived_rows(&store, event.id);
+        assert!(!before.is_empty());
+        store
+            .write(|w| {
+                let merge = w.load_crdt(event.id)?;
+                w.refresh_index(event.id, &merge)
+            })
+            .unwrap();
+        assert_eq!(derived_rows(&store, event.id), before, "event {}", event.id);
+    }
+}
+
+#[test]
+fn the_prepared_entry_cache_is_bounded_and_a_miss_is_applied_the_ordinary_way() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 2);
+    let (first, e1) = node.create_and_notify(&ids[0], json!({"child.dob": "2026-06-01"}));
+    let (second, e2) = node.create_and_notify(&ids[1], json!({"child.dob": "2026-06-02"}));
+    let mut store = fx.store.clone();
+    // Only the second is prepared; the first is a miss.
+    store.prepare_entries(&crvs_common::log::CheckedEntry::check_all(vec![e2.clone()]));
+    let (acked, rejects) = store.apply_entries(node.node_id(), &[e1, e2]).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(acked, node.head);
+    for event in [&first, &second] {
+        let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
+        assert_eq!(index.status, EventStatus::Notified);
+    }
+    // The cache keeps at most its bound, dropping the oldest.
+    let mut cache = super::prepare::PreparedCache::with_bound(3);
+    let mut other = NodeWriter::new(2, facility(1));
+    let mut hashes = Vec::new();
+    for i in 0..5 {
+        let (_, entry) = other.create_and_notify(&format!("X{i:05}"), json!({}));
+        let prepared = super::prepare::prepare(&entry, store.central_id().as_bytes()).unwrap();
+        assert!(
+            prepared.fresh.is_some(),
+            "a creating entry is prepared whole"
+        );
+        hashes.push(entry.hash());
+        cache.insert(entry.hash(), prepared);
+    }
+    assert_eq!(cache.len(), 3);
+    assert!(cache.take(&hashes[0]).is_none(), "the oldest was dropped");
+    assert!(cache.take(&hashes[1]).is_none(), "the oldest was dropped");
+    assert!(cache.take(&hashes[hashes.len() - 1]).is_some());
+}

@@ -16,6 +16,7 @@ use crvs_sync::merge::{EventCrdt, actor_for};
 use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OptionalExtension as _, params};
 
+use super::prepare::{FreshEvent, Prepared};
 use super::read::ReadCtx;
 use super::{
     Audience, ClientRow, NewNode, PoolSettings, REJECTS_KEPT_PER_NODE, StoreError,
@@ -118,16 +119,26 @@ impl<'a> WriteTx<'a> {
     }
 
     /// Stores one action of `event_key` as recorded by `origin` (a node's id, or central's) in
-    /// its log entry `seq`; an action stored before (re-delivery) is left as it is.
+    /// its log entry `seq`; an action stored before (re-delivery) is left as it is. Returns whether
+    /// it was stored now. With `Body::InNodeLog` the row keeps no copy of the action's JSON: it is
+    /// in the node's entry `seq`, stored verbatim in `node_log` (read back by
+    /// [`ReadCtx::event_document`]).
     pub(super) fn store_action(
         &mut self,
         event_key: &str,
         action: &ActionDocument,
         origin: &str,
         seq: u64,
-    ) -> Result<(), StoreError> {
-        let body = serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?;
-        self.conn
+        body: Body,
+    ) -> Result<bool, StoreError> {
+        let body = match body {
+            Body::Json => {
+                serde_json::to_string(action).map_err(|e| StoreError::Corrupt(e.to_string()))?
+            }
+            Body::InNodeLog => String::new(),
+        };
+        let stored = self
+            .conn
             .prepare_cached(
                 "INSERT OR IGNORE INTO actions (id, event_id, action_type, status, created_at, origin, origin_seq, body)
                  VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8)",
@@ -142,7 +153,7 @@ impl<'a> WriteTx<'a> {
                 i64_of(seq),
                 body
             ])?;
-        Ok(())
+        Ok(stored == 1)
     }
 
     /// Read access inside the transaction (sees its own writes).
@@ -641,22 +652,40 @@ impl<'a> WriteTx<'a> {
 
     /// Applies verified, contiguous entries of `node_id` after its acked head: node-log rows,
     /// actions (idempotent by id), events, merge documents (each loaded and saved once per
-    /// event), derived indexes and one `relay` record per entry. Stops at the first entry refused
+    /// event), derived indexes and one pending relay per entry. Stops at the first entry refused
     /// for its content. Returns the new acked head and that refusal.
     pub fn apply_entries(
         &mut self,
         node_id: NodeId,
         entries: &[LogEntry],
     ) -> Result<(LogHead, Vec<Reject>), StoreError> {
+        let prepared = entries.iter().map(|e| (e.hash(), None)).collect();
+        self.apply_prepared(node_id, entries, prepared)
+    }
+
+    /// [`Self::apply_entries`] with each entry's hash and what was prepared for it
+    /// ([`super::prepare`]), in the entries' order. A prepared new event is written in one go
+    /// (the values the ordinary path would derive); anything else takes the ordinary path.
+    pub fn apply_prepared(
+        &mut self,
+        node_id: NodeId,
+        entries: &[LogEntry],
+        prepared: Vec<(EntryHash, Option<Prepared>)>,
+    ) -> Result<(LogHead, Vec<Reject>), StoreError> {
         let node = self
             .reader()
             .node_state(node_id)?
             .ok_or_else(|| StoreError::Invalid(format!("no enrolled node {node_id}")))?;
+        if prepared.len() != entries.len() {
+            return Err(StoreError::Invalid(
+                "one hash per entry is needed to apply entries".into(),
+            ));
+        }
         let mut head = node.acked;
-        let mut docs: BTreeMap<uuid::Uuid, MergeDoc> = BTreeMap::new();
+        let mut docs: BTreeMap<uuid::Uuid, DocSlot> = BTreeMap::new();
         let mut registers: BTreeSet<uuid::Uuid> = BTreeSet::new();
         let mut rejects = Vec::new();
-        for entry in entries {
+        for (entry, (hash, prepared)) in entries.iter().zip(prepared) {
             // Another session of the same node may have applied these since the caller looked.
             if entry.seq <= head.seq {
                 continue;
@@ -665,17 +694,21 @@ impl<'a> WriteTx<'a> {
                 break;
             }
             match self.apply_one(
-                node_id,
-                node.admin_area_id,
-                entry,
+                &Applying {
+                    node_id,
+                    node_area: node.admin_area_id,
+                    entry,
+                    hash,
+                },
+                prepared,
                 &mut docs,
                 &mut registers,
             )? {
                 Ok(()) => {
                     head = LogHead {
                         seq: entry.seq,
-                        hash: entry.hash(),
-                    };
+                        hash,
+                    }
                 }
                 Err(reject) => {
                     rejects.push(reject);
@@ -683,8 +716,10 @@ impl<'a> WriteTx<'a> {
                 }
             }
         }
-        for (event_id, doc) in &docs {
-            self.refresh_index(*event_id, doc)?;
+        for (event_id, slot) in &docs {
+            if let DocSlot::Merging(doc) = slot {
+                self.refresh_index(*event_id, doc)?;
+            }
         }
         // Requested registrations are answered in the same transaction as the entries that
         // asked: applied and confirmed together, or neither.
@@ -704,16 +739,24 @@ impl<'a> WriteTx<'a> {
     /// Applies one entry; `Ok(Err(reject))` when its content is refused (nothing written).
     fn apply_one(
         &mut self,
-        node_id: NodeId,
-        node_area: Option<uuid::Uuid>,
-        entry: &LogEntry,
-        docs: &mut BTreeMap<uuid::Uuid, MergeDoc>,
+        applying: &Applying<'_>,
+        prepared: Option<Prepared>,
+        docs: &mut BTreeMap<uuid::Uuid, DocSlot>,
         registers: &mut BTreeSet<uuid::Uuid>,
     ) -> Result<Result<(), Reject>, StoreError> {
+        let Applying {
+            node_id,
+            node_area,
+            entry,
+            hash,
+        } = *applying;
         let seq = entry.seq;
-        let payload: EntryPayload = match serde_json::from_slice(&entry.action) {
-            Ok(p) => p,
-            Err(e) => return Ok(Err(content_reject(seq, "malformed-payload", e.to_string()))),
+        let (payload, fresh) = match prepared {
+            Some(p) => (p.payload, p.fresh),
+            None => match serde_json::from_slice::<EntryPayload>(&entry.action) {
+                Ok(p) => (p, None),
+                Err(e) => return Ok(Err(content_reject(seq, "malformed-payload", e.to_string()))),
+            },
         };
         if payload.event_id != entry.event_id || payload.actions.is_empty() {
             return Ok(Err(content_reject(
@@ -814,37 +857,70 @@ impl<'a> WriteTx<'a> {
                 location_area.or_else(|| node_area.map(|a| a.to_string()))
             }
         };
-        let doc = match docs.entry(payload.event_id) {
-            std::collections::btree_map::Entry::Occupied(o) => o.into_mut(),
-            std::collections::btree_map::Entry::Vacant(v) => {
-                v.insert(self.load_crdt(payload.event_id)?)
+        // A new event that no earlier entry of this batch touched, prepared ahead: its merge
+        // document and index are already derived.
+        let fresh = fresh.filter(|_| is_new && !docs.contains_key(&payload.event_id));
+        if fresh.is_none() {
+            let doc = match docs.entry(payload.event_id) {
+                std::collections::btree_map::Entry::Occupied(o) => {
+                    let slot = o.into_mut();
+                    if let DocSlot::Written = slot {
+                        // Written whole by an earlier entry of this batch: merge on top of it.
+                        *slot = DocSlot::Merging(Box::new(self.load_crdt(payload.event_id)?));
+                    }
+                    slot
+                }
+                std::collections::btree_map::Entry::Vacant(v) => v.insert(DocSlot::Merging(
+                    Box::new(self.load_crdt(payload.event_id)?),
+                )),
+            };
+            if let (Some(change), DocSlot::Merging(doc)) = (&entry.crdt_change, doc) {
+                // Every dependency must be here: a change left waiting would make the stored
+                // document (kept as appended changes) fail to load.
+                if let Err(e) = doc.crdt.apply_complete_change(change) {
+                    return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
+                }
+                doc.appended.extend_from_slice(change);
             }
-        };
-        if let Some(change) = &entry.crdt_change {
-            // Every dependency must be here: a change left waiting would make the stored
-            // document (kept as appended changes) fail to load.
-            if let Err(e) = doc.crdt.apply_complete_change(change) {
-                return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
-            }
-            doc.appended.extend_from_slice(change);
         }
         if is_new {
-            self.insert_event_row(&NewEventRow {
+            let row = NewEventRow {
                 event_key: &event_key,
                 event_type: &payload.event_type,
                 tracking_id: &payload.tracking_id,
                 created_at: &payload.event_created_at,
                 origin: &node_hex,
                 area: area.as_deref(),
-            })?;
+            };
+            match &fresh {
+                Some(fresh) => self.insert_fresh_event_row(&row, fresh)?,
+                None => self.insert_event_row(&row)?,
+            }
             self.conn
                 .prepare_cached("UPDATE tracking_ids SET event_id = ?1 WHERE id = ?2")?
                 .execute(params![event_key, payload.tracking_id])?;
             // An imported record's numbers are claimed, so central never issues them again.
             self.claim_registration_numbers(&event_key, &answers)?;
         }
+        let mut stored_actions = 0;
         for action in &payload.actions {
-            self.store_action(&event_key, action, &node_hex, seq)?;
+            if self.store_action(&event_key, action, &node_hex, seq, Body::InNodeLog)? {
+                stored_actions += 1;
+            }
+        }
+        if let Some(fresh) = fresh {
+            if stored_actions == fresh.actions {
+                super::search::mark_pending(self.conn, payload.event_id, "{}")?;
+                self.index_dedup_dates(payload.event_id, &fresh.index)?;
+                docs.insert(payload.event_id, DocSlot::Written);
+            } else {
+                // An action id already stored elsewhere: the event is what the stored rows say,
+                // derived the ordinary way at the end of the batch.
+                docs.insert(
+                    payload.event_id,
+                    DocSlot::Merging(Box::new(self.load_crdt(payload.event_id)?)),
+                );
+            }
         }
         if payload
             .actions
@@ -861,7 +937,7 @@ impl<'a> WriteTx<'a> {
             .execute(params![
                 node_hex,
                 i64_of(seq),
-                entry.hash().0.as_slice(),
+                hash.0.as_slice(),
                 encoded,
                 i64_of(self.now_ms)
             ])?;
@@ -1006,6 +1082,36 @@ impl<'a> WriteTx<'a> {
         Ok(())
     }
 
+    /// Inserts a new event's row complete: derived status, index, conflicts and merge document
+    /// as prepared ([`super::prepare`]), where [`Self::insert_event_row`] leaves them to
+    /// [`Self::refresh_index`].
+    fn insert_fresh_event_row(
+        &mut self,
+        row: &NewEventRow<'_>,
+        fresh: &FreshEvent,
+    ) -> Result<(), StoreError> {
+        self.conn
+            .prepare_cached(
+                "INSERT INTO events (id, event_type, tracking_id, created_at, updated_at, origin,
+                                     admin_area_id, status, index_json, conflicts, crdt)
+                 VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11)",
+            )?
+            .execute(params![
+                row.event_key,
+                row.event_type,
+                row.tracking_id,
+                row.created_at,
+                fresh.index.updated_at,
+                row.origin,
+                row.area,
+                fresh.index.status.as_str(),
+                fresh.json,
+                fresh.index.conflicts.len() as i64,
+                fresh.stored_crdt
+            ])?;
+        Ok(())
+    }
+
     pub(super) fn load_crdt(&self, event_id: uuid::Uuid) -> Result<MergeDoc, StoreError> {
         let actor = actor_for(self.key.node_id().as_bytes());
         let stored: Option<Vec<u8>> = self
@@ -1141,6 +1247,33 @@ pub(super) struct NewEventRow<'a> {
     pub(super) created_at: &'a str,
     pub(super) origin: &'a str,
     pub(super) area: Option<&'a str>,
+}
+
+/// Where an action row's JSON lives.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+pub(super) enum Body {
+    /// In the row (`body`): central's own actions.
+    Json,
+    /// In the node entry that carried it (`node_log` at `origin`, `origin_seq`); the row's `body`
+    /// is empty. A node's entry is kept verbatim anyway, so its actions are not stored twice.
+    InNodeLog,
+}
+
+/// One entry being applied: whose, which, and its hash.
+#[derive(Clone, Copy)]
+struct Applying<'e> {
+    node_id: NodeId,
+    node_area: Option<uuid::Uuid>,
+    entry: &'e LogEntry,
+    hash: EntryHash,
+}
+
+/// An event's merge document while a batch is applied.
+enum DocSlot {
+    /// Loaded, with the batch's changes applied; saved and re-derived at the end of the batch.
+    Merging(Box<MergeDoc>),
+    /// New, written complete from its prepared values; nothing left to derive.
+    Written,
 }
 
 /// One event's merge document while a batch is applied: the bytes stored before and the raw

@@ -325,14 +325,6 @@ impl NodeId {
     pub fn fmt_short(&self) -> String {
         fmt_short_hex(&self.0)
     }
-
-    /// Strictly verifies `signature` over `message` with this identity's key: refuses
-    /// non-canonical signatures and small-order keys, so signatures are not malleable.
-    pub(crate) fn verify_strict(&self, message: &[u8], signature: &[u8; 64]) -> bool {
-        VerifyingKey::from_bytes(&self.0)
-            .and_then(|key| key.verify_strict(message, &Signature::from_bytes(signature)))
-            .is_ok()
-    }
 }
 
 impl fmt::Display for NodeId {
@@ -556,6 +548,17 @@ impl LogEntry {
     /// signatures and small-order keys are refused). Says nothing about the chain or the key's
     /// standing: see [`ChainVerifier`].
     pub fn verify_signature(&self) -> Result<(), VerifyError> {
+        let key = VerifyingKey::from_bytes(&self.node_id.0).ok();
+        self.verify_signature_under(key.as_ref(), &self.signing_bytes())
+    }
+
+    /// [`Self::verify_signature`] with `node_id`'s key already decompressed (`None`: not a valid
+    /// key) and the signing bytes already built.
+    fn verify_signature_under(
+        &self,
+        key: Option<&VerifyingKey>,
+        signing_bytes: &[u8],
+    ) -> Result<(), VerifyError> {
         if self.seq == 0 {
             return Err(DecodeError::SeqZero.into());
         }
@@ -566,10 +569,11 @@ impl LogEntry {
                 bytes_max,
             },
         )?;
-        if self
-            .node_id
-            .verify_strict(&self.signing_bytes(), &self.signature)
-        {
+        let signed = key.is_some_and(|key| {
+            key.verify_strict(signing_bytes, &Signature::from_bytes(&self.signature))
+                .is_ok()
+        });
+        if signed {
             Ok(())
         } else {
             Err(VerifyError::BadSignature { seq: self.seq })
@@ -631,8 +635,23 @@ impl CheckedEntry {
     /// Checks `entry`'s bounds and signature ([`LogEntry::verify_signature`]) and hashes it.
     /// A failed check is kept, not returned: the chain verifier reports it in its own order.
     pub fn check(entry: LogEntry) -> Self {
-        let signature = entry.verify_signature();
-        let hash = entry.hash();
+        let key = VerifyingKey::from_bytes(&entry.node_id.0).ok();
+        Self::check_under(entry, key.as_ref())
+    }
+
+    /// [`Self::check`] with the entry's key already decompressed. The body is encoded once, for
+    /// both the signature and the hash.
+    fn check_under(entry: LogEntry, key: Option<&VerifyingKey>) -> Self {
+        let signing_bytes = entry.signing_bytes();
+        let signature = entry.verify_signature_under(key, &signing_bytes);
+        let body = &signing_bytes[DOMAIN_SEP_LOG_ENTRY.len()..];
+        let hash = EntryHash(
+            Sha256::new()
+                .chain_update(body)
+                .chain_update(entry.signature)
+                .finalize()
+                .into(),
+        );
         Self {
             entry,
             hash,
@@ -640,9 +659,23 @@ impl CheckedEntry {
         }
     }
 
-    /// [`Self::check`] of every entry, in order.
+    /// [`Self::check`] of every entry, in order; a node's key is decompressed once for a run of
+    /// its entries.
     pub fn check_all(entries: Vec<LogEntry>) -> Vec<Self> {
-        entries.into_iter().map(Self::check).collect()
+        let mut key: Option<(NodeId, Option<VerifyingKey>)> = None;
+        entries
+            .into_iter()
+            .map(|entry| {
+                if key.as_ref().is_none_or(|(id, _)| *id != entry.node_id) {
+                    key = Some((
+                        entry.node_id,
+                        VerifyingKey::from_bytes(&entry.node_id.0).ok(),
+                    ));
+                }
+                let verifying = key.as_ref().and_then(|(_, k)| k.as_ref());
+                Self::check_under(entry, verifying)
+            })
+            .collect()
     }
 
     /// The entry.
@@ -1116,6 +1149,15 @@ mod tests {
             (head_of(&log[2]), log[4].clone()),
             (head_of(&log[0]), bad_link),
         ];
+        // Checking a run at once (a node's key decompressed once for its entries) judges each
+        // entry as checking it alone does.
+        let all = CheckedEntry::check_all(cases.iter().map(|(_, e)| e.clone()).collect());
+        for ((_, entry), checked) in cases.iter().zip(&all) {
+            let one = CheckedEntry::check(entry.clone());
+            assert_eq!(checked.hash(), one.hash());
+            assert_eq!(checked.is_signed(), one.is_signed());
+            assert_eq!(checked.is_signed(), entry.verify_signature().is_ok());
+        }
         for (head, entry) in cases {
             let mut plain = ChainVerifier::new(key(3).node_id(), head);
             let mut pre = plain.clone();

@@ -21,7 +21,7 @@ use std::sync::{Arc, Mutex};
 use std::time::{Duration, Instant};
 
 use crvs_sync::engine::{NodeSession, SessionStatus, SyncConfig, SyncError};
-use crvs_sync::wire::{self, Goodbye, Message};
+use crvs_sync::wire::{self, Goodbye, Message, Packing};
 use tokio::sync::{mpsc, watch};
 
 use crate::enroll::Enrollment;
@@ -400,8 +400,14 @@ impl Driver {
                 Ok(stepped) => stepped,
                 Err(error) => return failed(error, &Default::default()),
             };
+            // A fast link is CPU-bound, not byte-bound: entry batches are packed fast there.
+            let packing = if self.options.sync.is_fast_link(link_rtt_ms) {
+                Packing::Fast
+            } else {
+                Packing::Small
+            };
             for msg in &stepped.transmit {
-                let frame = msg.encode_frame();
+                let frame = msg.encode_frame_packed(packing);
                 self.count_sent(msg, frame.len());
                 if let Err(e) = write_bytes(&mut send, &frame, FRAME_WRITE_TIMEOUT).await {
                     return failed(e, &stepped.status);

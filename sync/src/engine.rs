@@ -80,6 +80,13 @@ impl SyncConfig {
         }
     }
 
+    /// Whether a link with this transport RTT counts as fast ([`Self::fast_link`]).
+    pub fn is_fast_link(&self, rtt_ms: u32) -> bool {
+        self.fast_link
+            .as_ref()
+            .is_some_and(|fast| rtt_ms <= fast.rtt_ms_max)
+    }
+
     /// Small batches and short timers, so a simulation exercises many rounds.
     pub fn for_tests() -> Self {
         Self {

@@ -53,14 +53,25 @@ pub const REJECTS_KEPT_PER_NODE: i64 = 1000;
 /// 36^6, so collisions are rare until it is nearly full).
 const TRACKING_ID_ATTEMPTS_PER_ID: u32 = 4;
 
-/// How often the background checkpointer ([`Store::start_checkpointer`]) copies the WAL into the
-/// database (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer or readers).
+/// How often the background checkpointer ([`Store::start_checkpointer`]) considers copying the
+/// WAL into the database (`PRAGMA wal_checkpoint(PASSIVE)`: it never blocks the writer or
+/// readers).
 pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_millis(200);
+
+/// The checkpointer copies only once no write has ended for this long (a burst of writes, such
+/// as a node's backlog, keeps the CPU; pages it rewrites are then copied once, not once per
+/// interval) ...
+pub const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
+
+/// ... or once this long has passed since its last checkpoint, so the WAL of a store that is
+/// never idle stays bounded well below [`WAL_FORCED_CHECKPOINT_PAGES`].
+pub const CHECKPOINT_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
 /// With the background checkpointer running, the WAL pages after which the writer checkpoints
 /// on its own anyway (SQLite's `wal_autocheckpoint`): caps the WAL if the checkpointer falls
-/// behind. 16,384 pages of 4 KiB is 64 MiB.
-pub const WAL_FORCED_CHECKPOINT_PAGES: u32 = 16_384;
+/// behind. 65,536 pages of 4 KiB is 256 MiB, several times what a drain writes in
+/// [`CHECKPOINT_LAG_MAX`].
+pub const WAL_FORCED_CHECKPOINT_PAGES: u32 = 65_536;
 
 /// How often the background indexer ([`Store::start_indexer`]) looks for events to file in the
 /// search index.
@@ -502,8 +513,10 @@ impl Store {
 
     /// Moves WAL checkpoints off the write path: the writer checkpoints only past
     /// [`WAL_FORCED_CHECKPOINT_PAGES`], and a background thread with its own connection runs a
-    /// passive checkpoint every [`CHECKPOINT_INTERVAL`] until the last handle to the store is
-    /// dropped. For long-running processes (`run`); a short CLI command keeps SQLite's default.
+    /// passive checkpoint every [`CHECKPOINT_INTERVAL`] once the writer has been idle for
+    /// [`CHECKPOINT_IDLE`] (or [`CHECKPOINT_LAG_MAX`] has passed), until the last handle to the
+    /// store is dropped. For long-running processes (`run`); a short CLI command keeps SQLite's
+    /// default.
     pub fn start_checkpointer(&self, path: &Path) -> Result<(), StoreError> {
         let conn = open_connection(
             path,
@@ -518,11 +531,22 @@ impl Store {
         std::thread::Builder::new()
             .name("crvs-checkpoint".into())
             .spawn(move || {
+                let mut last_checkpoint = std::time::Instant::now();
                 loop {
                     std::thread::sleep(CHECKPOINT_INTERVAL);
-                    if inner.strong_count() == 0 {
+                    let Some(store) = inner.upgrade() else {
                         return;
+                    };
+                    let idle_ms = store
+                        .elapsed_ms()
+                        .saturating_sub(store.last_write_end_ms.load(Ordering::SeqCst));
+                    let busy = idle_ms < CHECKPOINT_IDLE.as_millis() as u64
+                        || store.writers_waiting.load(Ordering::SeqCst) > 0;
+                    drop(store);
+                    if busy && last_checkpoint.elapsed() < CHECKPOINT_LAG_MAX {
+                        continue;
                     }
+                    last_checkpoint = std::time::Instant::now();
                     // (busy, WAL frames, frames checkpointed); a busy result only means
                     // another checkpoint was running.
                     let result: rusqlite::Result<(i64, i64, i64)> =

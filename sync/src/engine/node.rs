@@ -341,10 +341,16 @@ impl NodeSession {
         self.link_rtt_ms = Some(rtt_ms);
     }
 
+    /// Whether the link, as last observed, counts as fast ([`SyncConfig::fast_link`]).
+    pub fn link_is_fast(&self) -> bool {
+        self.link_rtt_ms
+            .is_some_and(|rtt| self.config.is_fast_link(rtt))
+    }
+
     /// Batch entries, batch bytes and window for the link as last observed.
     fn window(&self) -> (usize, usize, usize) {
-        match (&self.config.fast_link, self.link_rtt_ms) {
-            (Some(fast), Some(rtt)) if rtt <= fast.rtt_ms_max => (
+        match &self.config.fast_link {
+            Some(fast) if self.link_is_fast() => (
                 fast.batch_entries_max,
                 fast.batch_bytes_max,
                 fast.in_flight_bytes_max,

@@ -458,6 +458,16 @@ pub struct EventIndex {
 impl EventIndex {
     /// Derives the index entry of a document.
     pub fn from_document(doc: &EventDocument) -> Self {
+        Self::from_document_with(doc, aggregate_declaration(&doc.actions), Vec::new())
+    }
+
+    /// [`Self::from_document`] with the declaration (and its conflicts) already known, for
+    /// example from the event's merge document: the actions' aggregate is not computed.
+    pub fn from_document_with(
+        doc: &EventDocument,
+        declaration: Declaration,
+        conflicts: Vec<FieldConflict>,
+    ) -> Self {
         let create = doc
             .actions
             .iter()
@@ -491,8 +501,8 @@ impl EventIndex {
             assigned_to: assigned_to(&doc.actions),
             registration_number,
             legal_statuses: LegalStatuses::from_actions(&doc.actions),
-            declaration: aggregate_declaration(&doc.actions),
-            conflicts: Vec::new(),
+            declaration,
+            conflicts,
         }
     }
 }

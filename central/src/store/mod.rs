@@ -84,7 +84,7 @@ pub const INDEXER_IDLE: std::time::Duration = std::time::Duration::from_millis(5
 /// ... or once this long has passed since it last filed anything, so the index never falls
 /// far behind a store that is never idle. Either way it stops after the event it is filing
 /// when another writer waits.
-pub const INDEXER_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(1);
+pub const INDEXER_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(3);
 
 /// Page cache of the writer connection, KiB (SQLite's default is 2,000 KiB): applying a batch
 /// touches the node log, events, actions, tracking ids and central's log.

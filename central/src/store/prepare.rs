@@ -94,9 +94,8 @@ fn fresh_event(
         actions,
         tracking_id: payload.tracking_id.clone(),
     };
-    let mut index = EventIndex::from_document(&doc);
     // A document holding a change has heads: its state is the index's declaration.
-    (index.declaration, index.conflicts) = (declaration, conflicts);
+    let index = EventIndex::from_document_with(&doc, declaration, conflicts);
     let json = serde_json::to_string(&index).ok()?;
     Some(FreshEvent {
         index,

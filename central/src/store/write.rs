@@ -1153,14 +1153,16 @@ impl<'a> WriteTx<'a> {
             // Every entry touching a document was refused before its event was stored.
             return Ok(());
         };
-        let mut index = EventIndex::from_document(&doc);
         // Entries without an automerge change (none since issue "Sync") leave the document
         // empty; the aggregate of the actions is then the declaration.
-        if !crdt.heads().is_empty() {
-            (index.declaration, index.conflicts) = crdt
+        let index = if crdt.heads().is_empty() {
+            EventIndex::from_document(&doc)
+        } else {
+            let (declaration, conflicts) = crdt
                 .state()
                 .map_err(|e| StoreError::Corrupt(format!("crdt of {event_id}: {e}")))?;
-        }
+            EventIndex::from_document_with(&doc, declaration, conflicts)
+        };
         let json = serde_json::to_string(&index).map_err(|e| StoreError::Corrupt(e.to_string()))?;
         // The national search index follows behind (`search::file_pending`): the event is
         // marked with the entry its keys are filed under now. A new event's stored entry is the

@@ -410,9 +410,9 @@ mod tests {
         assert!(b.conflicts().unwrap().is_empty());
     }
 
-    #[test]
-    fn a_fresh_document_records_in_one_batch_and_later_writes_key_by_key() {
-        let action: ActionDocument = serde_json::from_value(json!({
+    /// The CREATE a system client records.
+    fn create_action() -> ActionDocument {
+        serde_json::from_value(json!({
             "id": "2f0c5a1e-8d4b-4c3a-9e61-0d5f1b2a3c4d",
             "type": "CREATE",
             "status": "Accepted",
@@ -422,7 +422,12 @@ mod tests {
             "createdByUserType": "system",
             "createdByRole": "HEALTH",
         }))
-        .unwrap();
+        .unwrap()
+    }
+
+    #[test]
+    fn a_fresh_document_records_in_one_batch_and_later_writes_key_by_key() {
+        let action = create_action();
         let mut a = EventCrdt::new(actor(1));
         let c1 = a
             .record(
@@ -470,16 +475,7 @@ mod tests {
 
     #[test]
     fn a_fresh_change_reads_as_the_applied_document_and_others_are_left_to_automerge() {
-        let action: ActionDocument = serde_json::from_value(json!({
-            "id": "2f0c5a1e-8d4b-4c3a-9e61-0d5f1b2a3c4d",
-            "type": "CREATE",
-            "status": "Accepted",
-            "transactionId": "tx-1",
-            "createdAt": "2024-06-03T10:00:00.000Z",
-            "createdBy": "client-1",
-            "createdByUserType": "system",
-        }))
-        .unwrap();
+        let action = create_action();
         for delta in [
             json!({}),
             json!({"child.name": {"firstname": "Liam"}, "child.dob": "2024-06-03", "child.gender": null}),

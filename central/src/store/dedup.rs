@@ -33,6 +33,9 @@ pub struct Registration {
     pub dedup: BTreeMap<String, DeduplicationConfig>,
     /// Confirmation hooks, first match wins.
     pub hooks: Vec<super::hooks::ActionHook>,
+    /// [`Self::date_fields`] per event type, computed on first use (the rules do not change
+    /// once the store holds them).
+    date_fields: std::sync::OnceLock<BTreeMap<String, Vec<String>>>,
 }
 
 impl Registration {
@@ -53,6 +56,7 @@ impl Registration {
             format,
             dedup,
             hooks: Vec::new(),
+            date_fields: std::sync::OnceLock::new(),
         }
     }
 
@@ -60,6 +64,20 @@ impl Registration {
     pub fn with_hooks(mut self, hooks: Vec<super::hooks::ActionHook>) -> Self {
         self.hooks = hooks;
         self
+    }
+
+    /// The date fields of `event_type` the rules' windows look up, sorted (kept after the
+    /// first call).
+    fn date_fields_of(&self, event_type: &str) -> &[String] {
+        self.date_fields
+            .get_or_init(|| {
+                self.dedup
+                    .keys()
+                    .map(|t| (t.clone(), self.date_fields(t)))
+                    .collect()
+            })
+            .get(event_type)
+            .map_or(&[], Vec::as_slice)
     }
 
     /// The date fields of `event_type` the rules' windows look up, sorted.
@@ -150,8 +168,8 @@ impl WriteTx<'_> {
         self.conn()
             .prepare_cached("DELETE FROM dedup_dates WHERE event_id = ?1")?
             .execute(params![key])?;
-        for field in self.registration().date_fields(&index.event_type) {
-            if let Some(date) = field_date(&index.declaration, &field) {
+        for field in self.registration().date_fields_of(&index.event_type) {
+            if let Some(date) = field_date(&index.declaration, field) {
                 self.conn()
                     .prepare_cached(
                         "INSERT INTO dedup_dates (event_id, event_type, field_id, date)

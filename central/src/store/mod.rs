@@ -720,17 +720,25 @@ impl CentralStore for Store {
         node_id: NodeId,
         entries: &[LogEntry],
     ) -> Result<(LogHead, Vec<Reject>), StoreFault> {
-        // Hashed here, before the writer is taken; each entry's prepared part (if any) goes with it.
+        // Hashed here, before the writer is taken.
         let hashes: Vec<EntryHash> = entries.iter().map(LogEntry::hash).collect();
+        self.apply_hashed_entries(node_id, entries, &hashes)
+    }
+
+    fn apply_hashed_entries(
+        &mut self,
+        node_id: NodeId,
+        entries: &[LogEntry],
+        hashes: &[EntryHash],
+    ) -> Result<(LogHead, Vec<Reject>), StoreFault> {
+        if hashes.len() != entries.len() {
+            return Err(StoreFault("one hash per entry is needed".into()));
+        }
+        debug_assert!(entries.iter().zip(hashes).all(|(e, h)| e.hash() == *h));
+        // Each entry's prepared part (if any) goes with it.
         let prepared = {
             let mut cache = lock(&self.inner.prepared);
-            hashes
-                .into_iter()
-                .map(|h| {
-                    let p = cache.take(&h);
-                    (h, p)
-                })
-                .collect()
+            hashes.iter().map(|h| (*h, cache.take(h))).collect()
         };
         self.write(|w| w.apply_prepared(node_id, entries, prepared))
             .map_err(fault)

@@ -35,6 +35,17 @@ pub trait CentralStore {
         node_id: NodeId,
         entries: &[LogEntry],
     ) -> Result<(LogHead, Vec<Reject>), StoreFault>;
+    /// [`Self::apply_entries`] with each entry's hash, already computed by the signature check
+    /// ([`CheckedEntry::hash`]). The default ignores them.
+    fn apply_hashed_entries(
+        &mut self,
+        node_id: NodeId,
+        entries: &[LogEntry],
+        hashes: &[EntryHash],
+    ) -> Result<(LogHead, Vec<Reject>), StoreFault> {
+        let _ = hashes;
+        self.apply_entries(node_id, entries)
+    }
     /// Records a refused entry (reason and bytes) for ops; changes no state.
     fn record_reject(
         &mut self,
@@ -244,6 +255,7 @@ impl CentralSession {
         let record = self.admitted(store)?;
         let mut verifier = ChainVerifier::new(self.node_id, record.acked);
         let mut fresh: Vec<LogEntry> = Vec::new();
+        let mut hashes: Vec<EntryHash> = Vec::new();
         let mut rejects = Vec::new();
         for checked in entries {
             let entry = checked.entry();
@@ -253,7 +265,10 @@ impl CentralSession {
                 None
             };
             match verifier.accept_checked(&checked, stored) {
-                Ok(Verdict::Append) => fresh.push(checked.into_entry()),
+                Ok(Verdict::Append) => {
+                    hashes.push(checked.hash());
+                    fresh.push(checked.into_entry());
+                }
                 Ok(Verdict::Duplicate) => {}
                 Err(VerifyError::Fork { seq }) => {
                     store.record_fork(self.node_id, entry)?;
@@ -285,7 +300,8 @@ impl CentralSession {
         }
         let mut acked = record.acked;
         if !fresh.is_empty() {
-            let (applied, content_rejects) = store.apply_entries(self.node_id, &fresh)?;
+            let (applied, content_rejects) =
+                store.apply_hashed_entries(self.node_id, &fresh, &hashes)?;
             acked = applied;
             for r in &content_rejects {
                 if let Some(entry) = fresh.iter().find(|e| e.seq == r.seq) {

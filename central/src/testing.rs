@@ -227,6 +227,29 @@ impl NodeWriter {
         (event, entry)
     }
 
+    /// [`Self::create_and_notify`] whose payload carries its NOTIFY twice (the same action id):
+    /// only the first copy is stored.
+    pub(crate) fn create_and_notify_twice(
+        &mut self,
+        tracking_id: &str,
+        decl: serde_json::Value,
+    ) -> (Event, LogEntry) {
+        let event = Event {
+            id: Uuid::new_v4(),
+            tracking_id: tracking_id.to_owned(),
+        };
+        let decl: Declaration = decl.as_object().cloned().unwrap();
+        let create = action(ActionType::Create, self.facility, None, self.clock_ms);
+        let notify = action(
+            ActionType::Notify,
+            self.facility,
+            Some(decl.clone()),
+            self.clock_ms,
+        );
+        let entry = self.sign(&event, vec![create, notify.clone(), notify], &decl);
+        (event, entry)
+    }
+
     /// An entry notifying `event` with `decl`.
     pub(crate) fn notify(&mut self, event: &Event, decl: serde_json::Value) -> LogEntry {
         let decl: Declaration = decl.as_object().cloned().unwrap();

@@ -1154,7 +1154,8 @@ mod tests {
         let all = CheckedEntry::check_all(cases.iter().map(|(_, e)| e.clone()).collect());
         for ((_, entry), checked) in cases.iter().zip(&all) {
             let one = CheckedEntry::check(entry.clone());
-            assert_eq!(checked.hash(), one.hash());
+            assert_eq!(checked.hash(), entry.hash());
+            assert_eq!(one.hash(), entry.hash());
             assert_eq!(checked.is_signed(), one.is_signed());
             assert_eq!(checked.is_signed(), entry.verify_signature().is_ok());
         }

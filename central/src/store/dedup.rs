@@ -29,8 +29,9 @@ pub const DEDUP_CANDIDATES_MAX: usize = 5_000;
 pub struct Registration {
     /// Registration number format.
     pub format: RegistrationFormat,
-    /// Event type → the rules run before registering.
-    pub dedup: BTreeMap<String, DeduplicationConfig>,
+    /// Event type → the rules run before registering (fixed at construction: the date fields
+    /// derived from them are kept).
+    dedup: BTreeMap<String, DeduplicationConfig>,
     /// Confirmation hooks, first match wins.
     pub hooks: Vec<super::hooks::ActionHook>,
     /// [`Self::date_fields`] per event type, computed on first use (the rules do not change

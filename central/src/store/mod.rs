@@ -28,7 +28,7 @@ use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavio
 
 pub use dedup::{DEDUP_CANDIDATES_MAX, Registration};
 pub use hooks::{ActionHook, Answered, HookAnswer, HookJob};
-pub use prepare::{PREPARED_ENTRIES_MAX, Prepared, PreparedCache};
+pub use prepare::{PREPARED_BYTES_MAX, PREPARED_ENTRIES_MAX, Prepared, PreparedCache};
 pub use read::ReadCtx;
 pub use records::Brought;
 pub use schema::SCHEMA_VERSION;
@@ -333,6 +333,8 @@ struct Inner {
     writer: Mutex<Connection>,
     /// Threads waiting for `writer` (the indexer gives way to them).
     writers_waiting: AtomicUsize,
+    /// A write transaction is open (the checkpointer waits for the writer to be idle).
+    writing: std::sync::atomic::AtomicBool,
     /// When the last write transaction ended (ms since `started`).
     last_write_end_ms: AtomicU64,
     started: std::time::Instant,
@@ -359,6 +361,7 @@ impl Drop for WriteEnd<'_> {
         self.0
             .last_write_end_ms
             .store(self.0.elapsed_ms(), Ordering::SeqCst);
+        self.0.writing.store(false, Ordering::SeqCst);
     }
 }
 
@@ -476,6 +479,7 @@ impl Store {
             inner: Arc::new(Inner {
                 writer: Mutex::new(writer),
                 writers_waiting: AtomicUsize::new(0),
+                writing: std::sync::atomic::AtomicBool::new(false),
                 last_write_end_ms: AtomicU64::new(0),
                 started: std::time::Instant::now(),
                 readers,
@@ -541,6 +545,7 @@ impl Store {
                         .elapsed_ms()
                         .saturating_sub(store.last_write_end_ms.load(Ordering::SeqCst));
                     let busy = idle_ms < CHECKPOINT_IDLE.as_millis() as u64
+                        || store.writing.load(Ordering::SeqCst)
                         || store.writers_waiting.load(Ordering::SeqCst) > 0;
                     drop(store);
                     if busy && last_checkpoint.elapsed() < CHECKPOINT_LAG_MAX {
@@ -635,6 +640,7 @@ impl Store {
         self.inner.writers_waiting.fetch_add(1, Ordering::SeqCst);
         let mut conn = lock(&self.inner.writer);
         self.inner.writers_waiting.fetch_sub(1, Ordering::SeqCst);
+        self.inner.writing.store(true, Ordering::SeqCst);
         let _ended = WriteEnd(&self.inner);
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)

@@ -21,15 +21,22 @@ use crvs_common::state::{EventIndex, canonical_order};
 use crvs_sync::merge::{APPEND_MAX_BYTES, EventCrdt, actor_for};
 
 /// Prepared entries kept waiting for their apply transaction; the oldest are dropped beyond it
-/// (a dropped one is applied the ordinary way). Several batches of the largest size
-/// ([`crvs_sync::engine::FastLink`]), at a few KiB each.
+/// (a dropped one is applied the ordinary way): several batches of the largest size
+/// ([`crvs_sync::engine::FastLink`]). Shared by every connection.
 pub const PREPARED_ENTRIES_MAX: usize = 4096;
+
+/// ... and at most this many bytes of the entries they were prepared from (payload and change;
+/// the parsed form is a few times larger). Entries that are never applied (re-sent duplicates,
+/// entries after a refused one) wait until newer ones push them out.
+pub const PREPARED_BYTES_MAX: usize = 32 * 1024 * 1024;
 
 /// An entry's payload, parsed, and what the event it creates derives to.
 #[derive(Debug)]
 pub struct Prepared {
     pub(super) payload: EntryPayload,
     pub(super) fresh: Option<FreshEvent>,
+    /// Bytes of the entry it was prepared from (its payload and change), for the cache bound.
+    weight: usize,
 }
 
 /// What a new event holds once the entry creating it is applied, with nothing else applied.
@@ -50,7 +57,12 @@ pub(super) struct FreshEvent {
 pub(super) fn prepare(entry: &LogEntry, central_id: &[u8; 32]) -> Option<Prepared> {
     let payload: EntryPayload = serde_json::from_slice(&entry.action).ok()?;
     let fresh = fresh_event(entry, &payload, central_id);
-    Some(Prepared { payload, fresh })
+    let weight = entry.action.len() + entry.crdt_change.as_ref().map_or(0, Vec::len);
+    Some(Prepared {
+        payload,
+        fresh,
+        weight,
+    })
 }
 
 fn fresh_event(
@@ -105,13 +117,15 @@ fn fresh_event(
     })
 }
 
-/// Prepared entries by hash, oldest dropped first beyond its bound.
+/// Prepared entries by hash, oldest dropped first beyond its bounds.
 #[derive(Debug)]
 pub struct PreparedCache {
     by_hash: HashMap<EntryHash, Prepared>,
     /// Insertion order; may hold hashes already taken (skipped when dropping).
     order: VecDeque<EntryHash>,
     bound: usize,
+    /// Sum of the waiting entries' weights, at most [`PREPARED_BYTES_MAX`].
+    bytes: usize,
 }
 
 impl Default for PreparedCache {
@@ -121,31 +135,41 @@ impl Default for PreparedCache {
 }
 
 impl PreparedCache {
-    /// A cache keeping at most `bound` prepared entries.
+    /// A cache keeping at most `bound` prepared entries (and [`PREPARED_BYTES_MAX`] bytes).
     pub fn with_bound(bound: usize) -> Self {
         Self {
             by_hash: HashMap::new(),
             order: VecDeque::new(),
             bound,
+            bytes: 0,
         }
     }
 
-    /// Keeps `prepared` for the entry with hash `hash`, dropping the oldest beyond the bound.
+    /// Keeps `prepared` for the entry with hash `hash`, dropping the oldest beyond the bounds.
     pub fn insert(&mut self, hash: EntryHash, prepared: Prepared) {
-        if self.by_hash.insert(hash, prepared).is_none() {
-            self.order.push_back(hash);
+        self.bytes += prepared.weight;
+        match self.by_hash.insert(hash, prepared) {
+            Some(old) => self.bytes -= old.weight,
+            None => self.order.push_back(hash),
         }
-        while self.by_hash.len() > self.bound || self.order.len() > 2 * self.bound {
+        while self.by_hash.len() > self.bound
+            || self.bytes > PREPARED_BYTES_MAX
+            || self.order.len() > 2 * self.bound
+        {
             let Some(oldest) = self.order.pop_front() else {
                 break;
             };
-            self.by_hash.remove(&oldest);
+            if let Some(dropped) = self.by_hash.remove(&oldest) {
+                self.bytes -= dropped.weight;
+            }
         }
     }
 
     /// Takes what was prepared for the entry with hash `hash`.
     pub fn take(&mut self, hash: &EntryHash) -> Option<Prepared> {
-        self.by_hash.remove(hash)
+        let taken = self.by_hash.remove(hash)?;
+        self.bytes -= taken.weight;
+        Some(taken)
     }
 
     /// Prepared entries waiting.

@@ -7,7 +7,7 @@ use rusqlite::Connection;
 use super::StoreError;
 
 /// The schema version this code writes.
-pub const SCHEMA_VERSION: i64 = 11;
+pub const SCHEMA_VERSION: i64 = 12;
 
 /// Version 1: locations, clients, enrolled nodes and their logs, merged events and actions,
 /// tracking-id leases, rejects and forks, and central's own signed log (the feed).
@@ -334,6 +334,9 @@ pub(super) fn migrate(conn: &mut Connection) -> Result<(), StoreError> {
     if version < 11 {
         tx.execute_batch(V11)?;
     }
+    // Version 12 changes no table: from it on, the `actions` rows of a node's actions have an
+    // empty `body` (the action is in the node's entry in `node_log`; `Body::InNodeLog`). Code
+    // before it would fail to read them, so it must refuse such a database.
     tx.pragma_update(None, "user_version", SCHEMA_VERSION)?;
     tx.commit()?;
     Ok(())

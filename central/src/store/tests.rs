@@ -698,6 +698,48 @@ fn prepared_new_events_are_stored_as_the_ordinary_path_derives_them() {
 }
 
 #[test]
+fn a_prepared_event_whose_actions_were_not_all_stored_is_derived_the_ordinary_way() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 2);
+    let decl = json!({"child.name": {"firstname": "Liam"}, "child.dob": "2026-06-01"});
+    // The same payload shape twice: one prepared, one not.
+    let (prepared, e1) = node.create_and_notify_twice(&ids[0], decl.clone());
+    let (ordinary, e2) = node.create_and_notify_twice(&ids[1], decl);
+    let mut store = fx.store.clone();
+    store.prepare_entries(&crvs_common::log::CheckedEntry::check_all(vec![e1.clone()]));
+    let (acked, rejects) = store.apply_entries(node.node_id(), &[e1, e2]).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(acked, node.head);
+    assert_eq!(store.prepared_waiting(), 0);
+    // Both are marked for the search index as having no keys filed yet, and both derive alike.
+    let (a, b) = (
+        derived_rows(&store, prepared.id),
+        derived_rows(&store, ordinary.id),
+    );
+    assert_eq!(a.last(), Some(&"'{}'".to_owned()), "{a:?}");
+    assert_eq!(b.last(), Some(&"'{}'".to_owned()), "{b:?}");
+    let (index_a, index_b) = (
+        store.read(|r| r.index_entry(prepared.id)).unwrap().unwrap(),
+        store.read(|r| r.index_entry(ordinary.id)).unwrap().unwrap(),
+    );
+    assert_eq!(index_a.status, index_b.status);
+    assert_eq!(index_a.declaration, index_b.declaration);
+    assert_eq!(index_a.flags, index_b.flags);
+    let stored_actions = |event: uuid::Uuid| {
+        store
+            .read(|r| r.event_document(event))
+            .unwrap()
+            .unwrap()
+            .actions
+            .len()
+    };
+    assert_eq!(stored_actions(prepared.id), 2);
+    assert_eq!(stored_actions(ordinary.id), 2);
+}
+
+#[test]
 fn the_prepared_entry_cache_is_bounded_and_a_miss_is_applied_the_ordinary_way() {
     let fx = fixture();
     enroll(&fx, 1, facility(1));

@@ -909,8 +909,9 @@ impl<'a> WriteTx<'a> {
             }
         }
         if let Some(fresh) = fresh {
+            // A new event had no search keys: marked so, whichever way it is derived.
+            super::search::mark_pending(self.conn, payload.event_id, "{}")?;
             if stored_actions == fresh.actions {
-                super::search::mark_pending(self.conn, payload.event_id, "{}")?;
                 self.index_dedup_dates(payload.event_id, &fresh.index)?;
                 docs.insert(payload.event_id, DocSlot::Written);
             } else {

@@ -211,20 +211,7 @@ impl NodeWriter {
         tracking_id: &str,
         decl: serde_json::Value,
     ) -> (Event, LogEntry) {
-        let event = Event {
-            id: Uuid::new_v4(),
-            tracking_id: tracking_id.to_owned(),
-        };
-        let decl: Declaration = decl.as_object().cloned().unwrap();
-        let create = action(ActionType::Create, self.facility, None, self.clock_ms);
-        let notify = action(
-            ActionType::Notify,
-            self.facility,
-            Some(decl.clone()),
-            self.clock_ms,
-        );
-        let entry = self.sign(&event, vec![create, notify], &decl);
-        (event, entry)
+        self.create_and_notify_times(tracking_id, decl, 1)
     }
 
     /// [`Self::create_and_notify`] whose payload carries its NOTIFY twice (the same action id):
@@ -233,6 +220,16 @@ impl NodeWriter {
         &mut self,
         tracking_id: &str,
         decl: serde_json::Value,
+    ) -> (Event, LogEntry) {
+        self.create_and_notify_times(tracking_id, decl, 2)
+    }
+
+    /// A CREATE and `copies` copies of one NOTIFY with `decl`, in one entry.
+    fn create_and_notify_times(
+        &mut self,
+        tracking_id: &str,
+        decl: serde_json::Value,
+        copies: usize,
     ) -> (Event, LogEntry) {
         let event = Event {
             id: Uuid::new_v4(),
@@ -246,7 +243,9 @@ impl NodeWriter {
             Some(decl.clone()),
             self.clock_ms,
         );
-        let entry = self.sign(&event, vec![create, notify.clone(), notify], &decl);
+        let mut actions = vec![create];
+        actions.extend(std::iter::repeat_n(notify, copies));
+        let entry = self.sign(&event, actions, &decl);
         (event, entry)
     }
 

@@ -6,7 +6,9 @@
 //! the node id recorded at enrollment. The node opens one bidirectional stream; a reader task
 //! turns it into frames (length checked against [`FRAME_BYTES_MAX`] before the body is read) and
 //! the connection task feeds them to the session, running the store calls on a blocking thread,
-//! then writes whatever `poll_transmit` yields. When central's log grows (polled every
+//! and queues whatever `poll_transmit` yields for a writer task, which sends each step's
+//! messages once every commit before them is durable (a node's entries are applied with a
+//! deferred fsync: [`Store::write_deferred`]), while the session goes on with the next batch. When central's log grows (polled every
 //! [`FEED_POLL_INTERVAL`], since operator commands append from another process) the session is
 //! told, so downstream entries flow without waiting for the node, and a node revoked while
 //! connected is sent away.
@@ -21,7 +23,7 @@ use crvs_sync::engine::{CentralSession, CentralStore as _, SyncConfig, SyncError
 use crvs_sync::wire::{FRAME_BYTES_MAX, Goodbye, Message, WireError};
 use quinn::crypto::rustls::QuicServerConfig;
 use rustls::pki_types::CertificateDer;
-use tokio::sync::{Semaphore, mpsc, watch};
+use tokio::sync::{Semaphore, mpsc, oneshot, watch};
 use tokio::task::JoinSet;
 use tracing::Instrument as _;
 
@@ -39,6 +41,10 @@ pub const FRAMES_QUEUED_MAX: usize = 4;
 /// Most entries applied in one transaction: a checked batch takes along the batches already
 /// checked and waiting behind it (group commit: one fsync and one ack for all), up to this many.
 pub const APPLY_GROUP_ENTRIES_MAX: usize = 2048;
+
+/// Steps whose messages wait to be written, per connection (each waits until the commits
+/// before it are durable); the session stops taking frames beyond it.
+pub const STEPS_UNSENT_MAX: usize = 8;
 
 /// How often central's log head is polled for growth.
 pub const FEED_POLL_INTERVAL: Duration = Duration::from_millis(250);
@@ -326,6 +332,46 @@ async fn serve_connection(
         .await
 }
 
+/// One step's messages, encoded, and the store's commit ticket when the step ended.
+struct Outgoing {
+    ticket: u64,
+    frames: Vec<Vec<u8>>,
+}
+
+/// Writes each step's frames in order, each step's only once the store has made every commit
+/// before it durable ([`Store::durable`]): an `Ack` of entries applied by a deferred commit
+/// never leaves before its fsync, while the session already applies the next batch. Hands the
+/// stream back (with the first error, if any) when the queue closes.
+async fn write_frames(
+    store: Store,
+    mut send: quinn::SendStream,
+    mut outgoing: mpsc::Receiver<Outgoing>,
+    failed: oneshot::Sender<String>,
+) -> quinn::SendStream {
+    while let Some(step) = outgoing.recv().await {
+        let written = async {
+            store.durable(step.ticket).await?;
+            for frame in &step.frames {
+                send.write_all(frame).await?;
+            }
+            anyhow::Ok(())
+        }
+        .await;
+        if let Err(e) = written {
+            let _ = failed.send(format!("{e:#}"));
+            break;
+        }
+    }
+    send
+}
+
+/// The session's messages to send, encoded as frames.
+fn transmits(session: &mut CentralSession) -> Vec<Vec<u8>> {
+    std::iter::from_fn(|| session.poll_transmit())
+        .map(|msg| msg.encode_frame())
+        .collect()
+}
+
 /// Drives one authenticated node's session until it ends.
 async fn run_session(
     conn: quinn::Connection,
@@ -336,12 +382,39 @@ async fn run_session(
     mut stop: watch::Receiver<bool>,
 ) -> anyhow::Result<()> {
     tracing::info!(peer = %conn.remote_address(), "node connected");
-    let (mut send, recv) = tokio::time::timeout(STREAM_OPEN_TIMEOUT, conn.accept_bi())
+    let (send, recv) = tokio::time::timeout(STREAM_OPEN_TIMEOUT, conn.accept_bi())
         .await
         .context("no sync stream opened in time")?
         .context("accepting the sync stream")?;
     let (frames_tx, mut frames) = mpsc::channel(FRAMES_QUEUED_MAX);
     let reader = tokio::spawn(read_frames(store.clone(), recv, frames_tx));
+    let (outgoing, steps) = mpsc::channel(STEPS_UNSENT_MAX);
+    let (failed_tx, mut write_failed) = oneshot::channel();
+    let mut writer = tokio::spawn(write_frames(store.clone(), send, steps, failed_tx));
+    // Queues `frames` behind what is queued, to leave once everything committed so far is
+    // durable.
+    let queue = |frames: Vec<Vec<u8>>| {
+        let outgoing = outgoing.clone();
+        let ticket = store.commit_ticket();
+        async move {
+            if frames.is_empty() {
+                return Ok(());
+            }
+            outgoing
+                .send(Outgoing { ticket, frames })
+                .await
+                .map_err(|_| anyhow::anyhow!("the frame writer stopped"))
+        }
+    };
+    let goodbye = |reason: &str, detail: String| {
+        vec![
+            Message::Goodbye(Goodbye {
+                reason: reason.into(),
+                detail,
+            })
+            .encode_frame(),
+        ]
+    };
     let mut session = CentralSession::new(sync_config, node_id);
     // A frame taken from the queue while grouping batches, handled next.
     let mut held: Option<Result<Inbound, FrameError>> = None;
@@ -351,11 +424,7 @@ async fn run_session(
                 frame = next_frame(&mut held, &mut frames) => match frame {
                     None => return Ok(()),
                     Some(Err(e)) => {
-                        let goodbye = Message::Goodbye(Goodbye {
-                            reason: "protocol".into(),
-                            detail: e.to_string(),
-                        });
-                        send.write_all(&goodbye.encode_frame()).await?;
+                        queue(goodbye("protocol", e.to_string())).await?;
                         return Err(e.into());
                     }
                     Some(Ok(Inbound::Entries(mut entries))) => {
@@ -369,7 +438,15 @@ async fn run_session(
                         }
                         let (s, r) = step(session, &store, move |s, st| s.handle_checked_entries(entries, st)).await?;
                         session = s;
-                        r
+                        if r.is_err() || session.is_closed() {
+                            r
+                        } else {
+                            // The `Ack` goes out first; a pool refill follows it.
+                            queue(transmits(&mut session)).await?;
+                            let (s, r) = step(session, &store, |s, st| s.after_entries(st)).await?;
+                            session = s;
+                            r
+                        }
                     }
                     Some(Ok(Inbound::Other(msg))) => {
                         let now_ms = crate::store::wall_ms();
@@ -393,18 +470,15 @@ async fn run_session(
                     session = s;
                     r
                 }
+                Ok(error) = &mut write_failed => {
+                    return Err(anyhow::anyhow!("writing to the node: {error}"));
+                }
                 () = stopped(&mut stop) => {
-                    let goodbye = Message::Goodbye(Goodbye {
-                        reason: "shutdown".into(),
-                        detail: "central is shutting down".into(),
-                    });
-                    send.write_all(&goodbye.encode_frame()).await?;
+                    queue(goodbye("shutdown", "central is shutting down".into())).await?;
                     return Ok(());
                 }
             };
-            while let Some(msg) = session.poll_transmit() {
-                send.write_all(&msg.encode_frame()).await?;
-            }
+            queue(transmits(&mut session)).await?;
             match result {
                 Ok(()) => {}
                 Err(SyncError::Closed { reason, detail }) => {
@@ -419,8 +493,15 @@ async fn run_session(
         }
     }
     .await;
-    let _ = send.finish();
-    let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, send.stopped()).await;
+    // What is queued (a last `Ack`, a `Goodbye`) still goes out, bounded.
+    drop(outgoing);
+    match tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, &mut writer).await {
+        Ok(Ok(mut send)) => {
+            let _ = send.finish();
+            let _ = tokio::time::timeout(CLOSE_FLUSH_TIMEOUT, send.stopped()).await;
+        }
+        _ => writer.abort(),
+    }
     conn.close(quinn::VarInt::from_u32(0), b"bye");
     reader.abort();
     tracing::info!("node disconnected");

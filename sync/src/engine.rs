@@ -6,7 +6,9 @@
 //! `handle_timeout` when `poll_timeout` is reached; after each call they drain `poll_transmit`
 //! and send what it returns. Time comes in as `now_ms`; storage is reached through the
 //! [`NodeStore`] / [`CentralStore`] traits, whose implementations must make every mutating call
-//! durable before returning (a driver never sends an acknowledgement before its data is on disk).
+//! durable before returning (a driver never sends an acknowledgement before its data is on disk),
+//! or, for [`CentralStore::apply_entries`] only, leave the fsync to a driver that sends nothing
+//! the call led to before the commit is durable.
 
 mod central;
 mod node;

@@ -22,6 +22,7 @@ use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
 
 use crvs_common::log::{CheckedEntry, EntryHash, LogEntry, LogHead, NodeId, NodeSecretKey};
+use crvs_common::server::wal::WalFile;
 use crvs_sync::engine::{CentralStore, NodeRecord, StoreFault};
 use crvs_sync::wire::{Hello, Reject};
 use rusqlite::{Connection, OpenFlags, OptionalExtension as _, TransactionBehavior, params};
@@ -345,6 +346,25 @@ struct Inner {
     registration: Registration,
     /// Node entries prepared on the signature-check threads, waiting for their apply.
     prepared: Mutex<PreparedCache>,
+    /// Commit tickets and the WAL fsync of deferred commits ([`Store::write_deferred`]).
+    durability: Durability,
+}
+
+/// What makes deferred commits durable. Every commit takes the next ticket (counted under the
+/// writer lock, so tickets follow commit order); `durable` is the highest ticket known to be on
+/// disk. A `synchronous=FULL` commit is durable when it returns, and so is everything committed
+/// before it (its fsync covers the whole WAL); a deferred one waits for [`Store::make_durable`].
+struct Durability {
+    wal: WalFile,
+    committed: AtomicU64,
+    durable: AtomicU64,
+    /// Held while fsyncing, so one fsync serves every caller it covers; holds the error once an
+    /// fsync failed (what was written is then of unknown state: nothing more is made durable
+    /// until central restarts, which syncs the WAL again at open).
+    syncing: Mutex<Option<String>>,
+    /// Whether the writer connection is currently set to `synchronous=NORMAL` (only read and
+    /// changed under the writer lock).
+    writer_normal: std::sync::atomic::AtomicBool,
 }
 
 impl Inner {
@@ -467,6 +487,10 @@ impl Store {
         let central_id = key.node_id();
         check_central(&writer, central_id)?;
         dedup::ensure_date_index(&mut writer, &registration)?;
+        // A previous process's deferred commits may still be only in the OS's cache: they are
+        // made durable here, before anything of them is read and sent.
+        let wal = WalFile::open(path)
+            .map_err(|e| StoreError::Corrupt(format!("opening and syncing the WAL: {e}")))?;
         let mut readers = Vec::with_capacity(READ_CONNECTIONS);
         for _ in 0..READ_CONNECTIONS {
             let reader = open_connection(
@@ -488,6 +512,13 @@ impl Store {
                 pool,
                 registration,
                 prepared: Mutex::new(PreparedCache::default()),
+                durability: Durability {
+                    wal,
+                    committed: AtomicU64::new(0),
+                    durable: AtomicU64::new(0),
+                    syncing: Mutex::new(None),
+                    writer_normal: std::sync::atomic::AtomicBool::new(false),
+                },
             }),
         })
     }
@@ -630,9 +661,33 @@ impl Store {
         self.inner.central_id
     }
 
-    /// Runs `job` in one `BEGIN IMMEDIATE` transaction and returns once it is committed. An `Err`
-    /// rolls everything back. Blocking: call it from a blocking thread in async code.
+    /// Runs `job` in one `BEGIN IMMEDIATE` transaction and returns once it is committed and on
+    /// disk (`synchronous=FULL`). An `Err` rolls everything back. Blocking: call it from a
+    /// blocking thread in async code.
     pub fn write<T, E, F>(&self, job: F) -> Result<T, E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+    {
+        self.write_with(false, job).map(|(out, _)| out)
+    }
+
+    /// [`Self::write`], but COMMIT does not wait for the disk (`synchronous=NORMAL`): returns
+    /// the commit's ticket, durable once [`Self::make_durable`] (or any later `write`) returned
+    /// for it. Until then, nothing that depends on the transaction may leave central: the sync
+    /// server holds a session's messages until the commits before them are durable. For the
+    /// apply of a node's entries, so the writer applies the next batch while the disk syncs this
+    /// one. Never for a transaction that appends to central's log (its entries would be visible
+    /// to other sessions before they are on disk) or queues a confirmation hook.
+    pub fn write_deferred<T, E, F>(&self, job: F) -> Result<(T, u64), E>
+    where
+        E: From<StoreError>,
+        F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
+    {
+        self.write_with(true, job)
+    }
+
+    fn write_with<T, E, F>(&self, deferred: bool, job: F) -> Result<(T, u64), E>
     where
         E: From<StoreError>,
         F: FnOnce(&mut WriteTx<'_>) -> Result<T, E>,
@@ -642,6 +697,15 @@ impl Store {
         self.inner.writers_waiting.fetch_sub(1, Ordering::SeqCst);
         self.inner.writing.store(true, Ordering::SeqCst);
         let _ended = WriteEnd(&self.inner);
+        let durability = &self.inner.durability;
+        // Set before every transaction that needs the other level, so no write ever commits
+        // at a level it did not ask for.
+        if durability.writer_normal.load(Ordering::SeqCst) != deferred {
+            let level = if deferred { "NORMAL" } else { "FULL" };
+            conn.pragma_update(None, "synchronous", level)
+                .map_err(StoreError::from)?;
+            durability.writer_normal.store(deferred, Ordering::SeqCst);
+        }
         let tx = conn
             .transaction_with_behavior(TransactionBehavior::Immediate)
             .map_err(StoreError::from)?;
@@ -654,7 +718,64 @@ impl Store {
         );
         let out = job(&mut ctx)?;
         tx.commit().map_err(StoreError::from)?;
-        Ok(out)
+        // Still under the writer lock: tickets follow commit order.
+        let ticket = durability.committed.fetch_add(1, Ordering::SeqCst) + 1;
+        if !deferred {
+            // This commit's fsync covered every frame written before it.
+            durability.durable.fetch_max(ticket, Ordering::SeqCst);
+        }
+        Ok((out, ticket))
+    }
+
+    /// The ticket of the latest commit: once it is durable, so is everything committed so far.
+    pub fn commit_ticket(&self) -> u64 {
+        self.inner.durability.committed.load(Ordering::SeqCst)
+    }
+
+    /// Whether the commit with this ticket (and every one before it) is on disk.
+    pub fn is_durable(&self, ticket: u64) -> bool {
+        self.inner.durability.durable.load(Ordering::SeqCst) >= ticket
+    }
+
+    /// Makes every commit up to `ticket` durable: one fsync of the WAL, shared with the callers
+    /// waiting meanwhile (it covers every commit counted when it starts). Blocking.
+    pub fn make_durable(&self, ticket: u64) -> Result<(), StoreError> {
+        let durability = &self.inner.durability;
+        if self.is_durable(ticket) {
+            return Ok(());
+        }
+        let mut failed = lock(&durability.syncing);
+        if let Some(error) = failed.as_ref() {
+            return Err(StoreError::Corrupt(error.clone()));
+        }
+        if self.is_durable(ticket) {
+            return Ok(());
+        }
+        // Every commit counted here has written its frames: the fsync below covers them.
+        let covered = durability.committed.load(Ordering::SeqCst);
+        match durability.wal.sync() {
+            Ok(()) => {
+                durability.durable.fetch_max(covered, Ordering::SeqCst);
+                Ok(())
+            }
+            Err(e) => {
+                let error = format!("fsync of the WAL failed ({e}); restart central");
+                tracing::error!(%error, "store: nothing more is made durable");
+                *failed = Some(error.clone());
+                Err(StoreError::Corrupt(error))
+            }
+        }
+    }
+
+    /// [`Self::make_durable`] off the async runtime (at once when it is durable already).
+    pub async fn durable(&self, ticket: u64) -> Result<(), StoreError> {
+        if self.is_durable(ticket) {
+            return Ok(());
+        }
+        let store = self.clone();
+        tokio::task::spawn_blocking(move || store.make_durable(ticket))
+            .await
+            .map_err(|e| StoreError::Corrupt(format!("fsync task failed: {e}")))?
     }
 
     /// Runs a read-only closure on a pooled read connection. Blocking.
@@ -742,12 +863,25 @@ impl CentralStore for Store {
         }
         debug_assert!(entries.iter().zip(hashes).all(|(e, h)| e.hash() == *h));
         // Each entry's prepared part (if any) goes with it.
-        let prepared = {
+        let prepared: Vec<(EntryHash, Option<Prepared>)> = {
             let mut cache = lock(&self.inner.prepared);
             hashes.iter().map(|h| (*h, cache.take(h))).collect()
         };
-        self.write(|w| w.apply_prepared(node_id, entries, prepared))
-            .map_err(fault)
+        // A batch whose entries were all prepared and touch no registration only writes node
+        // data and derived rows: it commits without waiting for the disk, and the sync server
+        // sends nothing after it before it is durable (`Store::durable`). A registration request
+        // appends to central's log and queues its hook, so such a batch (and one not prepared)
+        // commits the ordinary way.
+        let deferred = prepared
+            .iter()
+            .all(|(_, p)| p.as_ref().is_some_and(|p| !p.touches_registration()));
+        let apply = |w: &mut WriteTx<'_>| w.apply_prepared(node_id, entries, prepared);
+        if deferred {
+            self.write_deferred(apply).map(|(out, _)| out)
+        } else {
+            self.write(apply)
+        }
+        .map_err(fault)
     }
 
     fn record_reject(

@@ -39,6 +39,17 @@ pub struct Prepared {
     weight: usize,
 }
 
+impl Prepared {
+    /// Whether the entry carries a REGISTER action: applying it may answer a registration
+    /// request (central's log, a confirmation hook), so it is never committed deferred.
+    pub(super) fn touches_registration(&self) -> bool {
+        self.payload
+            .actions
+            .iter()
+            .any(|a| a.action_type == ActionType::Register)
+    }
+}
+
 /// What a new event holds once the entry creating it is applied, with nothing else applied.
 #[derive(Debug)]
 pub(super) struct FreshEvent {

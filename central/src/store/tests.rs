@@ -776,3 +776,70 @@ fn the_prepared_entry_cache_is_bounded_and_a_miss_is_applied_the_ordinary_way() 
     assert!(cache.take(&hashes[1]).is_none(), "the oldest was dropped");
     assert!(cache.take(&hashes[hashes.len() - 1]).is_some());
 }
+
+#[test]
+fn a_quiet_batch_commits_deferred_and_a_registration_request_commits_durably() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut node = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, node.node_id(), 2);
+    let mut store = fx.store.clone();
+    assert!(
+        store.is_durable(store.commit_ticket()),
+        "FULL writes so far"
+    );
+
+    // Prepared, no REGISTER: committed without waiting for the disk, visible at once.
+    let (event, entry) = node.create_and_notify(&ids[0], json!({"child.dob": "2026-06-01"}));
+    store.prepare_entries(&crvs_common::log::CheckedEntry::check_all(vec![
+        entry.clone(),
+    ]));
+    let (acked, rejects) = store.apply_entries(node.node_id(), &[entry]).unwrap();
+    assert!(rejects.is_empty(), "{rejects:?}");
+    assert_eq!(acked, node.head);
+    let ticket = store.commit_ticket();
+    assert!(!store.is_durable(ticket), "a quiet batch defers its fsync");
+    assert!(store.read(|r| r.index_entry(event.id)).unwrap().is_some());
+    // One fsync of the WAL covers it (and a second call finds it done).
+    store.make_durable(ticket).unwrap();
+    assert!(store.is_durable(ticket));
+    store.make_durable(ticket).unwrap();
+
+    // A deferred commit is also covered by any later FULL write's fsync.
+    let (_, entry) = node.create_and_notify(&ids[1], json!({"child.dob": "2026-06-02"}));
+    store.prepare_entries(&crvs_common::log::CheckedEntry::check_all(vec![
+        entry.clone(),
+    ]));
+    store.apply_entries(node.node_id(), &[entry]).unwrap();
+    let deferred = store.commit_ticket();
+    assert!(!store.is_durable(deferred));
+    store
+        .write(|w| {
+            w.conn().execute("DELETE FROM rejects WHERE 0", [])?;
+            Ok::<_, crate::store::StoreError>(())
+        })
+        .unwrap();
+    assert!(
+        store.is_durable(deferred),
+        "a FULL commit covers the WAL before it"
+    );
+    assert!(store.is_durable(store.commit_ticket()));
+
+    // A batch that requests a registration (central answers it in the same transaction, in its
+    // own log) commits durably, prepared or not.
+    let request = node.request_registration(&event);
+    store.prepare_entries(&crvs_common::log::CheckedEntry::check_all(vec![
+        request.clone(),
+    ]));
+    store.apply_entries(node.node_id(), &[request]).unwrap();
+    assert!(store.is_durable(store.commit_ticket()));
+    // ... and so does a batch that was not prepared.
+    let notify = node.notify(&event, json!({"child.name": {"firstname": "Liam"}}));
+    store.apply_entries(node.node_id(), &[notify]).unwrap();
+    assert!(store.is_durable(store.commit_ticket()));
+    // The writer is back at FULL for everything else.
+    let level: i64 = crate::store::lock(&store.inner.writer)
+        .query_row("PRAGMA synchronous", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(level, 2, "synchronous=FULL");
+}

@@ -19,6 +19,7 @@ pub mod outbox;
 pub mod token;
 pub mod trpc;
 pub mod users;
+pub mod wal;
 
 use std::future::Future;
 use std::sync::Arc;

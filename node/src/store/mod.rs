@@ -32,6 +32,7 @@ use tokio::sync::{Notify, mpsc, oneshot};
 
 pub use audit::{AUDIT_DETAIL_BYTES_MAX, AUDIT_PAGE_MAX, AuditEntry, AuditRow};
 pub use crvs_common::server::accounts::OutboxItem;
+use crvs_common::server::wal::WalFile;
 pub use crvs_common::server::{ClientRow, wall_ms};
 pub use schema::SCHEMA_VERSION;
 pub use sync::{
@@ -241,23 +242,10 @@ impl Store {
         // Durability is the syncer's job (see [`run_syncer`]): COMMIT writes the WAL without
         // fsync, and no caller is answered before the syncer's fsync of the WAL returned.
         conn.pragma_update(None, "synchronous", "NORMAL")?;
-        // SQLite locks the database and `-shm` files, never the WAL: a handle of our own on
-        // the WAL is safe to hold and to close.
-        let wal_file = wal_path(path);
-        let wal = std::fs::OpenOptions::new()
-            .read(true)
-            .write(true)
-            .create(true)
-            .truncate(false)
-            .open(&wal_file)
-            .map_err(|e| StoreError::Corrupt(format!("opening the WAL file: {e}")))?;
-        // What a previous process committed may still be only in the OS's cache: make the WAL
-        // durable before anything of it is answered or sent to central. (Database pages are
-        // synced by every checkpoint before their WAL frames count as copied, so the WAL is
-        // what holds anything not yet durable.) Never fsync the database file through a
-        // descriptor of our own: closing it would drop this process's SQLite locks on it.
-        wal.sync_data()
-            .map_err(|e| StoreError::Corrupt(format!("fsync of the WAL at open: {e}")))?;
+        // What a previous process committed may still be only in the OS's cache: `WalFile::open`
+        // makes it durable before anything of it is answered or sent to central.
+        let wal = WalFile::open(path)
+            .map_err(|e| StoreError::Corrupt(format!("opening and syncing the WAL: {e}")))?;
         let durable_seq = Arc::new(AtomicU64::new(head.seq));
         let sync_failed = Arc::new(std::sync::atomic::AtomicBool::new(false));
         let (tx, rx) = mpsc::channel(WRITE_QUEUE_MAX);
@@ -270,16 +258,7 @@ impl Store {
             std::thread::Builder::new()
                 .name("store-sync".into())
                 .spawn(move || {
-                    run_syncer(
-                        &SyncTarget {
-                            wal,
-                            path: wal_file,
-                        },
-                        &synced,
-                        &durable_seq,
-                        &appended,
-                        &sync_failed,
-                    );
+                    run_syncer(&wal, &synced, &durable_seq, &appended, &sync_failed);
                 })
                 .map_err(|e| StoreError::Corrupt(format!("spawning sync thread: {e}")))?;
         }
@@ -642,13 +621,6 @@ impl Synced {
     }
 }
 
-/// The WAL file of the database at `path`.
-fn wal_path(path: &Path) -> PathBuf {
-    let mut name = path.as_os_str().to_owned();
-    name.push("-wal");
-    PathBuf::from(name)
-}
-
 /// Pipelined durability: fsyncs the WAL for every committed group the writer hands over (one
 /// fsync covers all groups queued meanwhile), then answers their callers, publishes the durable
 /// log head and wakes the sync driver. The writer meanwhile runs the next group, so the fsync
@@ -657,7 +629,7 @@ fn wal_path(path: &Path) -> PathBuf {
 /// unknown state: that group and every later one are answered with the error (the node must
 /// be restarted, which makes the WAL durable again before anything is answered).
 fn run_syncer(
-    target: &SyncTarget,
+    target: &WalFile,
     groups: &std::sync::mpsc::Receiver<Synced>,
     durable_seq: &AtomicU64,
     appended: &Notify,
@@ -697,31 +669,6 @@ fn run_syncer(
         }
     }
     tracing::debug!("store syncer stopped");
-}
-
-/// The WAL file the sync thread makes durable.
-struct SyncTarget {
-    wal: std::fs::File,
-    path: PathBuf,
-}
-
-impl SyncTarget {
-    /// fsyncs the WAL, then checks the handle still names the file SQLite writes: if another
-    /// process deleted and recreated it (closing its last connection does that when our locks
-    /// are gone), syncing the old file proves nothing.
-    fn sync(&self) -> std::io::Result<()> {
-        use std::os::unix::fs::MetadataExt as _;
-        self.wal.sync_data()?;
-        let held = self.wal.metadata()?;
-        let named = std::fs::metadata(&self.path)?;
-        if (held.dev(), held.ino()) != (named.dev(), named.ino()) {
-            return Err(std::io::Error::other(format!(
-                "{} was replaced while the node ran",
-                self.path.display()
-            )));
-        }
-        Ok(())
-    }
 }
 
 /// What a write job can do. Runs on the writer thread inside the job's savepoint.

@@ -22,7 +22,9 @@ pub struct NodeRecord {
     pub quarantined: bool,
 }
 
-/// What a central session needs from central's storage. Mutating calls are durable on return.
+/// What a central session needs from central's storage. Mutating calls are durable on return,
+/// except that `apply_entries` may return once committed if its driver holds everything the
+/// session sends after it until that commit is durable (central's sync server does).
 pub trait CentralStore {
     /// The node's record, `None` if it is not enrolled.
     fn node(&self, node_id: NodeId) -> Result<Option<NodeRecord>, StoreFault>;
@@ -97,6 +99,8 @@ pub struct CentralSession {
     down_cursor: Option<u64>,
     outbox: VecDeque<Message>,
     closed: bool,
+    /// Entries were applied since the node's pool was last looked at ([`Self::after_entries`]).
+    refill_due: bool,
 }
 
 impl CentralSession {
@@ -109,6 +113,7 @@ impl CentralSession {
             down_cursor: None,
             outbox: VecDeque::new(),
             closed: false,
+            refill_due: false,
         }
     }
 
@@ -158,7 +163,8 @@ impl CentralSession {
         match msg {
             Message::Hello(hello) => self.on_hello(now_ms, &hello, store),
             Message::Entries(batch) => {
-                self.on_entries(CheckedEntry::check_all(batch.entries), store)
+                self.on_entries(CheckedEntry::check_all(batch.entries), store)?;
+                self.after_entries(store)
             }
             Message::DownAck(ack) => {
                 self.admitted(store)?;
@@ -193,8 +199,9 @@ impl CentralSession {
     }
 
     /// Handles an `Entries` message whose signatures the driver already checked
-    /// ([`CheckedEntry::check`], e.g. on other threads while the previous batch was applied).
-    /// Same outcome as [`Self::handle_message`] with the message.
+    /// ([`CheckedEntry::check`], e.g. on other threads while the previous batch was applied),
+    /// up to its `Ack`: the driver sends that, then calls [`Self::after_entries`]. Both together
+    /// have the outcome of [`Self::handle_message`] with the message.
     pub fn handle_checked_entries(
         &mut self,
         entries: Vec<CheckedEntry>,
@@ -204,6 +211,20 @@ impl CentralSession {
             return Ok(());
         }
         self.on_entries(entries, store)
+    }
+
+    /// What follows an `Entries` batch's `Ack` without delaying it: refilling the node's
+    /// tracking-id pool once the applied entries used it below its low-water mark (a write of a
+    /// whole lease, when it is due), then streaming down whatever central's feed holds.
+    pub fn after_entries(&mut self, store: &mut dyn CentralStore) -> Result<(), SyncError> {
+        if self.closed {
+            return Ok(());
+        }
+        if std::mem::take(&mut self.refill_due) {
+            store.refill_pool(self.node_id)?;
+        }
+        // A refill (or any other feed growth) goes down right away.
+        self.push_down(store)
     }
 
     fn on_hello(
@@ -309,11 +330,10 @@ impl CentralSession {
                 }
             }
             rejects.splice(0..0, content_rejects);
-            store.refill_pool(self.node_id)?;
+            self.refill_due = true;
         }
         self.outbox.push_back(Message::Ack(Ack { acked, rejects }));
-        // A refill (or any other feed growth) goes down right away.
-        self.push_down(store)
+        Ok(())
     }
 
     fn push_down(&mut self, store: &dyn CentralStore) -> Result<(), SyncError> {

@@ -65,14 +65,25 @@ pub const CHECKPOINT_INTERVAL: std::time::Duration = std::time::Duration::from_m
 pub const CHECKPOINT_IDLE: std::time::Duration = std::time::Duration::from_millis(50);
 
 /// ... or once this long has passed since its last checkpoint, so the WAL of a store that is
-/// never idle stays bounded well below [`WAL_FORCED_CHECKPOINT_PAGES`].
+/// never idle stays bounded well below [`WAL_FORCED_CHECKPOINT_BYTES`].
 pub const CHECKPOINT_LAG_MAX: std::time::Duration = std::time::Duration::from_secs(2);
 
-/// With the background checkpointer running, the WAL pages after which the writer checkpoints
-/// on its own anyway (SQLite's `wal_autocheckpoint`): caps the WAL if the checkpointer falls
-/// behind. 65,536 pages of 4 KiB is 256 MiB, several times what a drain writes in
+/// With the background checkpointer running, the WAL size after which the writer checkpoints
+/// on its own anyway (SQLite's `wal_autocheckpoint`, in pages of the database's size): caps the
+/// WAL if the checkpointer falls behind. 256 MiB, several times what a drain writes in
 /// [`CHECKPOINT_LAG_MAX`].
-pub const WAL_FORCED_CHECKPOINT_PAGES: u32 = 65_536;
+pub const WAL_FORCED_CHECKPOINT_BYTES: i64 = 256 * 1024 * 1024;
+
+/// Once a checkpoint has copied the whole WAL, SQLite truncates the file to this size
+/// (`journal_size_limit`), so a burst's WAL does not keep its disk space.
+pub const WAL_KEPT_BYTES: i64 = 64 * 1024 * 1024;
+
+/// Page size of a new database (an existing one keeps its own). A node's entry (about 4 KiB)
+/// fits in one cell of `node_log` (a `WITHOUT ROWID` b-tree, whose cells hold at most about a
+/// quarter of a page before spilling into overflow pages: with 4 KiB pages every entry took a
+/// 1 KiB cell and a mostly empty overflow page), and five event rows fit in a page. Measured on
+/// a backlog drain: 13% fewer database bytes, about 5% less time.
+pub const PAGE_SIZE_BYTES: i64 = 16 * 1024;
 
 /// How often the background indexer ([`Store::start_indexer`]) looks for events to file in the
 /// search index.
@@ -397,6 +408,10 @@ impl std::fmt::Debug for Inner {
 /// Opens a connection with the pragmas every connection needs.
 fn open_connection(path: &Path, flags: OpenFlags) -> Result<Connection, StoreError> {
     let conn = Connection::open_with_flags(path, flags)?;
+    if flags.contains(OpenFlags::SQLITE_OPEN_CREATE) {
+        // Only a database not yet written takes it (before `journal_mode` writes its header).
+        conn.pragma_update(None, "page_size", PAGE_SIZE_BYTES)?;
+    }
     conn.busy_timeout(std::time::Duration::from_millis(BUSY_TIMEOUT_MS))?;
     // WAL so readers never block the writer; FULL so every commit fsyncs the WAL: an
     // acknowledged entry survives power loss, not only a process crash.
@@ -547,7 +562,7 @@ impl Store {
     }
 
     /// Moves WAL checkpoints off the write path: the writer checkpoints only past
-    /// [`WAL_FORCED_CHECKPOINT_PAGES`], and a background thread with its own connection runs a
+    /// [`WAL_FORCED_CHECKPOINT_BYTES`] of WAL, and a background thread with its own connection runs a
     /// passive checkpoint every [`CHECKPOINT_INTERVAL`] once the writer has been idle for
     /// [`CHECKPOINT_IDLE`] (or [`CHECKPOINT_LAG_MAX`] has passed), until the last handle to the
     /// store is dropped. For long-running processes (`run`); a short CLI command keeps SQLite's
@@ -557,11 +572,16 @@ impl Store {
             path,
             OpenFlags::SQLITE_OPEN_READ_WRITE | OpenFlags::SQLITE_OPEN_NO_MUTEX,
         )?;
-        lock(&self.inner.writer).pragma_update(
-            None,
-            "wal_autocheckpoint",
-            i64::from(WAL_FORCED_CHECKPOINT_PAGES),
-        )?;
+        {
+            let writer = lock(&self.inner.writer);
+            let page_size: i64 = writer.query_row("PRAGMA page_size", [], |r| r.get(0))?;
+            writer.pragma_update(
+                None,
+                "wal_autocheckpoint",
+                WAL_FORCED_CHECKPOINT_BYTES / page_size.max(512),
+            )?;
+            writer.pragma_update(None, "journal_size_limit", WAL_KEPT_BYTES)?;
+        }
         let inner = Arc::downgrade(&self.inner);
         std::thread::Builder::new()
             .name("crvs-checkpoint".into())

@@ -842,4 +842,9 @@ fn a_quiet_batch_commits_deferred_and_a_registration_request_commits_durably() {
         .query_row("PRAGMA synchronous", [], |r| r.get(0))
         .unwrap();
     assert_eq!(level, 2, "synchronous=FULL");
+    // A new database has central's page size.
+    let page_size: i64 = crate::store::lock(&store.inner.writer)
+        .query_row("PRAGMA page_size", [], |r| r.get(0))
+        .unwrap();
+    assert_eq!(page_size, super::PAGE_SIZE_BYTES);
 }

@@ -384,7 +384,7 @@ impl NodeSession {
                     self.next_seq
                 ))));
             }
-            let raw_bytes = entries.iter().map(|e| e.encode().len()).sum();
+            let raw_bytes = entries.iter().map(LogEntry::encoded_len).sum();
             self.in_flight.push_back(InFlight {
                 last_seq,
                 raw_bytes,

@@ -8,10 +8,10 @@
 //! the connection task feeds them to the session, running the store calls on a blocking thread,
 //! and queues whatever `poll_transmit` yields for a writer task, which sends each step's
 //! messages once every commit before them is durable (a node's entries are applied with a
-//! deferred fsync: [`Store::write_deferred`]), while the session goes on with the next batch. When central's log grows (polled every
-//! [`FEED_POLL_INTERVAL`], since operator commands append from another process) the session is
-//! told, so downstream entries flow without waiting for the node, and a node revoked while
-//! connected is sent away.
+//! deferred fsync: [`Store::write_deferred`]), while the session goes on with the next batch.
+//! When central's log grows (polled every [`FEED_POLL_INTERVAL`], since operator commands
+//! append from another process) the session is told, so downstream entries flow without
+//! waiting for the node, and a node revoked while connected is sent away.
 
 use std::net::UdpSocket;
 use std::sync::Arc;

@@ -2,10 +2,13 @@
 //! text lives only in this module; callers use domain-level methods.
 //!
 //! Every write runs in its own `BEGIN IMMEDIATE` transaction on the one writer connection and
-//! returns only after COMMIT (an acknowledged write is on disk). Central's log head is read inside
-//! each write transaction, never cached: operator commands (`client add`, `node revoke`) append
-//! to the same log from another process while `run` serves. Reads use a small pool of read
-//! connections. [`Store`] implements [`crvs_sync::engine::CentralStore`] for the sync sessions.
+//! returns only after COMMIT (an acknowledged write is on disk). The one exception is the apply
+//! of a quiet batch of node entries ([`Store::write_deferred`]): its fsync is left to
+//! [`Store::make_durable`], and the sync server sends nothing after it before that. Central's
+//! log head is read inside each write transaction, never cached: operator commands (`client
+//! add`, `node revoke`) append to the same log from another process while `run` serves. Reads
+//! use a small pool of read connections. [`Store`] implements
+//! [`crvs_sync::engine::CentralStore`] for the sync sessions.
 
 mod dedup;
 mod hooks;

@@ -6,6 +6,8 @@
 //! same changes in any order gives the same document, so every replica shows the same winner for
 //! a field written concurrently at two places, and both values stay visible as a conflict.
 
+mod first_change;
+
 use std::collections::HashMap;
 
 use automerge::transaction::{CommitOptions, Transactable as _};
@@ -238,7 +240,16 @@ impl EventCrdt {
     /// [`Self::record`] gives a document's first change: no dependencies, the actor's first
     /// change, one `actions` map and one `decl` map made at the root, and string values put into
     /// them once per key, overwriting nothing. `None` for any other change (apply it instead).
+    ///
+    /// The change is read without automerge when it is in the canonical encoding of that shape
+    /// (`first_change`), else decoded by automerge.
     pub fn fresh_state(change: &[u8]) -> Option<Declaration> {
+        first_change::read(change, ACTIONS, DECLARATION)
+            .or_else(|| Self::fresh_state_decoded(change))
+    }
+
+    /// [`Self::fresh_state`] by way of automerge's decoded (legacy) form of the change.
+    fn fresh_state_decoded(change: &[u8]) -> Option<Declaration> {
         let change = Change::from_bytes(change.to_vec()).ok()?;
         if !change.deps().is_empty() || change.seq() != 1 || change.start_op().get() != 1 {
             return None;
@@ -542,6 +553,148 @@ mod tests {
             let (declaration, conflicts) = applied_state(&change);
             proptest::prop_assert!(conflicts.is_empty());
             proptest::prop_assert_eq!(EventCrdt::fresh_state(&change), Some(declaration));
+        }
+    }
+
+    /// `change` with its chunk checksum made right again (after its bytes were altered), so a
+    /// corruption reaches the column parsing instead of failing the checksum.
+    fn with_checksum_fixed(mut change: Vec<u8>) -> Vec<u8> {
+        use sha2::Digest as _;
+        if change.len() > 8 {
+            let hash = sha2::Sha256::digest(&change[8..]);
+            change[4..8].copy_from_slice(&hash[..4]);
+        }
+        change
+    }
+
+    fn fast_read(change: &[u8]) -> Option<Declaration> {
+        first_change::read(change, ACTIONS, DECLARATION)
+    }
+
+    /// A node's first change of a notification-sized event.
+    fn notification_change() -> Vec<u8> {
+        let mut fields = json!({
+            "child.name": {"firstname": "Liam", "surname": "Okafor"},
+            "child.dob": "2024-06-03",
+            "child.gender": "male",
+            "child.placeOfBirth": "HEALTH_FACILITY",
+            "child.birthLocation": "a9f1c3d2-1b2c-4d5e-8f90-123456789abc",
+            "child.weightAtBirth": 3.1,
+            "child.attendantAtBirth": "PHYSICIAN",
+            "mother.previousBirths": 2,
+            "informant.relation": "MOTHER",
+            "informant.email": "mother@example.com",
+        });
+        for i in 0..20 {
+            fields[format!("extra.field{i}")] = json!(format!("value {i}"));
+        }
+        let mut a = EventCrdt::new(actor(1));
+        a.record(&[create_action()], &decl(fields), 1_780_000_000_000)
+            .unwrap()
+    }
+
+    #[test]
+    fn a_nodes_first_change_is_read_without_automerge_and_corrupt_or_other_ones_are_not() {
+        let change = notification_change();
+        let (declaration, conflicts) = applied_state(&change);
+        assert!(conflicts.is_empty());
+        assert_eq!(declaration.len(), 30);
+        assert_eq!(fast_read(&change), Some(declaration));
+        // A wrong checksum, a byte too many, a byte too few, another chunk type.
+        let mut wrong_sum = change.clone();
+        wrong_sum[4] ^= 1;
+        assert_eq!(fast_read(&wrong_sum), None);
+        assert_eq!(
+            fast_read(&with_checksum_fixed([&change[..], &[0]].concat())),
+            None
+        );
+        assert_eq!(
+            fast_read(&with_checksum_fixed(change[..change.len() - 1].to_vec())),
+            None
+        );
+        let mut compressed_type = change.clone();
+        compressed_type[8] = 2;
+        assert_eq!(fast_read(&with_checksum_fixed(compressed_type)), None);
+        // A later change, an overwrite, a list: not the shape.
+        let mut a = EventCrdt::new(actor(1));
+        a.record(&[], &decl(json!({"child.dob": "2024-06-03"})), 1)
+            .unwrap();
+        let second = a
+            .record(&[], &decl(json!({"child.dob": "2024-06-04"})), 2)
+            .unwrap();
+        assert_eq!(fast_read(&second), None);
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut tx = doc.transaction();
+        let decl_obj = tx.put_object(ROOT, DECLARATION, ObjType::Map).unwrap();
+        tx.put(&decl_obj, "child.dob", "\"2024-06-03\"").unwrap();
+        tx.put(&decl_obj, "child.dob", "\"2024-06-04\"").unwrap();
+        tx.commit();
+        let keyed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        assert_eq!(fast_read(&keyed), None);
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut tx = doc.transaction();
+        let list = tx.put_object(ROOT, DECLARATION, ObjType::List).unwrap();
+        tx.insert(&list, 0, "1").unwrap();
+        tx.commit();
+        let listed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        assert_eq!(fast_read(&listed), None);
+        assert_eq!(fast_read(b"not a change"), None);
+        assert_eq!(fast_read(&[]), None);
+    }
+
+    proptest::proptest! {
+        #[test]
+        fn the_fast_read_equals_applying_the_change(
+            fields in proptest::collection::btree_map(
+                "[a-z]{1,3}\\.[a-zé]{1,4}",
+                proptest::prop_oneof![
+                    proptest::strategy::Just(serde_json::Value::Null),
+                    proptest::num::i64::ANY.prop_map(serde_json::Value::from),
+                    proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
+                    "[ -~]{0,40}".prop_map(serde_json::Value::from),
+                    proptest::strategy::Just(json!({"firstname": "Liam", "middle": ["A", 1]})),
+                ],
+                0..40,
+            ),
+            with_action in proptest::bool::ANY,
+            time in proptest::num::i64::ANY,
+        ) {
+            let delta: Declaration = fields.into_iter().collect();
+            let actions = if with_action { vec![create_action()] } else { Vec::new() };
+            let mut a = EventCrdt::new(actor(1));
+            let change = a.record(&actions, &delta, time).unwrap();
+            let (declaration, conflicts) = applied_state(&change);
+            proptest::prop_assert!(conflicts.is_empty());
+            proptest::prop_assert_eq!(fast_read(&change), Some(declaration));
+        }
+
+        /// Whatever the fast read accepts, automerge applies to the same declaration: corrupt
+        /// bytes of a real first change (checksum made right again) are refused or read alike.
+        #[test]
+        fn the_fast_read_accepts_nothing_automerge_reads_otherwise(
+            edits in proptest::collection::vec(
+                (proptest::num::usize::ANY, proptest::num::u8::ANY, 0..4u8),
+                1..4,
+            ),
+        ) {
+            let mut change = notification_change();
+            for (at, byte, how) in edits {
+                let at = 9 + at % (change.len() - 9);
+                match how {
+                    0 => change[at] = byte,
+                    1 => change[at] ^= 1 << (byte % 8),
+                    2 => change[at] = change[at].wrapping_add(1),
+                    _ => change[at] = change[at].wrapping_sub(1),
+                }
+            }
+            let change = with_checksum_fixed(change);
+            if let Some(read) = fast_read(&change) {
+                let mut doc = EventCrdt::new(actor(9));
+                proptest::prop_assert!(doc.apply_complete_change(&change).is_ok());
+                let (declaration, conflicts) = doc.state().unwrap();
+                proptest::prop_assert!(conflicts.is_empty());
+                proptest::prop_assert_eq!(read, declaration);
+            }
         }
     }
 

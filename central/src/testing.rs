@@ -159,13 +159,24 @@ impl NodeWriter {
         actions: Vec<ActionDocument>,
         delta: &Declaration,
     ) -> LogEntry {
+        self.sign_altered(event, actions, delta, <[u8]>::to_vec)
+    }
+
+    /// [`Self::sign`], the change recorded passing through `alter` before it is signed.
+    fn sign_altered(
+        &mut self,
+        event: &Event,
+        actions: Vec<ActionDocument>,
+        delta: &Declaration,
+        alter: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> LogEntry {
         self.clock_ms += 1000;
         let actor = actor_for(self.key.node_id().as_bytes());
         let crdt = self
             .docs
             .entry(event.id)
             .or_insert_with(|| EventCrdt::new(actor));
-        let change = crdt.record(&actions, delta, self.clock_ms as i64).unwrap();
+        let change = alter(&crdt.record(&actions, delta, self.clock_ms as i64).unwrap());
         let payload = EntryPayload {
             event_id: event.id,
             event_type: "birth".into(),
@@ -259,6 +270,25 @@ impl NodeWriter {
             self.clock_ms,
         );
         self.sign(event, vec![notify], &decl)
+    }
+
+    /// An entry notifying `event` with `decl` whose change (signed as it is) puts into an object
+    /// nobody made: automerge 0.12 panics applying it.
+    pub(crate) fn notify_into_nothing(
+        &mut self,
+        event: &Event,
+        decl: serde_json::Value,
+    ) -> LogEntry {
+        let decl: Declaration = decl.as_object().cloned().unwrap();
+        let notify = action(
+            ActionType::Notify,
+            self.facility,
+            Some(decl.clone()),
+            self.clock_ms,
+        );
+        self.sign_altered(event, vec![notify], &decl, |change| {
+            crvs_sync::merge::testing::with_objects_at(change, 999)
+        })
     }
 
     /// An entry asking central to register `event` (a Requested REGISTER, as a node records it).

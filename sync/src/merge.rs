@@ -8,6 +8,12 @@
 
 mod first_change;
 
+/// Malformed changes built from real ones, for tests of what refuses them.
+#[cfg(any(test, feature = "testing"))]
+pub mod testing {
+    pub use super::first_change::surgery::with_objects_at;
+}
+
 use std::collections::HashMap;
 
 use automerge::transaction::{CommitOptions, Transactable as _};
@@ -44,6 +50,13 @@ pub const APPEND_MAX_BYTES: usize = 16 * 1024;
 #[derive(Debug, Clone)]
 pub struct EventCrdt {
     doc: Automerge,
+}
+
+/// Runs automerge work on bytes from elsewhere; `None` if automerge panicked (it does on some
+/// malformed changes, see [`EventCrdt::apply_complete_change`]). The panic message still goes to
+/// the panic hook (stderr).
+fn unpanicked<T>(work: impl FnOnce() -> T) -> Option<T> {
+    std::panic::catch_unwind(std::panic::AssertUnwindSafe(work)).ok()
 }
 
 /// The automerge actor of a replica: its 32-byte identity (a node id, or central's key).
@@ -170,24 +183,35 @@ impl EventCrdt {
     /// Applies a change only if this document holds every change it depends on (central's case:
     /// an honest node's change depends only on changes central applied before it). A change that
     /// would wait for dependencies is refused and leaves the document as it was.
+    ///
+    /// The bytes may come from anyone holding a node key. automerge 0.12 panics on some malformed
+    /// ops (one naming an actor the change does not list), so the change is decoded first, which
+    /// finds those without touching the document, and a panic while applying is caught too: it
+    /// refuses the change, and the document must then be dropped, not stored.
     pub fn apply_complete_change(&mut self, bytes: &[u8]) -> Result<(), MergeError> {
         let change =
             Change::from_bytes(bytes.to_vec()).map_err(|e| MergeError::BadChange(e.to_string()))?;
+        if unpanicked(|| change.decode()).is_none() {
+            return Err(MergeError::BadChange("its ops do not decode".into()));
+        }
         let missing = self.doc.get_missing_deps(change.deps());
         if !missing.is_empty() {
             let hashes: Vec<String> = missing.iter().map(ToString::to_string).collect();
             return Err(MergeError::MissingDeps(hashes.join(", ")));
         }
-        self.doc.apply_changes([change])?;
+        unpanicked(|| self.doc.apply_changes([change]))
+            .ok_or_else(|| MergeError::BadChange("automerge failed applying it".into()))??;
         Ok(())
     }
 
-    /// Applies a change recorded elsewhere. Idempotent; a change whose dependencies are missing
-    /// waits inside the document until they arrive.
+    /// Applies a change recorded elsewhere (relayed by central, which applied it first).
+    /// Idempotent; a change whose dependencies are missing waits inside the document until they
+    /// arrive. A panic inside automerge refuses the change as in [`Self::apply_complete_change`].
     pub fn apply_change(&mut self, bytes: &[u8]) -> Result<(), MergeError> {
         let change =
             Change::from_bytes(bytes.to_vec()).map_err(|e| MergeError::BadChange(e.to_string()))?;
-        self.doc.apply_changes([change])?;
+        unpanicked(|| self.doc.apply_changes([change]))
+            .ok_or_else(|| MergeError::BadChange("automerge failed applying it".into()))??;
         Ok(())
     }
 
@@ -254,7 +278,7 @@ impl EventCrdt {
         if !change.deps().is_empty() || change.seq() != 1 || change.start_op().get() != 1 {
             return None;
         }
-        let expanded = change.decode();
+        let expanded = unpanicked(|| change.decode())?;
         let mut actions_map: Option<u64> = None;
         let mut decl_map: Option<u64> = None;
         let mut action_keys = std::collections::HashSet::new();

@@ -388,6 +388,37 @@ fn a_change_with_dependencies_central_lacks_is_refused_and_the_event_stays_loada
     assert_eq!(index.declaration["child.gender"], "male");
 }
 
+/// A change automerge cannot apply (it panics on this one: puts into an object nobody made) is
+/// refused with its reason; the entries before it in the same batch, on the same event, stay
+/// applied, and the event's document and index are theirs.
+#[test]
+fn a_change_automerge_fails_on_is_refused_and_the_batch_before_it_stands() {
+    let fx = fixture();
+    enroll(&fx, 1, facility(1));
+    let mut a = NodeWriter::new(1, facility(1));
+    let ids = lease(&fx, a.node_id(), 1);
+    let (event, create) = a.create(&ids[0]);
+    let first = a.notify(&event, json!({"child.gender": "male"}));
+    let broken = a.notify_into_nothing(&event, json!({"child.gender": "female"}));
+    let mut store = fx.store.clone();
+    let (head, rejects) = store
+        .apply_entries(a.node_id(), &[create, first, broken])
+        .unwrap();
+    assert_eq!(head.seq, 2);
+    assert_eq!(rejects.len(), 1, "{rejects:?}");
+    assert_eq!(rejects[0].reason, "bad-crdt-change");
+    assert_eq!(rejects[0].seq, 3);
+    let index = store.read(|r| r.index_entry(event.id)).unwrap().unwrap();
+    assert_eq!(index.declaration["child.gender"], "male");
+    assert!(index.conflicts.is_empty(), "{:?}", index.conflicts);
+    // The stored document loads and holds exactly the two applied changes.
+    let doc = store.write(|tx| tx.load_crdt(event.id)).unwrap();
+    assert_eq!(
+        doc.crdt.state().unwrap().0["child.gender"],
+        "\"male\"".parse::<serde_json::Value>().unwrap()
+    );
+}
+
 /// A requested REGISTER is answered once, in the transaction that applied it: Accepted with a
 /// number in the configured format, signed into central's log for the event's area; applying
 /// the entry again changes nothing; a second request of the same event is Rejected; every

@@ -878,6 +878,12 @@ impl<'a> WriteTx<'a> {
                 // Every dependency must be here: a change left waiting would make the stored
                 // document (kept as appended changes) fail to load.
                 if let Err(e) = doc.crdt.apply_complete_change(change) {
+                    // automerge can fail halfway through a malformed change: the document goes
+                    // back to what is stored plus this batch's earlier changes before the end of
+                    // the batch saves it.
+                    doc.rebuild(self.key.node_id().as_bytes()).map_err(|e| {
+                        StoreError::Corrupt(format!("crdt of {}: {e}", payload.event_id))
+                    })?;
                     return Ok(Err(content_reject(seq, "bad-crdt-change", e.to_string())));
                 }
                 doc.appended.extend_from_slice(change);
@@ -1285,6 +1291,21 @@ pub(super) struct MergeDoc {
     pub(super) crdt: EventCrdt,
     stored: Option<Vec<u8>>,
     pub(super) appended: Vec<u8>,
+}
+
+impl MergeDoc {
+    /// Loads the document again from the bytes stored before and the changes appended since.
+    /// `identity`: central's, whose actor writes the document.
+    fn rebuild(&mut self, identity: &[u8; 32]) -> Result<(), crvs_sync::merge::MergeError> {
+        let actor = actor_for(identity);
+        let bytes = [self.stored.as_deref().unwrap_or_default(), &self.appended].concat();
+        self.crdt = if bytes.is_empty() {
+            EventCrdt::new(actor)
+        } else {
+            EventCrdt::load(&bytes, actor)?
+        };
+        Ok(())
+    }
 }
 
 impl MergeDoc {

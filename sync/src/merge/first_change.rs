@@ -8,10 +8,11 @@
 //!
 //! - an uncompressed change chunk whose checksum holds and which has no dependencies, no message,
 //!   no other actors, no extra bytes, `seq` 1 and `start_op` 1;
-//! - only the op columns automerge writes, in ascending order, none deflated, every one holding
-//!   exactly one value per op with nothing left over, LEB128 numbers in their shortest form;
-//! - ops that make the `actions` and `decl` maps at the root once each, then put string values
-//!   into them, each key once, with no predecessors.
+//! - only the op columns automerge writes, in ascending order, none deflated or empty, every one
+//!   holding exactly one value per op with nothing left over, LEB128 numbers in their shortest
+//!   form;
+//! - ops that make the `actions` and `decl` maps at the root, once each and both, then put
+//!   string values into them, each key once, with no predecessors.
 //!
 //! Anything else gives `None`, and the caller asks automerge. So the reader may refuse what
 //! automerge accepts, never the reverse: whatever it accepts, applying the change to an empty
@@ -118,6 +119,11 @@ impl<'a> Columns<'a> {
         for _ in 0..count {
             let spec = r.uleb()?;
             let len = usize::try_from(r.uleb()?).ok()?;
+            // automerge never writes an empty column, and reads some differently from absent
+            // ones (an empty pred actor column alone breaks the pred group).
+            if len == 0 {
+                return None;
+            }
             let at = next + COLUMNS[next..].iter().position(|&known| known == spec)?;
             lens[at] = len;
             next = at + 1;
@@ -238,7 +244,8 @@ fn read_ops(columns: &Columns<'_>, actions: &str, decl: &str) -> Option<Declarat
         && mark_name.is_finished()
         && all_false(columns.get(INSERT))
         && (expand.is_empty() || all_false(expand));
-    done.then_some(declaration)
+    // Both maps made, as `record` always makes them.
+    (done && actions_map.is_some() && decl_map.is_some()).then_some(declaration)
 }
 
 /// A cursor over bytes.
@@ -401,5 +408,293 @@ impl<'a, T: Copy> Rle<'a, T> {
     /// Whether every value was read.
     fn is_finished(&self) -> bool {
         self.left == 0 && self.r.0.is_empty()
+    }
+}
+
+/// Rewriting a change's columns (for tests here and in other crates).
+#[cfg(any(test, feature = "testing"))]
+pub(crate) mod surgery {
+    use super::{CHUNK_CHANGE, MAGIC, OBJ_CTR, Reader, Rle};
+    use sha2::{Digest as _, Sha256};
+
+    /// A change split into the part of its data before the column table, and its columns.
+    pub(crate) struct Parts {
+        pub(crate) header: Vec<u8>,
+        pub(crate) columns: Vec<(u64, Vec<u8>)>,
+    }
+
+    pub(crate) fn uleb(mut n: u64, out: &mut Vec<u8>) {
+        loop {
+            let byte = (n & 0x7f) as u8;
+            n >>= 7;
+            if n == 0 {
+                out.push(byte);
+                return;
+            }
+            out.push(byte | 0x80);
+        }
+    }
+
+    /// Splits an uncompressed change chunk (panics on anything else: test input).
+    pub(crate) fn split(change: &[u8]) -> Parts {
+        let mut r = Reader(&change[9..]);
+        r.uleb().expect("chunk length");
+        let data = r.0;
+        let mut r = Reader(data);
+        let deps = r.uleb().expect("deps");
+        r.take(32 * deps as usize).expect("dependency hashes");
+        let actor_len = r.uleb().expect("actor length") as usize;
+        r.take(actor_len).expect("actor");
+        r.uleb().expect("seq");
+        r.uleb().expect("start op");
+        r.sleb().expect("time");
+        assert_eq!(r.uleb(), Some(0), "a change without message");
+        assert_eq!(r.uleb(), Some(0), "a change without other actors");
+        let header = data[..data.len() - r.0.len()].to_vec();
+        let count = r.uleb().expect("column count");
+        let specs: Vec<(u64, usize)> = (0..count)
+            .map(|_| {
+                let spec = r.uleb().expect("column spec");
+                (spec, r.uleb().expect("column length") as usize)
+            })
+            .collect();
+        let columns = specs
+            .into_iter()
+            .map(|(spec, len)| (spec, r.take(len).expect("column data").to_vec()))
+            .collect();
+        assert!(r.0.is_empty(), "no extra bytes");
+        Parts { header, columns }
+    }
+
+    /// The change chunk of `parts`, with its length and checksum.
+    pub(crate) fn join(parts: &Parts) -> Vec<u8> {
+        let mut data = parts.header.clone();
+        uleb(parts.columns.len() as u64, &mut data);
+        for (spec, bytes) in &parts.columns {
+            uleb(*spec, &mut data);
+            uleb(bytes.len() as u64, &mut data);
+        }
+        for (_, bytes) in &parts.columns {
+            data.extend_from_slice(bytes);
+        }
+        let mut chunk = MAGIC.to_vec();
+        chunk.extend_from_slice(&[0; 4]);
+        chunk.push(CHUNK_CHANGE);
+        uleb(data.len() as u64, &mut chunk);
+        chunk.extend_from_slice(&data);
+        let hash = Sha256::digest(&chunk[8..]);
+        chunk[4..8].copy_from_slice(&hash[..4]);
+        chunk
+    }
+
+    /// `change` (uncompressed, as `EventCrdt::record` returns it) with every op that is not at
+    /// the root moved into the object made by op `counter` of the change's actor: an object no
+    /// replica holds when `counter` is past every op, on which automerge 0.12 panics.
+    pub fn with_objects_at(change: &[u8], counter: u64) -> Vec<u8> {
+        let mut parts = split(change);
+        let column = parts
+            .columns
+            .iter_mut()
+            .find(|(spec, _)| *spec == OBJ_CTR)
+            .expect("a change with ops below the root");
+        let mut values = Rle::new(&column.1, Reader::uleb);
+        let mut rewritten = Vec::new();
+        while !values.is_finished() {
+            // One run of length one per value: a null run, or a run of `counter`.
+            match values.next().expect("an object counter column") {
+                None => rewritten.extend_from_slice(&[0x00, 0x01]),
+                Some(_) => {
+                    rewritten.push(0x01);
+                    uleb(counter, &mut rewritten);
+                }
+            }
+        }
+        column.1 = rewritten;
+        join(&parts)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use serde_json::json;
+
+    use super::surgery::{Parts, join, split, with_objects_at};
+    use super::*;
+    use crate::merge::{ACTIONS, DECLARATION, EventCrdt, actor_for};
+
+    fn first_change() -> Vec<u8> {
+        let delta = json!({"child.dob": "2024-06-03", "child.name": {"firstname": "Liam"}});
+        EventCrdt::new(actor_for(&[1; 32]))
+            .record(&[], delta.as_object().unwrap(), 7)
+            .unwrap()
+    }
+
+    fn fast(change: &[u8]) -> Option<Declaration> {
+        read(change, ACTIONS, DECLARATION)
+    }
+
+    /// The fast read refuses `change`; whatever automerge's decoding path reads from it is what
+    /// applying it gives; none of it panics (automerge does on some of these, which `EventCrdt`
+    /// catches).
+    fn refused(change: &[u8], why: &str) {
+        assert_eq!(fast(change), None, "{why}");
+        let decoded = EventCrdt::fresh_state(change);
+        let mut doc = EventCrdt::new(actor_for(&[9; 32]));
+        match doc.apply_complete_change(change) {
+            Ok(()) => {
+                let state = doc.state().expect(why);
+                if let Some(declaration) = decoded {
+                    assert_eq!(state, (declaration, Vec::new()), "{why}");
+                }
+            }
+            Err(_) => assert_eq!(decoded, None, "{why}"),
+        }
+    }
+
+    fn with_column(change: &[u8], spec: u64, bytes: Option<Vec<u8>>) -> Vec<u8> {
+        let mut parts = split(change);
+        parts.columns.retain(|(s, _)| *s != spec);
+        if let Some(bytes) = bytes {
+            parts.columns.push((spec, bytes));
+            parts.columns.sort_by_key(|(s, _)| *s);
+        }
+        join(&parts)
+    }
+
+    proptest::proptest! {
+        /// Edits inside the columns (bytes replaced, inserted, removed; columns dropped or
+        /// added), with lengths and checksum made right: whatever the fast read accepts, applying
+        /// the change gives the same declaration.
+        #[test]
+        fn column_edits_are_refused_or_read_as_automerge_reads_them(
+            edits in proptest::collection::vec(
+                (proptest::num::usize::ANY, proptest::num::usize::ANY, proptest::num::u8::ANY, 0..5u8),
+                1..4,
+            ),
+        ) {
+            let mut parts = split(&first_change());
+            for (column, at, byte, how) in edits {
+                let spec = COLUMNS[column % COLUMNS.len()];
+                let Some(index) = parts.columns.iter().position(|(s, _)| *s == spec) else {
+                    parts.columns.push((spec, vec![byte]));
+                    parts.columns.sort_by_key(|(s, _)| *s);
+                    continue;
+                };
+                let bytes = &mut parts.columns[index].1;
+                let at = at % (bytes.len() + 1);
+                match how {
+                    0 if at < bytes.len() => bytes[at] = byte,
+                    1 => bytes.insert(at, byte),
+                    2 if at < bytes.len() => {
+                        bytes.remove(at);
+                    }
+                    3 => {
+                        parts.columns.remove(index);
+                    }
+                    _ if at < bytes.len() => bytes[at] ^= 1 << (byte % 8),
+                    _ => {}
+                }
+            }
+            let change = join(&parts);
+            if let Some(read) = fast(&change) {
+                let mut doc = EventCrdt::new(actor_for(&[9; 32]));
+                proptest::prop_assert!(doc.apply_complete_change(&change).is_ok());
+                proptest::prop_assert_eq!(doc.state().unwrap(), (read, Vec::new()));
+            }
+        }
+    }
+
+    #[test]
+    fn hand_built_changes_outside_the_shape_are_refused() {
+        let change = first_change();
+        assert_eq!(join(&split(&change)), change, "split and join round-trip");
+        assert_eq!(fast(&change).map(|d| d.len()), Some(2));
+
+        // An empty column, which automerge never writes: a lone empty pred actor column breaks
+        // automerge's pred group, so the change is not one at all.
+        refused(
+            &with_column(&change, PRED_ACTOR, Some(Vec::new())),
+            "empty pred actor",
+        );
+        refused(
+            &with_column(&change, PRED_CTR, Some(Vec::new())),
+            "empty pred counter",
+        );
+        refused(
+            &with_column(&change, EXPAND, Some(Vec::new())),
+            "empty expand",
+        );
+        // No ops at all (a lone raw value column, or nothing but the insert flags).
+        let zero_ops = Parts {
+            header: split(&change).header,
+            columns: vec![(INSERT, vec![0]), (VAL_RAW, vec![0x22, 0x22])],
+        };
+        refused(&join(&zero_ops), "no ops, lone raw values");
+        let zero_ops = Parts {
+            header: split(&change).header,
+            columns: vec![(INSERT, vec![0])],
+        };
+        refused(&join(&zero_ops), "no ops");
+        // Only one of the two maps made.
+        let one_map = Parts {
+            header: split(&change).header,
+            columns: vec![
+                (KEY_STR, vec![0x7f, 0x04, b'd', b'e', b'c', b'l']),
+                (INSERT, vec![1]),
+                (ACTION, vec![0x01, 0x00]),
+                (VAL_META, vec![0x01, 0x00]),
+                (PRED_GROUP, vec![0x01, 0x00]),
+            ],
+        };
+        refused(&join(&one_map), "one map");
+        // Ops naming an actor the change does not list (index 1): obj, then key.
+        refused(
+            &with_column(&change, OBJ_ACTOR, Some(vec![0x00, 0x02, 0x02, 0x01])),
+            "obj actor 1",
+        );
+        refused(
+            &with_column(&change, KEY_ACTOR, Some(vec![0x04, 0x01])),
+            "key actor 1",
+        );
+        // Puts into an object nobody made (automerge panics applying it).
+        refused(&with_objects_at(&change, 99), "object 99");
+        // A put into a map made later in the change (counter 3 is a put, not a make).
+        refused(
+            &with_column(&change, OBJ_CTR, Some(vec![0x00, 0x02, 0x02, 0x03])),
+            "put before make",
+        );
+        // A null value with a length; an overlong run count; a run that ends early; trailing
+        // bytes in a column; a deflated column.
+        refused(
+            &with_column(
+                &change,
+                VAL_META,
+                Some(vec![0x7f, 0x10, 0x7e, 0xc6, 0x01, 0xc6, 0x02]),
+            ),
+            "null with length",
+        );
+        refused(
+            &with_column(&change, PRED_GROUP, Some(vec![0x84, 0x00, 0x00])),
+            "overlong count",
+        );
+        refused(
+            &with_column(&change, PRED_GROUP, Some(vec![0x03, 0x00])),
+            "pred column short",
+        );
+        refused(
+            &with_column(&change, PRED_GROUP, Some(vec![0x04, 0x00, 0x00])),
+            "pred column long",
+        );
+        refused(
+            &with_column(&change, INSERT, Some(vec![0x03, 0x01])),
+            "one op inserted",
+        );
+        let mut deflated = split(&change);
+        for (spec, _) in &mut deflated.columns {
+            if *spec == VAL_RAW {
+                *spec |= 0x08;
+            }
+        }
+        refused(&join(&deflated), "deflated raw values");
     }
 }

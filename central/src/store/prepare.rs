@@ -15,7 +15,7 @@
 
 use std::collections::{HashMap, VecDeque};
 
-use crvs_common::event::{ActionType, EntryPayload, EventDocument};
+use crvs_common::event::{ActionDocument, ActionType, EntryPayload, EventDocument};
 use crvs_common::log::{EntryHash, LogEntry};
 use crvs_common::state::{EventIndex, canonical_order};
 use crvs_sync::merge::{APPEND_MAX_BYTES, EventCrdt, actor_for};
@@ -106,8 +106,13 @@ fn fresh_event(
         }
     };
     // The actions as the read path finds them: parsed from this entry's payload, where they are
-    // kept (`Body::InNodeLog`).
-    let mut actions = payload.actions.clone();
+    // kept (`Body::InNodeLog`). The index derives from their types, statuses, authors and times;
+    // its declaration comes from the merge document, so copies without their data do.
+    let mut actions: Vec<_> = payload
+        .actions
+        .iter()
+        .map(ActionDocument::metadata)
+        .collect();
     canonical_order(&mut actions);
     let doc = EventDocument {
         id: payload.event_id,

@@ -214,6 +214,64 @@ fn flags_table() {
     }
 }
 
+/// The index columns other than the declaration derive from actions' metadata only: copies
+/// without their data (`ActionDocument::metadata`, what central derives a new event from) give
+/// the same index, whatever the actions are and whatever they carry.
+#[test]
+fn the_index_derives_from_action_metadata_alone() {
+    let mut runner = proptest::test_runner::TestRunner::deterministic();
+    let strategy = proptest::collection::vec(
+        (
+            0..ActionType::ALL.len(),
+            proptest::sample::select(vec![
+                ActionStatus::Requested,
+                ActionStatus::Accepted,
+                ActionStatus::Rejected,
+            ]),
+        ),
+        1..10,
+    );
+    runner
+        .run(&strategy, |picks| {
+            let actions: Vec<ActionDocument> = picks
+                .iter()
+                .enumerate()
+                .map(|(i, (t, status))| {
+                    let mut a = action(i as u128 + 1, ActionType::ALL[*t], *status);
+                    a.declaration = Some(
+                        json!({"child.dob": "2024-01-0{i}"})
+                            .as_object()
+                            .cloned()
+                            .unwrap(),
+                    );
+                    a.annotation = Some(json!({"note": i}).as_object().cloned().unwrap());
+                    a.content = Some(json!({"reason": "r", "duplicates": [i]}));
+                    a.registration_number = (i % 3 == 0).then(|| format!("R{i}"));
+                    a.assigned_to = (i % 2 == 0).then(|| "u2".to_owned());
+                    a.custom_action_type = (a.action_type == ActionType::Custom)
+                        .then(|| CUSTOM_VALIDATE_DECLARATION.to_owned());
+                    a
+                })
+                .collect();
+            let doc = |actions: Vec<ActionDocument>| EventDocument {
+                id: uuid::Uuid::from_u128(99),
+                event_type: "birth".into(),
+                created_at: format_timestamp_ms(0),
+                updated_at: format_timestamp_ms(0),
+                actions,
+                tracking_id: "T1".into(),
+            };
+            let declaration = aggregate_declaration(&actions);
+            let metadata = actions.iter().map(ActionDocument::metadata).collect();
+            proptest::prop_assert_eq!(
+                EventIndex::from_document_with(&doc(metadata), declaration.clone(), Vec::new()),
+                EventIndex::from_document_with(&doc(actions), declaration, Vec::new())
+            );
+            Ok(())
+        })
+        .unwrap();
+}
+
 #[test]
 fn custom_validate_declaration_clears_rejected_and_validates() {
     let mut actions = accepted(&[A::Create, A::Declare, A::Reject]);

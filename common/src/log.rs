@@ -10,13 +10,18 @@
 //! Byte layout (all integers big-endian):
 //!
 //! ```text
-//! signing bytes = DOMAIN_SEP_LOG_ENTRY || body
+//! signing bytes = DOMAIN_SEP_LOG_ENTRY || SHA-256(body)
 //! encoding      = body || signature (64)
+//! entry hash    = SHA-256(encoding)
 //! body          = version (u8) || node_id (32) || seq (u64) || prev_hash (32)
 //!                 || hlc.wall_ms (u64) || hlc.counter (u32) || event_id (16)
 //!                 || action_len (u32) || action
 //!                 || crdt_tag (u8: 0 none, 1 some) || [crdt_len (u32) || crdt_change]
 //! ```
+//!
+//! The signature covers the body's SHA-256 rather than the body, so checking an entry hashes its
+//! body once: the same pass, continued over the signature, gives the entry hash (ed25519 would
+//! otherwise hash the whole body again with SHA-512, about 5 µs for a 4 KiB entry).
 //!
 //! [`LogEntry::decode`] accepts exactly the encodings that [`LogEntry::encode`] produces, so an
 //! entry's bytes, its hash and its signature are all unambiguous. [`ChainVerifier`] applies the
@@ -35,7 +40,7 @@ use crate::hlc::Hlc;
 
 /// Domain separator prefixed to every log entry's signing bytes, so a log-entry signature can
 /// never be replayed as a signature over any other kind of message, and vice versa.
-pub const DOMAIN_SEP_LOG_ENTRY: &[u8] = b"crvs-edge log-entry v1";
+pub const DOMAIN_SEP_LOG_ENTRY: &[u8] = b"crvs-edge log-entry v2";
 
 /// Version byte of the entry encoding; bumped on any change to the byte layout.
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
@@ -580,12 +585,11 @@ impl LogEntry {
         }
     }
 
-    /// `DOMAIN_SEP_LOG_ENTRY || body`: what the signature covers.
+    /// `DOMAIN_SEP_LOG_ENTRY || SHA-256(body)`: what the signature covers.
     fn signing_bytes(&self) -> Vec<u8> {
-        let mut out = Vec::with_capacity(DOMAIN_SEP_LOG_ENTRY.len() + self.body_len());
-        out.extend_from_slice(DOMAIN_SEP_LOG_ENTRY);
-        self.write_body(&mut out);
-        out
+        let mut body = Vec::with_capacity(self.body_len());
+        self.write_body(&mut body);
+        signing_message(&Sha256::digest(&body))
     }
 
     fn body_len(&self) -> usize {
@@ -610,6 +614,11 @@ impl LogEntry {
             }
         }
     }
+}
+
+/// The signing bytes of an entry whose body hashes to `body_digest`.
+fn signing_message(body_digest: &[u8]) -> Vec<u8> {
+    [DOMAIN_SEP_LOG_ENTRY, body_digest].concat()
 }
 
 impl fmt::Debug for LogEntry {
@@ -639,19 +648,16 @@ impl CheckedEntry {
         Self::check_under(entry, key.as_ref())
     }
 
-    /// [`Self::check`] with the entry's key already decompressed. The body is encoded once, for
-    /// both the signature and the hash.
+    /// [`Self::check`] with the entry's key already decompressed. The body is encoded and
+    /// hashed once: the hash of the body (signed) continues over the signature into the entry
+    /// hash.
     fn check_under(entry: LogEntry, key: Option<&VerifyingKey>) -> Self {
-        let signing_bytes = entry.signing_bytes();
+        let mut body = Vec::with_capacity(entry.body_len());
+        entry.write_body(&mut body);
+        let body_hash = Sha256::new().chain_update(&body);
+        let signing_bytes = signing_message(&body_hash.clone().finalize());
         let signature = entry.verify_signature_under(key, &signing_bytes);
-        let body = &signing_bytes[DOMAIN_SEP_LOG_ENTRY.len()..];
-        let hash = EntryHash(
-            Sha256::new()
-                .chain_update(body)
-                .chain_update(entry.signature)
-                .finalize()
-                .into(),
-        );
+        let hash = EntryHash(body_hash.chain_update(entry.signature).finalize().into());
         Self {
             entry,
             hash,
@@ -1303,8 +1309,15 @@ mod tests {
         body.extend_from_slice(&[1, 0, 0, 0, 2, 0xc1, 0xc2]);
 
         let mut signing = DOMAIN_SEP_LOG_ENTRY.to_vec();
-        signing.extend_from_slice(&body);
+        signing.extend_from_slice(&Sha256::digest(&body));
         assert_eq!(entry.signing_bytes(), signing);
+        let verifying = VerifyingKey::from_bytes(key(7).node_id().as_bytes()).unwrap();
+        assert!(
+            verifying
+                .verify_strict(&signing, &Signature::from_bytes(&entry.signature))
+                .is_ok(),
+            "the signature covers DOMAIN_SEP_LOG_ENTRY || SHA-256(body)"
+        );
 
         let mut encoded = body.clone();
         encoded.extend_from_slice(&entry.signature);

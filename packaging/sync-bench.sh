@@ -81,6 +81,9 @@ for _ in $(seq 1 300); do
 done
 echo "    pouchdb-server on 127.0.0.1:$pouch_port (pid $pouch_pid)"
 echo
+# The build and npm install leave tens of MB of dirty pages: flushed now, so the kernel's
+# writeback of them does not run during either side's measurement.
+sync
 
 "$target_dir/release/crvs-sync-bench" --pouch-url "http://127.0.0.1:$pouch_port" \
   --pouch-script "$root/packaging/bench/replicate.js" "$@"

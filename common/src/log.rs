@@ -486,9 +486,14 @@ impl LogEntry {
     /// The wire and storage encoding: the body (see the module docs) followed by the signature.
     pub fn encode(&self) -> Vec<u8> {
         let mut out = Vec::with_capacity(self.body_len() + SIGNATURE_BYTES);
-        self.write_body(&mut out);
-        out.extend_from_slice(&self.signature);
+        self.encode_to(&mut out);
         out
+    }
+
+    /// Appends [`Self::encode`] to `out`.
+    pub fn encode_to(&self, out: &mut Vec<u8>) {
+        self.write_body(out);
+        out.extend_from_slice(&self.signature);
     }
 
     /// Length of [`Self::encode`], without encoding.

@@ -6,7 +6,7 @@
 //! ([`LogEntry::encode`]); a batch of entries is deflate-compressed (a notification's JSON
 //! compresses several-fold, and on a 200 kbit/s link bytes matter as much as round trips).
 
-use std::io::{Read as _, Write as _};
+use std::cell::RefCell;
 
 use crvs_common::log::{EntryHash, LogEntry, LogHead, NodeId};
 
@@ -230,20 +230,83 @@ impl Out {
     }
     /// Entries as `count || deflate(len-prefixed encodings)`.
     fn entries(&mut self, entries: &[LogEntry]) {
-        let mut raw = Vec::new();
+        let raw_len = entries.iter().map(|e| 4 + e.encoded_len()).sum();
+        let mut raw = Vec::with_capacity(raw_len);
         for e in entries {
-            let enc = e.encode();
-            raw.extend_from_slice(&(enc.len() as u32).to_be_bytes());
-            raw.extend_from_slice(&enc);
+            raw.extend_from_slice(&(e.encoded_len() as u32).to_be_bytes());
+            e.encode_to(&mut raw);
         }
-        let mut z = flate2::write::DeflateEncoder::new(Vec::new(), self.1.level());
-        // Writing to a Vec cannot fail.
-        let _ = z.write_all(&raw);
-        let compressed = z.finish().unwrap_or_default();
+        let compressed = deflate(&raw, self.1);
         self.u32(entries.len() as u32);
         self.u32(raw.len() as u32);
         self.bytes(&compressed);
     }
+}
+
+thread_local! {
+    /// This thread's deflate state for each [`Packing`], reset between batches: a new one
+    /// allocates (and the kernel zeroes) a few hundred KiB per batch.
+    static DEFLATERS: RefCell<[Option<flate2::Compress>; 2]> = const { RefCell::new([None, None]) };
+    /// This thread's inflate state, reset between batches (a new one is about 40 KiB).
+    static INFLATER: RefCell<Option<flate2::Decompress>> = const { RefCell::new(None) };
+}
+
+/// `raw` as a raw deflate stream at `packing`'s level.
+fn deflate(raw: &[u8], packing: Packing) -> Vec<u8> {
+    DEFLATERS.with(|cell| {
+        let mut states = cell.borrow_mut();
+        let z = states[packing as usize]
+            .get_or_insert_with(|| flate2::Compress::new(packing.level(), false));
+        z.reset();
+        // Room for incompressible input (deflate's stored blocks add 5 bytes per 16 KiB);
+        // grown if ever short.
+        let mut out = Vec::with_capacity(raw.len() + raw.len() / 1024 + 64);
+        loop {
+            let consumed = z.total_in() as usize;
+            match z.compress_vec(&raw[consumed..], &mut out, flate2::FlushCompress::Finish) {
+                Ok(flate2::Status::StreamEnd) => return out,
+                // Out of room: more, and go on.
+                Ok(_) => out.reserve(out.capacity().max(64)),
+                // Compressing into memory cannot fail; if it ever did, refuse to send garbage.
+                Err(e) => unreachable!("deflate into memory failed: {e}"),
+            }
+        }
+    })
+}
+
+/// Inflates a raw deflate stream that must hold exactly `raw_len` bytes and nothing after them.
+/// The output buffer is allocated once at `raw_len` and a byte (bounded by the caller): a stream
+/// claiming more (a decompression bomb) stops there and is refused.
+fn inflate(compressed: &[u8], raw_len: usize) -> Result<Vec<u8>, WireError> {
+    INFLATER.with(|cell| {
+        let mut state = cell.borrow_mut();
+        let z = state.get_or_insert_with(|| flate2::Decompress::new(false));
+        z.reset(false);
+        // One byte of room more than expected: the stream's end is read (not left pending for
+        // want of room), and a longer stream shows as one byte too many.
+        let mut raw = Vec::with_capacity(raw_len + 1);
+        let status = z
+            .decompress_vec(compressed, &mut raw, flate2::FlushDecompress::Finish)
+            .map_err(|e| WireError::Compression(e.to_string()))?;
+        if status != flate2::Status::StreamEnd || raw.len() != raw_len {
+            return Err(WireError::Compression(format!(
+                "expected a stream of {raw_len} bytes, got {} and {}",
+                raw.len(),
+                if status == flate2::Status::StreamEnd {
+                    "its end"
+                } else {
+                    "no end"
+                }
+            )));
+        }
+        if z.total_in() as usize != compressed.len() {
+            return Err(WireError::Compression(format!(
+                "{} bytes after the end of the stream",
+                compressed.len() - z.total_in() as usize
+            )));
+        }
+        Ok(raw)
+    })
 }
 
 fn truncate_utf8(s: &str, max: usize) -> &str {
@@ -325,18 +388,7 @@ impl In<'_> {
             });
         }
         let compressed = self.bytes("compressed batch", FRAME_BYTES_MAX)?;
-        let mut raw = Vec::with_capacity(raw_len);
-        // `take` bounds the output even if the stream claims otherwise (decompression bomb).
-        flate2::read::DeflateDecoder::new(compressed)
-            .take(raw_len as u64 + 1)
-            .read_to_end(&mut raw)
-            .map_err(|e| WireError::Compression(e.to_string()))?;
-        if raw.len() != raw_len {
-            return Err(WireError::Compression(format!(
-                "expected {raw_len} bytes, got {}",
-                raw.len()
-            )));
-        }
+        let raw = inflate(compressed, raw_len)?;
         let mut input = In(&raw);
         let mut out = Vec::with_capacity(count);
         for _ in 0..count {
@@ -664,6 +716,35 @@ mod tests {
         es.remove(1);
         let m = Message::Entries(Entries { entries: es }).encode();
         assert_eq!(Message::decode(&m), Err(WireError::NotContiguous));
+    }
+
+    #[test]
+    fn compressed_batches_must_hold_exactly_what_they_claim() {
+        let raw: Vec<u8> = (0..5000u32).flat_map(|i| (i % 251).to_be_bytes()).collect();
+        for packing in [Packing::Small, Packing::Fast] {
+            // Reused per thread: the same state twice gives the same bytes.
+            let once = deflate(&raw, packing);
+            assert_eq!(deflate(&raw, packing), once);
+            assert_eq!(inflate(&once, raw.len()).unwrap(), raw);
+            // A stream longer or shorter than claimed; bytes after its end; a cut stream.
+            assert!(inflate(&once, raw.len() - 1).is_err());
+            assert!(inflate(&once, raw.len() + 1).is_err());
+            assert!(inflate(&[once.as_slice(), &[0]].concat(), raw.len()).is_err());
+            assert!(inflate(&once[..once.len() / 2], raw.len()).is_err());
+            // Still usable after a refusal; empty and incompressible input.
+            assert_eq!(inflate(&once, raw.len()).unwrap(), raw);
+            assert_eq!(
+                inflate(&deflate(&[], packing), 0).unwrap(),
+                Vec::<u8>::new()
+            );
+            let noise: Vec<u8> = (0..70_000u64)
+                .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+                .collect();
+            assert_eq!(
+                inflate(&deflate(&noise, packing), noise.len()).unwrap(),
+                noise
+            );
+        }
     }
 
     proptest! {

@@ -3,14 +3,15 @@
 //!
 //! Every state change at a node (and at central) is one [`LogEntry`]. Each node's entries form a
 //! chain: `seq` runs 1, 2, 3, ... without gaps and each entry's `prev_hash` is the [`EntryHash`] of
-//! the previous one ([`EntryHash::GENESIS`] for seq 1). The signature covers a hand-written,
-//! versioned, domain-separated byte encoding, never re-serialised JSON, so every implementation
+//! the previous one ([`EntryHash::GENESIS`] for seq 1). The signature covers (the digest of) a
+//! hand-written, versioned, domain-separated byte encoding, never re-serialised JSON, so every implementation
 //! signs and verifies exactly the same bytes; the shells store [`LogEntry::encode`] as is.
 //!
 //! Byte layout (all integers big-endian):
 //!
 //! ```text
 //! signing bytes = DOMAIN_SEP_LOG_ENTRY || SHA-256(body)
+//!                 (logs written before v2: DOMAIN_SEP_LOG_ENTRY_V1 || body, still verified)
 //! encoding      = body || signature (64)
 //! entry hash    = SHA-256(encoding)
 //! body          = version (u8) || node_id (32) || seq (u64) || prev_hash (32)
@@ -41,6 +42,13 @@ use crate::hlc::Hlc;
 /// Domain separator prefixed to every log entry's signing bytes, so a log-entry signature can
 /// never be replayed as a signature over any other kind of message, and vice versa.
 pub const DOMAIN_SEP_LOG_ENTRY: &[u8] = b"crvs-edge log-entry v2";
+
+/// Domain separator of the first signing scheme, whose signature covers
+/// `DOMAIN_SEP_LOG_ENTRY_V1 || body` (the whole body). Entries signed that way, in logs written
+/// before v2, still verify (same body layout, same hash); nothing signs that way any more. A
+/// signature valid under neither scheme is refused; one valid under either proves the key's
+/// holder signed exactly this body.
+pub const DOMAIN_SEP_LOG_ENTRY_V1: &[u8] = b"crvs-edge log-entry v1";
 
 /// Version byte of the entry encoding; bumped on any change to the byte layout.
 pub const ENTRY_FORMAT_VERSION: u8 = 1;
@@ -559,15 +567,22 @@ impl LogEntry {
     /// standing: see [`ChainVerifier`].
     pub fn verify_signature(&self) -> Result<(), VerifyError> {
         let key = VerifyingKey::from_bytes(&self.node_id.0).ok();
-        self.verify_signature_under(key.as_ref(), &self.signing_bytes())
+        let mut body = Vec::with_capacity(self.body_len());
+        self.write_body(&mut body);
+        self.verify_signature_under(
+            key.as_ref(),
+            &signing_message(&Sha256::digest(&body)),
+            &body,
+        )
     }
 
     /// [`Self::verify_signature`] with `node_id`'s key already decompressed (`None`: not a valid
-    /// key) and the signing bytes already built.
+    /// key), the signing bytes already built and the body they digest.
     fn verify_signature_under(
         &self,
         key: Option<&VerifyingKey>,
         signing_bytes: &[u8],
+        body: &[u8],
     ) -> Result<(), VerifyError> {
         if self.seq == 0 {
             return Err(DecodeError::SeqZero.into());
@@ -579,9 +594,14 @@ impl LogEntry {
                 bytes_max,
             },
         )?;
+        let signature = Signature::from_bytes(&self.signature);
         let signed = key.is_some_and(|key| {
-            key.verify_strict(signing_bytes, &Signature::from_bytes(&self.signature))
-                .is_ok()
+            key.verify_strict(signing_bytes, &signature).is_ok()
+                // An entry of a log written before v2 (rare: the second check runs only for a
+                // signature the current scheme refuses).
+                || key
+                    .verify_strict(&[DOMAIN_SEP_LOG_ENTRY_V1, body].concat(), &signature)
+                    .is_ok()
         });
         if signed {
             Ok(())
@@ -661,7 +681,7 @@ impl CheckedEntry {
         entry.write_body(&mut body);
         let body_hash = Sha256::new().chain_update(&body);
         let signing_bytes = signing_message(&body_hash.clone().finalize());
-        let signature = entry.verify_signature_under(key, &signing_bytes);
+        let signature = entry.verify_signature_under(key, &signing_bytes, &body);
         let hash = EntryHash(body_hash.chain_update(entry.signature).finalize().into());
         Self {
             entry,
@@ -1340,16 +1360,37 @@ mod tests {
     fn signature_is_domain_separated() {
         let entry = sample_entry(None);
         let key = key(7);
-        let undomained = key.sign(&entry.encode()[..entry.encode().len() - SIGNATURE_BYTES]);
-        let forged = LogEntry {
-            signature: undomained,
+        let body = &entry.encode()[..entry.encode().len() - SIGNATURE_BYTES];
+        let digest = Sha256::digest(body);
+        // The body or its digest signed without a domain separator, or under another one.
+        for message in [
+            body.to_vec(),
+            digest.to_vec(),
+            [b"crvs-edge central-record v1".as_slice(), &digest].concat(),
+            [DOMAIN_SEP_LOG_ENTRY_V1, &digest].concat(),
+            [DOMAIN_SEP_LOG_ENTRY, body].concat(),
+        ] {
+            let forged = LogEntry {
+                signature: key.sign(&message),
+                ..entry.clone()
+            };
+            assert_eq!(
+                forged.verify_signature(),
+                Err(VerifyError::BadSignature { seq: 3 })
+            );
+            assert!(!CheckedEntry::check(forged).is_signed());
+        }
+        assert_eq!(entry.verify_signature(), Ok(()));
+        // An entry of a log written before v2 (the whole body signed under the v1 separator)
+        // still verifies, with the same hash.
+        let v1 = LogEntry {
+            signature: key.sign(&[DOMAIN_SEP_LOG_ENTRY_V1, body].concat()),
             ..entry.clone()
         };
-        assert_eq!(
-            forged.verify_signature(),
-            Err(VerifyError::BadSignature { seq: 3 })
-        );
-        assert_eq!(entry.verify_signature(), Ok(()));
+        assert_eq!(v1.verify_signature(), Ok(()));
+        let checked = CheckedEntry::check(v1.clone());
+        assert!(checked.is_signed());
+        assert_eq!(checked.hash(), v1.hash());
     }
 
     #[test]

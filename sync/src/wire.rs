@@ -254,23 +254,28 @@ thread_local! {
 /// `raw` as a raw deflate stream at `packing`'s level.
 fn deflate(raw: &[u8], packing: Packing) -> Vec<u8> {
     DEFLATERS.with(|cell| {
-        let mut states = cell.borrow_mut();
-        let z = states[packing as usize]
-            .get_or_insert_with(|| flate2::Compress::new(packing.level(), false));
+        // Taken out while in use and put back only once its stream ended, so a state left
+        // mid-stream (by a panic) is dropped, never reused.
+        let slot = packing as usize;
+        let mut z = cell.borrow_mut()[slot]
+            .take()
+            .unwrap_or_else(|| flate2::Compress::new(packing.level(), false));
         z.reset();
-        // Room for incompressible input (deflate's stored blocks add 5 bytes per 16 KiB);
-        // grown if ever short.
-        let mut out = Vec::with_capacity(raw.len() + raw.len() / 1024 + 64);
+        // Room for incompressible input: level 1 writes only fixed-Huffman blocks (up to 9 bits
+        // a byte), level 6 stored blocks (5 bytes per 16 KiB); grown if ever short.
+        let mut out = Vec::with_capacity(raw.len() + raw.len() / 8 + 64);
         loop {
             let consumed = z.total_in() as usize;
             match z.compress_vec(&raw[consumed..], &mut out, flate2::FlushCompress::Finish) {
-                Ok(flate2::Status::StreamEnd) => return out,
+                Ok(flate2::Status::StreamEnd) => break,
                 // Out of room: more, and go on.
                 Ok(_) => out.reserve(out.capacity().max(64)),
                 // Compressing into memory cannot fail; if it ever did, refuse to send garbage.
                 Err(e) => unreachable!("deflate into memory failed: {e}"),
             }
         }
+        cell.borrow_mut()[slot] = Some(z);
+        out
     })
 }
 
@@ -737,13 +742,18 @@ mod tests {
                 inflate(&deflate(&[], packing), 0).unwrap(),
                 Vec::<u8>::new()
             );
+            // Incompressible input (splitmix64 output) grows; it still round-trips.
             let noise: Vec<u8> = (0..70_000u64)
-                .map(|i| (i.wrapping_mul(0x9e37_79b9_7f4a_7c15) >> 56) as u8)
+                .map(|i| {
+                    let mut z = i.wrapping_add(1).wrapping_mul(0x9e37_79b9_7f4a_7c15);
+                    z = (z ^ (z >> 30)).wrapping_mul(0xbf58_476d_1ce4_e5b9);
+                    z = (z ^ (z >> 27)).wrapping_mul(0x94d0_49bb_1331_11eb);
+                    (z ^ (z >> 31)) as u8
+                })
                 .collect();
-            assert_eq!(
-                inflate(&deflate(&noise, packing), noise.len()).unwrap(),
-                noise
-            );
+            let packed = deflate(&noise, packing);
+            assert!(packed.len() > noise.len(), "{packing:?}: {}", packed.len());
+            assert_eq!(inflate(&packed, noise.len()).unwrap(), noise);
         }
     }
 

@@ -633,6 +633,8 @@ impl<'a> WriteTx<'a> {
             "INSERT OR IGNORE INTO tracking_ids (id, node_id, granted_at_ms, event_id)
              VALUES (?1, ?2, ?3, ?4)",
         )?;
+        // Random bytes for a round of draws at once (one system call, not one per id).
+        let mut random = Vec::new();
         while granted.len() < count as usize {
             attempts += 1;
             if attempts > count.saturating_mul(TRACKING_ID_ATTEMPTS_PER_ID) + 16 {
@@ -640,8 +642,13 @@ impl<'a> WriteTx<'a> {
                     "could not draw unused tracking ids (id space nearly exhausted?)".into(),
                 ));
             }
-            let mut bytes = [0u8; 8];
-            getrandom::fill(&mut bytes).map_err(|e| StoreError::Random(e.to_string()))?;
+            if random.is_empty() {
+                random = vec![0u8; 8 * (count as usize - granted.len())];
+                getrandom::fill(&mut random).map_err(|e| StoreError::Random(e.to_string()))?;
+            }
+            let at = random.len() - 8;
+            let bytes: [u8; 8] = random[at..].try_into().expect("8 bytes");
+            random.truncate(at);
             let id = TrackingId::from_index(u64::from_le_bytes(bytes));
             if stmt.execute(params![id.as_str(), holder, i64_of(self.now_ms), event])? == 1 {
                 granted.push(id.as_str().to_owned());

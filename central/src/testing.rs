@@ -262,14 +262,7 @@ impl NodeWriter {
 
     /// An entry notifying `event` with `decl`.
     pub(crate) fn notify(&mut self, event: &Event, decl: serde_json::Value) -> LogEntry {
-        let decl: Declaration = decl.as_object().cloned().unwrap();
-        let notify = action(
-            ActionType::Notify,
-            self.facility,
-            Some(decl.clone()),
-            self.clock_ms,
-        );
-        self.sign(event, vec![notify], &decl)
+        self.notify_altered(event, decl, <[u8]>::to_vec)
     }
 
     /// An entry notifying `event` with `decl` whose change (signed as it is) puts into an object
@@ -279,6 +272,18 @@ impl NodeWriter {
         event: &Event,
         decl: serde_json::Value,
     ) -> LogEntry {
+        self.notify_altered(event, decl, |change| {
+            crvs_sync::merge::testing::with_objects_at(change, 999)
+        })
+    }
+
+    /// [`Self::notify`], its change passing through `alter` before it is signed.
+    fn notify_altered(
+        &mut self,
+        event: &Event,
+        decl: serde_json::Value,
+        alter: impl FnOnce(&[u8]) -> Vec<u8>,
+    ) -> LogEntry {
         let decl: Declaration = decl.as_object().cloned().unwrap();
         let notify = action(
             ActionType::Notify,
@@ -286,9 +291,7 @@ impl NodeWriter {
             Some(decl.clone()),
             self.clock_ms,
         );
-        self.sign_altered(event, vec![notify], &decl, |change| {
-            crvs_sync::merge::testing::with_objects_at(change, 999)
-        })
+        self.sign_altered(event, vec![notify], &decl, alter)
     }
 
     /// An entry asking central to register `event` (a Requested REGISTER, as a node records it).

@@ -557,29 +557,6 @@ mod tests {
         assert_eq!(EventCrdt::fresh_state(b"not a change"), None);
     }
 
-    proptest::proptest! {
-        #[test]
-        fn fresh_state_equals_applying_the_change(
-            fields in proptest::collection::btree_map(
-                "[a-z]{1,3}\\.[a-z]{1,4}",
-                proptest::prop_oneof![
-                    proptest::strategy::Just(serde_json::Value::Null),
-                    proptest::num::i64::ANY.prop_map(serde_json::Value::from),
-                    proptest::num::f64::NORMAL.prop_map(serde_json::Value::from),
-                    "[ -~]{0,12}".prop_map(serde_json::Value::from),
-                ],
-                0..12,
-            )
-        ) {
-            let delta: Declaration = fields.into_iter().collect();
-            let mut a = EventCrdt::new(actor(1));
-            let change = a.record(&[], &delta, 1).unwrap();
-            let (declaration, conflicts) = applied_state(&change);
-            proptest::prop_assert!(conflicts.is_empty());
-            proptest::prop_assert_eq!(EventCrdt::fresh_state(&change), Some(declaration));
-        }
-    }
-
     /// `change` with its chunk checksum made right again (after its bytes were altered), so a
     /// corruption reaches the column parsing instead of failing the checksum.
     fn with_checksum_fixed(mut change: Vec<u8>) -> Vec<u8> {
@@ -668,7 +645,7 @@ mod tests {
 
     proptest::proptest! {
         #[test]
-        fn the_fast_read_equals_applying_the_change(
+        fn a_fresh_change_reads_as_applying_it(
             fields in proptest::collection::btree_map(
                 "[a-z]{1,3}\\.[a-zé]{1,4}",
                 proptest::prop_oneof![
@@ -689,6 +666,11 @@ mod tests {
             let change = a.record(&actions, &delta, time).unwrap();
             let (declaration, conflicts) = applied_state(&change);
             proptest::prop_assert!(conflicts.is_empty());
+            // Both ways of reading a fresh change: without automerge, and its decoded form.
+            proptest::prop_assert_eq!(
+                EventCrdt::fresh_state_decoded(&change),
+                Some(declaration.clone())
+            );
             proptest::prop_assert_eq!(fast_read(&change), Some(declaration));
         }
 

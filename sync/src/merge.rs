@@ -508,6 +508,28 @@ mod tests {
         doc.state().unwrap()
     }
 
+    /// A first change that writes `decl` key by key on top of nothing and overwrites a key (an
+    /// op with a predecessor): not the shape `record` gives a fresh document.
+    fn overwritten_first_change() -> Vec<u8> {
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut tx = doc.transaction();
+        let decl_obj = tx.put_object(ROOT, DECLARATION, ObjType::Map).unwrap();
+        tx.put(&decl_obj, "child.dob", "\"2024-06-03\"").unwrap();
+        tx.put(&decl_obj, "child.dob", "\"2024-06-04\"").unwrap();
+        tx.commit();
+        doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+    }
+
+    /// A first change that makes `decl` a list: not the shape either.
+    fn list_first_change() -> Vec<u8> {
+        let mut doc = Automerge::new().with_actor(actor(1));
+        let mut tx = doc.transaction();
+        let list = tx.put_object(ROOT, DECLARATION, ObjType::List).unwrap();
+        tx.insert(&list, 0, "1").unwrap();
+        tx.commit();
+        doc.get_last_local_change().unwrap().raw_bytes().to_vec()
+    }
+
     #[test]
     fn a_fresh_change_reads_as_the_applied_document_and_others_are_left_to_automerge() {
         let action = create_action();
@@ -531,24 +553,13 @@ mod tests {
         }
         // A first change that does not create the maps in one batch (written key by key on top
         // of nothing) is left to automerge as well, as are bytes that are no change at all.
-        let mut doc = Automerge::new().with_actor(actor(1));
-        let mut tx = doc.transaction();
-        let decl_obj = tx.put_object(ROOT, DECLARATION, ObjType::Map).unwrap();
-        tx.put(&decl_obj, "child.dob", "\"2024-06-03\"").unwrap();
-        tx.put(&decl_obj, "child.dob", "\"2024-06-04\"").unwrap();
-        tx.commit();
-        let keyed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let keyed = overwritten_first_change();
         assert_eq!(
             EventCrdt::fresh_state(&keyed),
             None,
             "an overwrite has a pred"
         );
-        let mut doc = Automerge::new().with_actor(actor(1));
-        let mut tx = doc.transaction();
-        let list = tx.put_object(ROOT, DECLARATION, ObjType::List).unwrap();
-        tx.insert(&list, 0, "1").unwrap();
-        tx.commit();
-        let listed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let listed = list_first_change();
         assert_eq!(
             EventCrdt::fresh_state(&listed),
             None,
@@ -624,20 +635,9 @@ mod tests {
             .record(&[], &decl(json!({"child.dob": "2024-06-04"})), 2)
             .unwrap();
         assert_eq!(fast_read(&second), None);
-        let mut doc = Automerge::new().with_actor(actor(1));
-        let mut tx = doc.transaction();
-        let decl_obj = tx.put_object(ROOT, DECLARATION, ObjType::Map).unwrap();
-        tx.put(&decl_obj, "child.dob", "\"2024-06-03\"").unwrap();
-        tx.put(&decl_obj, "child.dob", "\"2024-06-04\"").unwrap();
-        tx.commit();
-        let keyed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let keyed = overwritten_first_change();
         assert_eq!(fast_read(&keyed), None);
-        let mut doc = Automerge::new().with_actor(actor(1));
-        let mut tx = doc.transaction();
-        let list = tx.put_object(ROOT, DECLARATION, ObjType::List).unwrap();
-        tx.insert(&list, 0, "1").unwrap();
-        tx.commit();
-        let listed = doc.get_last_local_change().unwrap().raw_bytes().to_vec();
+        let listed = list_first_change();
         assert_eq!(fast_read(&listed), None);
         assert_eq!(fast_read(b"not a change"), None);
         assert_eq!(fast_read(&[]), None);
